@@ -1,0 +1,43 @@
+# One entry point for people and CI. Every target sets up what it needs first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= config.toml
+# The CPU build of torch for tests (CI has no GPU). For serving, `make run` keeps
+# whatever torch the venv has, or installs the default (CUDA) build from PyPI.
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: run test lint typecheck pytest clean
+
+$(VENV)/.base:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	touch $@
+
+$(VENV)/.run: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install -q $(TORCH_CPU)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.run
+	@test -f $(CONFIG) || { cp config.example.toml $(CONFIG); echo "created $(CONFIG) from config.example.toml: edit it, then run again"; }
+	$(PY) -m bot run --config $(CONFIG)
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check bot tests migrations benchmarks
+	$(PY) -m ruff format --check bot tests migrations benchmarks
+
+typecheck: $(VENV)/.dev
+	$(PY) -m mypy
+
+pytest: $(VENV)/.dev
+	$(PY) -m pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
