@@ -26,7 +26,7 @@ from transformers import (
 )
 
 TEXT_HIDDEN_1 = 16
-TEXT_HIDDEN_2 = 16
+TEXT_HIDDEN_2 = 32  # differs from TEXT_HIDDEN_1: single-file loading tells them apart by width
 PROJECTION_DIM = 32
 TIME_EMBED_DIM = 8
 
