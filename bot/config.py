@@ -1,0 +1,339 @@
+"""Typed settings: one TOML file plus environment variables for secrets and overrides.
+
+Every key is documented with its default in ``config.example.toml``. Loading validates the
+whole file at once; any unknown key, wrong type or out-of-range value raises
+:class:`ConfigError` whose message names the key by its dotted path (``engine.max_steps``)
+and says what was expected. Secrets are held as :class:`~pydantic.SecretStr` and never
+appear in messages.
+
+Environment overrides use ``ANIMAGINE_<SECTION>__<KEY>`` (for example
+``ANIMAGINE_ENGINE__DEVICE=cpu``); values are read as TOML literals when they parse as one
+(``8``, ``true``, ``[1, 2]``) and as plain strings otherwise. The Discord token comes from
+``DISCORD_TOKEN`` or from the file named by ``discord.token_file``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
+ENV_PREFIX = "ANIMAGINE_"
+TOKEN_ENV = "DISCORD_TOKEN"  # noqa: S105 - the variable's name, not a secret
+
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+StrictFloat = Annotated[float, Field(strict=False)]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelSettings(_Section):
+    """Where the weights come from."""
+
+    source: StrictStr = Field(
+        "cagliostrolab/animagine-xl-3.1",
+        min_length=1,
+        description="Hub repo id, local diffusers folder, or single .safetensors file",
+    )
+    variant: StrictStr = Field("", description='Weight variant such as "fp16"; "" for none')
+    revision: StrictStr = Field("", description="Hub revision (branch, tag or commit)")
+    vae: StrictStr = Field("", description="Optional separate VAE: hub repo id or folder")
+    single_file_config: StrictStr = Field(
+        "",
+        description="Local diffusers folder with configs and tokenizers for single-file loads",
+    )
+    cache_dir: StrictStr = Field("", description="Hugging Face cache folder; '' for default")
+    offline: StrictBool = Field(False, description="Never reach the hub (HF_HUB_OFFLINE)")
+    name: StrictStr = Field(
+        "animagine-xl-3.1", min_length=1, description="Model name written into infotext"
+    )
+
+
+class EngineSettings(_Section):
+    """Device, precision and the bounds of a request."""
+
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    min_side: Annotated[StrictInt, Field(ge=64, le=4096)] = 512
+    max_side: Annotated[StrictInt, Field(ge=64, le=4096)] = 2048
+    max_pixels: Annotated[StrictInt, Field(ge=4096)] = 1536 * 1536
+    max_steps: Annotated[StrictInt, Field(ge=1, le=150)] = 50
+    max_count: Annotated[StrictInt, Field(ge=1, le=8)] = 4
+    default_width: Annotated[StrictInt, Field(ge=64, le=4096)] = 896
+    default_height: Annotated[StrictInt, Field(ge=64, le=4096)] = 1152
+    default_steps: Annotated[StrictInt, Field(ge=1, le=150)] = 28
+    default_cfg: Annotated[StrictFloat, Field(ge=1.0, le=30.0)] = 7.0
+    default_sampler: StrictStr = "Euler a"
+    hires_scale: Annotated[StrictFloat, Field(ge=1.0, le=1.5)] = 1.5
+    hires_strength: Annotated[StrictFloat, Field(gt=0.0, le=1.0)] = 0.55
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> EngineSettings:
+        if self.min_side > self.max_side:
+            raise ValueError("min_side must not exceed max_side")
+        if self.default_steps > self.max_steps:
+            raise ValueError("default_steps must not exceed max_steps")
+        for side in (self.default_width, self.default_height):
+            if not self.min_side <= side <= self.max_side or side % 8:
+                raise ValueError(
+                    "default_width and default_height must be multiples of 8 "
+                    "between min_side and max_side"
+                )
+        return self
+
+
+class PromptSettings(_Section):
+    """How prompts are built and encoded."""
+
+    quality: StrictStr = "Standard v3.1"
+    style: StrictStr = "(None)"
+    wildcards_dir: StrictStr = ""
+    max_chunks: Annotated[StrictInt, Field(ge=1, le=32)] = 8
+
+
+class OutputSettings(_Section):
+    """Where the CLI writes images by default."""
+
+    dir: StrictStr = "outputs"
+
+
+class DatabaseSettings(_Section):
+    """The bot's durable state (see ``bot.storage``).
+
+    ``url`` is an SQLAlchemy URL: ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``
+    or, for larger deployments, ``postgresql+psycopg://user@host/dbname``.
+    """
+
+    url: StrictStr = Field("sqlite:///animagine.db", min_length=1)
+    busy_timeout_ms: Annotated[StrictInt, Field(ge=0, le=600_000)] = 5000
+    pool_size: Annotated[StrictInt, Field(ge=1, le=64)] = Field(
+        4, description="Connections (and worker threads) used for database work"
+    )
+
+
+class LimitsSettings(_Section):
+    """Per-member and per-server rate limits, counted in images (see ``bot.limits``).
+
+    A request costs ``count * max(1, round(base * max(1, pixels / reference_pixels) **
+    size_weight * (steps / reference_steps) ** steps_weight * (hires_factor if hires else 1)))``.
+    """
+
+    class Tier(_Section):
+        """One set of limits: a burst and a sustained rate, a daily quota, and a job cap."""
+
+        burst: Annotated[StrictInt, Field(ge=1, le=10_000)] = Field(
+            4, description="Images that may be started at once"
+        )
+        refill_seconds: Annotated[StrictFloat, Field(gt=0.0, le=86_400.0)] = Field(
+            30.0, description="Then one more image every this many seconds"
+        )
+        daily_quota: Annotated[StrictInt, Field(ge=0)] = Field(
+            100, description="Images per day (resets at reset_hour_utc); 0 for no daily quota"
+        )
+        max_concurrent_jobs: Annotated[StrictInt, Field(ge=1, le=10_000)] = Field(
+            2, description="Jobs waiting or running at the same time"
+        )
+
+    class RoleTier(_Section):
+        """Members holding ``role_id`` get the limits of ``tier``."""
+
+        role_id: PositiveInt
+        tier: StrictStr = Field(min_length=1)
+
+    class Cost(_Section):
+        """How many images a request counts as."""
+
+        base: Annotated[StrictFloat, Field(gt=0.0, le=100.0)] = 1.0
+        reference_pixels: Annotated[StrictInt, Field(ge=4096)] = 1024 * 1024
+        reference_steps: Annotated[StrictInt, Field(ge=1, le=150)] = 28
+        size_weight: Annotated[StrictFloat, Field(ge=0.0, le=4.0)] = 1.0
+        steps_weight: Annotated[StrictFloat, Field(ge=0.0, le=4.0)] = 1.0
+        hires_factor: Annotated[StrictFloat, Field(ge=1.0, le=10.0)] = 2.0
+
+    enabled: StrictBool = Field(True, description="false: no rate limits (bans still apply)")
+    reset_hour_utc: Annotated[StrictInt, Field(ge=0, le=23)] = Field(
+        0, description="UTC hour at which daily quotas reset"
+    )
+    default_tier: StrictStr = Field("default", min_length=1)
+    tiers: dict[str, LimitsSettings.Tier] = Field(
+        default_factory=lambda: {"default": LimitsSettings.Tier()}
+    )
+    role_tiers: list[LimitsSettings.RoleTier] = Field(default_factory=list)
+    exempt_role_ids: list[PositiveInt] = Field(default_factory=list)
+    exempt_administrators: StrictBool = True
+    server: LimitsSettings.Tier = Field(
+        Tier(burst=40, refill_seconds=3.0, daily_quota=0, max_concurrent_jobs=10),
+        description="Limits for a whole server (all its members together)",
+    )
+    cost: LimitsSettings.Cost = Cost()
+
+    @model_validator(mode="after")
+    def _check_tiers(self) -> LimitsSettings:
+        known = set(self.tiers)
+        for name in [self.default_tier, *(r.tier for r in self.role_tiers)]:
+            if name not in known:
+                raise ValueError(f"tier {name!r} is not defined in limits.tiers")
+        return self
+
+
+class QueueSettings(_Section):
+    """The embedded fair queue and its worker."""
+
+    class PriorityRole(_Section):
+        """Members holding ``role_id`` are served in a higher priority class."""
+
+        role_id: PositiveInt
+        priority: Annotated[StrictInt, Field(ge=1, le=100)]
+
+    max_length: Annotated[StrictInt, Field(ge=1, le=100_000)] = 100
+    job_timeout_s: Annotated[StrictFloat, Field(gt=0.0, le=86_400.0)] = 600.0
+    initial_step_seconds: Annotated[StrictFloat, Field(gt=0.0, le=600.0)] = 0.15
+    priority_roles: list[QueueSettings.PriorityRole] = Field(default_factory=list)
+
+
+class DiscordSettings(_Section):
+    """Connection to Discord. The token is never read from the TOML file itself."""
+
+    token_file: StrictStr = ""
+    token: SecretStr | None = Field(None, exclude=True, repr=False)
+    rest_url: StrictStr = "https://discord.com/api/v10"
+    gateway_url: StrictStr = "wss://gateway.discord.gg/"
+    dev_guilds: list[PositiveInt] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_token_in_file(cls, data: Any) -> Any:
+        token = data.get("token") if isinstance(data, Mapping) else None
+        if token is not None and not isinstance(token, SecretStr):
+            raise ValueError(
+                "the token does not belong in the config file: set DISCORD_TOKEN or token_file"
+            )
+        return data
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(_Section):
+    """All settings of the bot."""
+
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    prompts: PromptSettings = Field(default_factory=PromptSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _env_value(raw)
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = ".".join(str(p) for p in error["loc"] if p not in ("function-after", "function-before"))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key"
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    given = error.get("input")
+    hide = isinstance(given, dict | SecretStr) or loc.endswith("token")
+    shown = "" if hide else f" (got {given!r})"
+    return f"{loc or '(top level)'}: {msg}{shown}"
+
+
+def load_settings(
+    path: str | Path | None = None, *, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read ``path`` (optional), apply environment overrides, and validate everything."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: cannot read config file: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    data = _merge(data, _env_overrides(env))
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"{where}: {problems}") from None
+    token = _read_token(settings.discord, env, where)
+    if token is not None:
+        discord = settings.discord.model_copy(update={"token": token})
+        settings = settings.model_copy(update={"discord": discord})
+    return settings
+
+
+def _read_token(discord: DiscordSettings, env: Mapping[str, str], where: str) -> SecretStr | None:
+    value = env.get(TOKEN_ENV, "").strip()
+    if value:
+        return SecretStr(value)
+    if discord.token_file:
+        try:
+            text = Path(discord.token_file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{where}: discord.token_file: cannot read {discord.token_file} "
+                f"({exc.strerror or type(exc).__name__})"
+            ) from None
+        if not text:
+            raise ConfigError(f"{where}: discord.token_file: {discord.token_file} is empty")
+        return SecretStr(text)
+    return None

@@ -1,0 +1,392 @@
+"""The job repository: jobs from queueing to their end, their images, and refunds.
+
+Jobs normally enter through :meth:`bot.limits.RateLimiter.accept_job`, which charges the
+rate limits and inserts the job in one transaction; :meth:`JobStore.add` inserts one without
+limits (for the CLI and tests). Every method is synchronous: call it from the event loop via
+``await db.run(store.mark_started, job_id)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, case, func, select
+from sqlalchemy.orm import Session
+
+from bot.storage.clock import Clock, as_utc, utc_now
+from bot.storage.database import Database
+from bot.storage.models import ACTIVE_STATUSES, Image, Job, JobStatus, RateLimitState
+from bot.storage.ratelimit import member_key, refund_state, server_key
+
+
+class JobNotFoundError(LookupError):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"job {job_id} does not exist")
+        self.job_id = job_id
+
+
+class JobStateError(Exception):
+    """A job cannot make the requested transition (for example finishing a queued job)."""
+
+    def __init__(self, job_id: int, status: JobStatus, wanted: JobStatus) -> None:
+        super().__init__(f"job {job_id} is {status.value}; it cannot become {wanted.value}")
+        self.job_id = job_id
+        self.status = status
+        self.wanted = wanted
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A request about to be queued, with where its answer goes."""
+
+    request: Mapping[str, Any]
+    channel_id: int | None = None
+    message_id: int | None = None
+    interaction_token: str | None = field(default=None, repr=False)
+    interaction_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A snapshot of one job row."""
+
+    id: int
+    status: JobStatus
+    request: dict[str, Any]
+    guild_id: int | None
+    channel_id: int | None
+    user_id: int
+    message_id: int | None
+    interaction_token: str | None = field(repr=False)
+    interaction_expires_at: datetime | None
+    position: int
+    cost: int
+    failure_reason: str | None
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    failed_at: datetime | None
+    cancelled_at: datetime | None
+    refunded_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobRecord:
+        return cls(
+            id=job.id,
+            status=JobStatus(job.status),
+            request=dict(job.request),
+            guild_id=job.guild_id,
+            channel_id=job.channel_id,
+            user_id=job.user_id,
+            message_id=job.message_id,
+            interaction_token=job.interaction_token,
+            interaction_expires_at=job.interaction_expires_at,
+            position=job.position,
+            cost=job.cost,
+            failure_reason=job.failure_reason,
+            queued_at=job.queued_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            failed_at=job.failed_at,
+            cancelled_at=job.cancelled_at,
+            refunded_at=job.refunded_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    id: int
+    job_id: int
+    index: int
+    seed: int
+    width: int
+    height: int
+    content_hash: str
+    moderation_scores: dict[str, float] | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, image: Image) -> ImageRecord:
+        return cls(
+            id=image.id,
+            job_id=image.job_id,
+            index=image.index,
+            seed=image.seed,
+            width=image.width,
+            height=image.height,
+            content_hash=image.content_hash,
+            moderation_scores=image.moderation_scores,
+            created_at=image.created_at,
+        )
+
+
+_ACTIVE = Job.status.in_([s.value for s in JobStatus if s.is_active])
+_LAST_POSITION = select(func.max(Job.position)).where(_ACTIVE)
+_MEMBER_ACTIVE = case((Job.user_id == bindparam("user_id"), 1), else_=0)
+_ACTIVE_IN_GUILD = select(func.count(), func.coalesce(func.sum(_MEMBER_ACTIVE), 0)).where(
+    _ACTIVE, Job.guild_id == bindparam("guild_id")
+)
+_ACTIVE_IN_DIRECT = select(func.count(), func.coalesce(func.sum(_MEMBER_ACTIVE), 0)).where(
+    _ACTIVE, Job.guild_id.is_(None)
+)
+
+
+def insert_job(
+    session: Session,
+    job: NewJob,
+    *,
+    user_id: int,
+    guild_id: int | None,
+    now: datetime,
+    cost: int = 0,
+    charge_period: datetime | None = None,
+) -> Job:
+    """Add a queued job behind every active one, inside the caller's transaction."""
+    last = session.scalar(_LAST_POSITION)
+    expires = job.interaction_expires_at
+    row = Job(
+        status=JobStatus.QUEUED,
+        request=dict(job.request),
+        guild_id=guild_id,
+        channel_id=job.channel_id,
+        user_id=user_id,
+        message_id=job.message_id,
+        interaction_token=job.interaction_token,
+        interaction_expires_at=None if expires is None else as_utc(expires),
+        position=(last or 0) + 1,
+        cost=cost,
+        charge_period=charge_period,
+        queued_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def count_active(session: Session, *, guild_id: int | None, user_id: int) -> tuple[int, int]:
+    """Jobs waiting or running: ``(the member's, the whole server's)`` (in direct
+    messages, the second counts everyone's direct-message jobs)."""
+    query = _ACTIVE_IN_DIRECT if guild_id is None else _ACTIVE_IN_GUILD
+    row = session.execute(query, {"guild_id": guild_id, "user_id": user_id}).one()
+    return int(row[1]), int(row[0])
+
+
+def refund_job(session: Session, job: Job, now: datetime) -> int:
+    """Give a failed (or cancelled-before-start) job's cost back; 0 if not due or done."""
+    due = job.status is JobStatus.FAILED or (
+        job.status is JobStatus.CANCELLED and job.started_at is None
+    )
+    if not due or job.cost <= 0 or job.refunded_at is not None:
+        return 0
+    keys = [member_key(job.guild_id, job.user_id)]
+    if job.guild_id is not None:
+        keys.insert(0, server_key(job.guild_id))  # lock order: server, then member
+    for key in keys:
+        row = session.scalars(
+            select(RateLimitState)
+            .where(
+                RateLimitState.scope == key[0],
+                RateLimitState.guild_id == key[1],
+                RateLimitState.user_id == key[2],
+            )
+            .with_for_update()
+        ).one_or_none()
+        if row is not None:
+            refund_state(row, job.cost, job.charge_period)
+    job.refunded_at = now
+    return job.cost
+
+
+class JobStore:
+    """Jobs and their images."""
+
+    def __init__(self, db: Database, *, clock: Clock = utc_now) -> None:
+        self.db = db
+        self.clock = clock
+
+    def _now(self) -> datetime:
+        return as_utc(self.clock())
+
+    @staticmethod
+    def _locked(session: Session, job_id: int) -> Job:
+        job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
+        if job is None:
+            raise JobNotFoundError(job_id)
+        return job
+
+    def add(self, job: NewJob, *, user_id: int, guild_id: int | None = None) -> JobRecord:
+        """Queue a job without charging any limit."""
+        with self.db.transaction() as session:
+            row = insert_job(session, job, user_id=user_id, guild_id=guild_id, now=self._now())
+            return JobRecord.of(row)
+
+    def get(self, job_id: int) -> JobRecord:
+        with self.db.read() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise JobNotFoundError(job_id)
+            return JobRecord.of(job)
+
+    def queued(self, limit: int | None = None) -> list[JobRecord]:
+        """Queued jobs, first to run first."""
+        query = (
+            select(Job)
+            .where(Job.status == JobStatus.QUEUED)
+            .order_by(Job.position, Job.id)
+            .limit(limit)
+        )
+        with self.db.read() as session:
+            return [JobRecord.of(j) for j in session.scalars(query)]
+
+    def active(self, *, guild_id: int | None = None, user_id: int | None = None) -> list[JobRecord]:
+        """Queued and running jobs (optionally of one server and/or member), in queue order."""
+        query = select(Job).where(Job.status.in_(list(ACTIVE_STATUSES)))
+        if guild_id is not None:
+            query = query.where(Job.guild_id == guild_id)
+        if user_id is not None:
+            query = query.where(Job.user_id == user_id)
+        with self.db.read() as session:
+            return [JobRecord.of(j) for j in session.scalars(query.order_by(Job.position, Job.id))]
+
+    def queue_position(self, job_id: int) -> int | None:
+        """1 for the next job to start; None when the job is no longer queued."""
+        with self.db.read() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise JobNotFoundError(job_id)
+            if job.status is not JobStatus.QUEUED:
+                return None
+            ahead = session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(
+                    Job.status == JobStatus.QUEUED,
+                    (Job.position < job.position)
+                    | ((Job.position == job.position) & (Job.id < job.id)),
+                )
+            )
+            return (ahead or 0) + 1
+
+    def _transition(
+        self,
+        job_id: int,
+        wanted: JobStatus,
+        allowed_from: frozenset[JobStatus],
+        *,
+        reason: str | None = None,
+        refund: bool = False,
+    ) -> JobRecord:
+        now = self._now()
+        with self.db.transaction() as session:
+            job = self._locked(session, job_id)
+            if job.status not in allowed_from:
+                raise JobStateError(job_id, JobStatus(job.status), wanted)
+            job.status = wanted
+            if wanted is JobStatus.RUNNING:
+                job.started_at = now
+            elif wanted is JobStatus.FINISHED:
+                job.finished_at = now
+            elif wanted is JobStatus.FAILED:
+                job.failed_at = now
+            elif wanted is JobStatus.CANCELLED:
+                job.cancelled_at = now
+            if reason is not None:
+                job.failure_reason = reason
+            if refund:
+                refund_job(session, job, now)
+            session.flush()
+            return JobRecord.of(job)
+
+    def mark_started(self, job_id: int) -> JobRecord:
+        """queued → running."""
+        return self._transition(job_id, JobStatus.RUNNING, frozenset({JobStatus.QUEUED}))
+
+    def requeue(self, job_id: int) -> JobRecord:
+        """running → queued, keeping its place: a job interrupted by a shutdown resumes."""
+        with self.db.transaction() as session:
+            job = self._locked(session, job_id)
+            if job.status is not JobStatus.RUNNING:
+                raise JobStateError(job_id, JobStatus(job.status), JobStatus.QUEUED)
+            job.status = JobStatus.QUEUED
+            job.started_at = None
+            session.flush()
+            return JobRecord.of(job)
+
+    def requeue_interrupted(self) -> list[JobRecord]:
+        """Every job left running by a previous process goes back to the queue."""
+        with self.db.transaction() as session:
+            rows = session.scalars(
+                select(Job).where(Job.status == JobStatus.RUNNING).order_by(Job.position, Job.id)
+            ).all()
+            for job in rows:
+                job.status = JobStatus.QUEUED
+                job.started_at = None
+            session.flush()
+            return [JobRecord.of(j) for j in rows]
+
+    def mark_finished(self, job_id: int) -> JobRecord:
+        """running → finished."""
+        return self._transition(job_id, JobStatus.FINISHED, frozenset({JobStatus.RUNNING}))
+
+    def mark_failed(self, job_id: int, reason: str, *, refund: bool = True) -> JobRecord:
+        """queued or running → failed; the cost goes back unless ``refund=False`` (for
+        failures that are the member's doing, such as a prompt refused by moderation)."""
+        return self._transition(
+            job_id, JobStatus.FAILED, ACTIVE_STATUSES, reason=reason, refund=refund
+        )
+
+    def mark_cancelled(self, job_id: int, reason: str | None = None) -> JobRecord:
+        """queued or running → cancelled; a job cancelled before it started is refunded."""
+        return self._transition(
+            job_id, JobStatus.CANCELLED, ACTIVE_STATUSES, reason=reason, refund=True
+        )
+
+    def refund(self, job_id: int) -> int:
+        """Give back the cost of a failed job or one cancelled before it started.
+
+        Idempotent: returns the number of images given back, 0 when nothing is due.
+        """
+        with self.db.transaction() as session:
+            return refund_job(session, self._locked(session, job_id), self._now())
+
+    def set_message(self, job_id: int, message_id: int | None) -> None:
+        """Remember the message that shows the job (progress, then the result)."""
+        with self.db.transaction() as session:
+            self._locked(session, job_id).message_id = message_id
+
+    def add_image(
+        self,
+        job_id: int,
+        *,
+        index: int,
+        seed: int,
+        width: int,
+        height: int,
+        content_hash: str,
+        moderation_scores: Mapping[str, float] | None = None,
+    ) -> ImageRecord:
+        with self.db.transaction() as session:
+            self._locked(session, job_id)
+            image = Image(
+                job_id=job_id,
+                index=index,
+                seed=seed,
+                width=width,
+                height=height,
+                content_hash=content_hash,
+                moderation_scores=None if moderation_scores is None else dict(moderation_scores),
+                created_at=self._now(),
+            )
+            session.add(image)
+            session.flush()
+            return ImageRecord.of(image)
+
+    def images(self, job_id: int) -> list[ImageRecord]:
+        with self.db.read() as session:
+            rows = session.scalars(
+                select(Image).where(Image.job_id == job_id).order_by(Image.index)
+            )
+            return [ImageRecord.of(i) for i in rows]

@@ -1,0 +1,132 @@
+"""The job repository: queue order, status changes with their times, images."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.storage import (
+    Database,
+    JobNotFoundError,
+    JobStateError,
+    JobStatus,
+    JobStore,
+    NewJob,
+)
+from tests.storage.fakes import START, FakeClock
+
+
+@pytest.fixture
+def store(db: Database, clock: FakeClock) -> JobStore:
+    return JobStore(db, clock=clock)
+
+
+def test_full_request_is_kept(store: JobStore) -> None:
+    request = {"prompt": "1girl, smile", "negative": "lowres", "size": [896, 1152], "count": 4}
+    job = store.add(
+        NewJob(request, channel_id=20, message_id=30, interaction_token="tok"),
+        user_id=1,
+        guild_id=10,
+    )
+    again = store.get(job.id)
+    assert again.request == request
+    assert (again.guild_id, again.channel_id, again.user_id, again.message_id) == (10, 20, 1, 30)
+    assert again.interaction_token == "tok"
+    assert again.status is JobStatus.QUEUED
+    assert again.queued_at == START
+    assert "tok" not in repr(again)
+
+
+def test_jobs_run_in_the_order_they_were_queued(store: JobStore) -> None:
+    ids = [store.add(NewJob({"n": n}), user_id=n).id for n in range(5)]
+    assert [j.id for j in store.queued()] == ids
+    assert [store.queue_position(i) for i in ids] == [1, 2, 3, 4, 5]
+    store.mark_started(ids[0])
+    assert [j.id for j in store.queued()] == ids[1:]
+    assert store.queue_position(ids[0]) is None
+    assert store.queue_position(ids[2]) == 2
+    assert [j.id for j in store.active()] == ids
+
+
+def test_status_changes_record_their_times(store: JobStore, clock: FakeClock) -> None:
+    first = store.add(NewJob({}), user_id=1)
+    t_start = clock.advance(5)
+    running = store.mark_started(first.id)
+    assert running.status is JobStatus.RUNNING
+    assert running.started_at == t_start
+    t_end = clock.advance(20)
+    done = store.mark_finished(first.id)
+    assert done.status is JobStatus.FINISHED
+    assert done.finished_at == t_end
+
+    second = store.add(NewJob({}), user_id=1)
+    failed = store.mark_failed(second.id, "CUDA out of memory")
+    assert failed.status is JobStatus.FAILED
+    assert failed.failure_reason == "CUDA out of memory"
+    assert failed.failed_at == clock.now
+
+    third = store.add(NewJob({}), user_id=1)
+    cancelled = store.mark_cancelled(third.id, "cancelled by the member")
+    assert cancelled.status is JobStatus.CANCELLED
+    assert cancelled.cancelled_at == clock.now
+
+
+def test_impossible_transitions_are_refused(store: JobStore) -> None:
+    job = store.add(NewJob({}), user_id=1)
+    with pytest.raises(JobStateError, match="queued"):
+        store.mark_finished(job.id)
+    store.mark_cancelled(job.id)
+    with pytest.raises(JobStateError, match="cancelled"):
+        store.mark_started(job.id)
+    with pytest.raises(JobNotFoundError):
+        store.mark_started(9999)
+
+
+def test_images_are_stored_in_order(store: JobStore) -> None:
+    job = store.add(NewJob({}), user_id=1)
+    for index in (1, 0):
+        store.add_image(
+            job.id,
+            index=index,
+            seed=2**40 + index,
+            width=896,
+            height=1152,
+            content_hash=f"{index:064x}",
+            moderation_scores={"nsfw": 0.01 * index},
+        )
+    images = store.images(job.id)
+    assert [i.index for i in images] == [0, 1]
+    assert images[1].seed == 2**40 + 1
+    assert images[1].moderation_scores == {"nsfw": 0.01}
+    assert (images[0].width, images[0].height) == (896, 1152)
+
+
+def test_message_id_can_be_set_later(store: JobStore) -> None:
+    job = store.add(NewJob({}), user_id=1)
+    store.set_message(job.id, 12345)
+    assert store.get(job.id).message_id == 12345
+
+
+async def test_store_is_usable_from_the_event_loop(db: Database, store: JobStore) -> None:
+    job = await db.run(store.add, NewJob({"prompt": "x"}), user_id=7)
+    started = await db.run(store.mark_started, job.id)
+    assert started.status is JobStatus.RUNNING
+
+
+def test_interrupted_running_jobs_go_back_to_the_queue_in_order(store: JobStore) -> None:
+    first, second, third = (store.add(NewJob({"n": n}), user_id=n).id for n in range(3))
+    store.mark_started(first)
+    store.mark_started(second)
+    resumed = store.requeue_interrupted()
+    assert [j.id for j in resumed] == [first, second]
+    assert all(j.status is JobStatus.QUEUED and j.started_at is None for j in resumed)
+    assert [j.id for j in store.queued()] == [first, second, third]
+    assert store.requeue_interrupted() == []
+
+
+def test_requeue_puts_one_running_job_back(store: JobStore) -> None:
+    job = store.add(NewJob({"n": 1}), user_id=1).id
+    with pytest.raises(JobStateError):
+        store.requeue(job)
+    store.mark_started(job)
+    assert store.requeue(job).status is JobStatus.QUEUED
+    assert store.queue_position(job) == 1

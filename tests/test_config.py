@@ -1,0 +1,104 @@
+"""Configuration: every problem names its key; secrets never show."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, Settings, load_settings
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_config_documents_every_key_with_its_default() -> None:
+    data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    defaults = Settings().model_dump(exclude={"discord": {"token"}})
+    assert set(data) == set(defaults)
+    for section, values in defaults.items():
+        assert data[section] == values, section
+
+
+def test_example_config_loads(tmp_path: Path) -> None:
+    settings = load_settings(EXAMPLE, environ={})
+    assert settings.model.source == "cagliostrolab/animagine-xl-3.1"
+    assert settings.engine.default_sampler == "Euler a"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[engine]\nmax_stepz = 3\n", "engine.max_stepz: unknown key"),
+        ("[engnie]\n", "engnie: unknown key"),
+        ("[engine]\nmax_steps = 'many'\n", "engine.max_steps: Input should be a valid integer"),
+        ("[engine]\nmax_steps = 500\n", "engine.max_steps: Input should be less than or equal to 150"),
+        ("[engine]\ndevice = 'tpu'\n", "engine.device: Input should be 'auto', 'cuda' or 'cpu'"),
+        ("[model]\noffline = 'yes'\n", "model.offline: Input should be a valid boolean"),
+        ("[discord]\ndev_guilds = [-1]\n", "discord.dev_guilds.0: Input should be greater than 0"),
+        ("[engine]\nmin_side = 1024\nmax_side = 512\n", "engine: min_side must not exceed max_side"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), environ={})
+    assert expected in str(info.value)
+    assert str(tmp_path) in str(info.value)
+
+
+def test_invalid_toml_and_missing_file_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[engine\n"), environ={})
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[engine]\nmax_steps = 40\ndevice = 'cuda'\n")
+    settings = load_settings(
+        path, environ={"ANIMAGINE_ENGINE__DEVICE": "cpu", "ANIMAGINE_ENGINE__MAX_STEPS": "30"}
+    )
+    assert settings.engine.device == "cpu"
+    assert settings.engine.max_steps == 30
+
+
+def test_bad_environment_override_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"engine\.max_steps: Input should be a valid integer"):
+        load_settings(environ={"ANIMAGINE_ENGINE__MAX_STEPS": "lots"})
+
+
+def test_token_from_environment_is_secret_and_never_printed() -> None:
+    token = "MTIz.secret-token-value"
+    settings = load_settings(environ={"DISCORD_TOKEN": token})
+    assert settings.discord.token is not None
+    assert settings.discord.token.get_secret_value() == token
+    assert token not in repr(settings)
+    assert token not in str(settings.model_dump())
+    assert token not in settings.model_dump_json()
+
+
+def test_token_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("from-a-file\n", encoding="utf-8")
+    settings = load_settings(write(tmp_path, f"[discord]\ntoken_file = '{secret}'\n"), environ={})
+    assert settings.discord.token is not None
+    assert settings.discord.token.get_secret_value() == "from-a-file"
+
+
+def test_token_in_the_config_file_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, "[discord]\ntoken = 'leaky-token'\n"), environ={})
+    assert "does not belong in the config file" in str(info.value)
+    assert "leaky-token" not in str(info.value)
+
+
+def test_unreadable_token_file_names_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, f"[discord]\ntoken_file = '{tmp_path / 'missing'}'\n")
+    with pytest.raises(ConfigError, match="discord.token_file: cannot read"):
+        load_settings(path, environ={})
