@@ -1,0 +1,304 @@
+"""The command line: ``python -m bot`` and the ``animagine-bot`` console script.
+
+Exit status 0 on success, 2 for bad options or configuration (with a one-line reason on
+stderr), 1 when the work itself fails (model cannot load, engine error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.request import (
+    ASPECTS,
+    SAMPLERS,
+    GenerationRequest,
+    HiresOptions,
+    RequestError,
+    find_aspect,
+    validate_request,
+)
+
+log = logging.getLogger("bot")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad options: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="animagine-bot", description="Animagine XL 3.1 for Discord")
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    gen = sub.add_parser("generate", help="render images from the command line")
+    gen.add_argument("prompt", help="Danbooru tags, e.g. '1girl, solo, long hair'")
+    gen.add_argument("--negative", default="", help="negative prompt (after the preset's)")
+    gen.add_argument("--width", type=_positive_int)
+    gen.add_argument("--height", type=_positive_int)
+    gen.add_argument(
+        "--aspect", help=f"one of the card's resolutions: {', '.join(a.size for a in ASPECTS)}"
+    )
+    gen.add_argument("--steps", type=_positive_int)
+    gen.add_argument("--cfg", type=_float)
+    gen.add_argument("--sampler", help=f"one of: {', '.join(SAMPLERS)}")
+    gen.add_argument("--seed", type=_positive_int)
+    gen.add_argument("--count", type=_positive_int, default=1)
+    gen.add_argument(
+        "--hires",
+        nargs="?",
+        type=_float,
+        const=-1.0,
+        metavar="SCALE",
+        help="hires pass; optional latent upscale factor 1.0-1.5 (default from config)",
+    )
+    gen.add_argument("--quality", help="quality preset, e.g. 'Standard v3.1' or None")
+    gen.add_argument("--style", help="style preset, e.g. Anime")
+    gen.add_argument("--rating", help="safe, sensitive, nsfw or explicit")
+    gen.add_argument("--year", help="newest, recent, mid, early or oldest")
+    gen.add_argument("--wildcards", metavar="DIR", help="folder of NAME.txt wildcard files")
+    gen.add_argument(
+        "--model", metavar="SOURCE", help="hub repo id, diffusers folder or .safetensors"
+    )
+    gen.add_argument("--variant", help='weight variant such as "fp16"')
+    gen.add_argument("--vae", metavar="SOURCE", help="separate VAE: hub repo id or folder")
+    gen.add_argument("--device", choices=["cpu", "cuda"])
+    gen.add_argument("--out", metavar="PATH", help="output file (.png) or folder")
+    gen.add_argument(
+        "--dry-run", action="store_true", help="show the final prompts, render nothing"
+    )
+    gen.add_argument("--json", action="store_true", help="with --dry-run: print JSON")
+    gen.set_defaults(handler=cmd_generate)
+
+    run = sub.add_parser("run", help="start the Discord bot (token from DISCORD_TOKEN)")
+    run.set_defaults(handler=cmd_run)
+
+    db = sub.add_parser("db", help="database schema: upgrade, current")
+    db_sub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    db_sub.add_parser("upgrade", help="upgrade the database to the newest schema").set_defaults(
+        handler=cmd_db_upgrade
+    )
+    db_sub.add_parser("current", help="show the schema revision of the database").set_defaults(
+        handler=cmd_db_current
+    )
+    return parser
+
+
+def _overrides(args: argparse.Namespace, settings: Settings) -> Settings:
+    model: dict[str, Any] = {}
+    if args.model:
+        model["source"] = args.model
+    if args.variant is not None:
+        model["variant"] = args.variant
+    if args.vae is not None:
+        model["vae"] = args.vae
+    prompts: dict[str, Any] = {}
+    if args.wildcards:
+        prompts["wildcards_dir"] = args.wildcards
+    engine: dict[str, Any] = {}
+    if args.device:
+        engine["device"] = args.device
+    return settings.model_copy(
+        update={
+            "model": settings.model.model_copy(update=model),
+            "prompts": settings.prompts.model_copy(update=prompts),
+            "engine": settings.engine.model_copy(update=engine),
+        }
+    )
+
+
+def request_from_args(args: argparse.Namespace, settings: Settings) -> GenerationRequest:
+    """The generation request the options describe, validated against the settings."""
+    engine = settings.engine
+    width, height = engine.default_width, engine.default_height
+    if args.aspect:
+        if args.width is not None or args.height is not None:
+            raise UsageError("generate: use --aspect or --width/--height, not both")
+        aspect = find_aspect(args.aspect)
+        width, height = aspect.width, aspect.height
+    width = args.width if args.width is not None else width
+    height = args.height if args.height is not None else height
+    hires = None
+    if args.hires is not None:
+        scale = engine.hires_scale if args.hires == -1.0 else args.hires
+        hires = HiresOptions(scale=scale, strength=engine.hires_strength)
+    request = GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        width=width,
+        height=height,
+        steps=args.steps if args.steps is not None else engine.default_steps,
+        cfg=args.cfg if args.cfg is not None else engine.default_cfg,
+        sampler=args.sampler or engine.default_sampler,
+        seed=args.seed,
+        count=args.count,
+        hires=hires,
+        quality=args.quality or settings.prompts.quality,
+        style=args.style or settings.prompts.style,
+        rating=args.rating,
+        year=args.year,
+    )
+    return validate_request(request, engine)
+
+
+def _output_paths(out: str | None, default_dir: str, seeds: Sequence[int]) -> list[Path]:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    target = Path(out) if out else Path(default_dir)
+    if target.suffix.lower() == ".png":
+        if len(seeds) == 1:
+            return [target]
+        return [target.with_name(f"{target.stem}-{i + 1}.png") for i in range(len(seeds))]
+    return [target / f"{stamp}-{seed}.png" for seed in seeds]
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.planning import plan_render, prompt_summary
+
+    settings = _overrides(args, settings)
+    request = request_from_args(args, settings).with_seed()
+    if args.json and not args.dry_run:
+        raise UsageError("generate: --json only goes with --dry-run")
+    job = plan_render(request, settings)
+    if args.dry_run:
+        summary = prompt_summary(job, settings)
+        if args.json:
+            print(json.dumps(summary, ensure_ascii=False))
+        else:
+            for key, value in summary.items():
+                print(f"{key}: {value}")
+        return 0
+    return _render_and_save(job, args.out, settings)
+
+
+def _render_and_save(job: Any, out: str | None, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from bot.engine import Engine, Progress
+    from bot.images import encode_png
+
+    engine = Engine.load(settings)
+    paths = _output_paths(out, settings.output.dir, job.seeds)
+    total = job.steps + job.hires_steps
+    with tqdm(total=total, desc="rendering", unit="step", file=sys.stderr) as bar:
+
+        def progress(p: Progress) -> None:
+            bar.n = p.step
+            bar.set_postfix_str(p.phase)
+            bar.refresh()
+
+        result = engine.render(job, on_progress=progress)
+    for path, rendered in zip(paths, result.images, strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_png(rendered.image, rendered.infotext))
+        print(f"{path}\tseed={rendered.seed}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.discord_app.runner import run
+
+    return run(settings)
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.storage import prepare_database
+
+    db = prepare_database(settings)
+    try:
+        version = _version(settings)
+        print(f"{db.location}: at {version.current} (newest)")
+    finally:
+        db.close()
+    return 0
+
+
+def _version(settings: Settings) -> Any:
+    from bot.storage import check_schema_version
+
+    return check_schema_version(
+        settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms
+    )
+
+
+def cmd_db_current(args: argparse.Namespace, settings: Settings) -> int:
+    version = _version(settings)
+    state = "up to date" if version.up_to_date else f"behind: newest is {version.head}"
+    print(f"{version.current or 'empty (no schema)'} ({state})")
+    return 0
+
+
+def _quiet_libraries() -> None:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit status."""
+    from bot.engine import DeviceError, EngineError, ModelLoadError
+    from bot.prompts import PromptError
+    from bot.storage import DatabaseError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        settings = load_settings(args.config)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    _quiet_libraries()
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except (UsageError, RequestError, PromptError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ModelLoadError, DeviceError, EngineError, DatabaseError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

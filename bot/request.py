@@ -1,0 +1,166 @@
+"""The generation request: what a member or the CLI asks for, validated and typed.
+
+A :class:`GenerationRequest` holds the user's words and options exactly as given (so it can be
+stored, re-rolled and edited); :func:`validate_request` checks it against the configured
+bounds and raises :class:`RequestError` with a message meant for the person who asked.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.config import EngineSettings
+
+MAX_SEED = 2_147_483_647
+"""Seeds are drawn from 0..MAX_SEED, as in the official Animagine demo."""
+
+SAMPLERS: tuple[str, ...] = (
+    "Euler a",
+    "Euler",
+    "DPM++ 2M Karras",
+    "DPM++ SDE Karras",
+    "DPM++ 2M SDE Karras",
+    "DDIM",
+)
+
+
+@dataclass(frozen=True)
+class Aspect:
+    """One of the resolutions Animagine XL 3.1 was trained on."""
+
+    label: str
+    width: int
+    height: int
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+ASPECTS: tuple[Aspect, ...] = (
+    Aspect("Square 1:1", 1024, 1024),
+    Aspect("Landscape 9:7", 1152, 896),
+    Aspect("Portrait 7:9", 896, 1152),
+    Aspect("Landscape 19:13", 1216, 832),
+    Aspect("Portrait 13:19", 832, 1216),
+    Aspect("Widescreen 7:4", 1344, 768),
+    Aspect("Tall 4:7", 768, 1344),
+    Aspect("Panorama 12:5", 1536, 640),
+    Aspect("Tall panorama 5:12", 640, 1536),
+)
+
+
+def find_aspect(text: str) -> Aspect:
+    """Look an aspect up by its size (``832x1216``), ratio (``13:19``) or full label."""
+    key = text.strip().lower().replace(" ", "")
+    for aspect in ASPECTS:
+        ratio = aspect.label.split()[-1]
+        names = {
+            aspect.size,
+            ratio,
+            aspect.label.lower().replace(" ", ""),
+            f"{aspect.label} ({aspect.size})".lower().replace(" ", ""),
+        }
+        if key in names:
+            return aspect
+    valid = ", ".join(a.size for a in ASPECTS)
+    raise RequestError(f"unknown aspect {text!r}: choose one of {valid}")
+
+
+def find_sampler(name: str) -> str:
+    """The canonical sampler name for ``name`` (case and spacing forgiven)."""
+    key = name.strip().lower().replace(" ", "")
+    for sampler in SAMPLERS:
+        if sampler.lower().replace(" ", "") == key:
+            return sampler
+    raise RequestError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
+
+
+class RequestError(ValueError):
+    """A request that cannot be served as asked; the message says why, for the asker."""
+
+
+class HiresOptions(BaseModel):
+    """The demo's "upscaler": latent upscale, then img2img on the same components."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    scale: float = 1.5
+    strength: float = 0.55
+
+
+class GenerationRequest(BaseModel):
+    """Everything needed to reproduce an image, as the user gave it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 896
+    height: int = 1152
+    steps: int = 28
+    cfg: float = 7.0
+    sampler: str = "Euler a"
+    seed: int | None = None
+    count: int = 1
+    hires: HiresOptions | None = None
+    quality: str = "Standard v3.1"
+    style: str = "(None)"
+    rating: str | None = None
+    year: str | None = None
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    def with_seed(self) -> GenerationRequest:
+        """This request with a concrete seed (a random one when none was given)."""
+        if self.seed is not None:
+            return self
+        return self.model_copy(update={"seed": random_seed()})
+
+    def seeds(self) -> list[int]:
+        """One seed per image: ``seed, seed+1, ...`` as A1111 numbers a batch."""
+        if self.seed is None:
+            raise RequestError("the request has no seed yet; call with_seed() first")
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.count)]
+
+
+def random_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+def validate_request(request: GenerationRequest, bounds: EngineSettings) -> GenerationRequest:
+    """Check ``request`` against ``bounds``; return it with its sampler name made canonical."""
+    if not request.prompt.strip():
+        raise RequestError("the prompt is empty: describe the image with Danbooru tags")
+    for name, side in (("width", request.width), ("height", request.height)):
+        if side % 8:
+            raise RequestError(f"{name} must be a multiple of 8 (got {side})")
+        if not bounds.min_side <= side <= bounds.max_side:
+            raise RequestError(
+                f"{name} must be between {bounds.min_side} and {bounds.max_side} (got {side})"
+            )
+    if request.width * request.height > bounds.max_pixels:
+        raise RequestError(
+            f"{request.width}x{request.height} is too large: at most {bounds.max_pixels} pixels"
+        )
+    if not 1 <= request.steps <= bounds.max_steps:
+        raise RequestError(f"steps must be between 1 and {bounds.max_steps} (got {request.steps})")
+    if not 1.0 <= request.cfg <= 30.0:
+        raise RequestError(f"CFG scale must be between 1 and 30 (got {request.cfg:g})")
+    if not 1 <= request.count <= bounds.max_count:
+        raise RequestError(f"count must be between 1 and {bounds.max_count} (got {request.count})")
+    if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
+        raise RequestError(f"seed must be between 0 and {MAX_SEED} (got {request.seed})")
+    if request.hires is not None:
+        if not 1.0 <= request.hires.scale <= 1.5:
+            raise RequestError(
+                f"hires scale must be between 1.0 and 1.5 (got {request.hires.scale:g})"
+            )
+        if not 0.0 < request.hires.strength <= 1.0:
+            raise RequestError(
+                f"hires strength must be above 0 and at most 1 (got {request.hires.strength:g})"
+            )
+    sampler = find_sampler(request.sampler)
+    return request.model_copy(update={"sampler": sampler})

@@ -1,0 +1,36 @@
+"""Shared fixtures: a tiny SDXL model on disk and an engine on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import Settings, load_settings
+from bot.engine import Engine
+from tests.support.tiny_sdxl import save_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SDXL model in diffusers layout with float32 and fp16 variant files."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def tiny_settings(model_dir: Path, **env: str) -> Settings:
+    """Settings for the tiny model on the CPU, small sizes allowed."""
+    environ = {
+        "ANIMAGINE_MODEL__SOURCE": str(model_dir),
+        "ANIMAGINE_ENGINE__DEVICE": "cpu",
+        "ANIMAGINE_ENGINE__MIN_SIDE": "64",
+        "ANIMAGINE_ENGINE__DEFAULT_WIDTH": "128",
+        "ANIMAGINE_ENGINE__DEFAULT_HEIGHT": "128",
+        "ANIMAGINE_ENGINE__DEFAULT_STEPS": "3",
+        **env,
+    }
+    return load_settings(environ=environ)
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_model_dir: Path) -> Engine:
+    return Engine.load(tiny_settings(tiny_model_dir))

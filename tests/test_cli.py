@@ -1,0 +1,200 @@
+"""The command line as a user runs it: exit codes, messages, files written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from bot.images import read_infotext
+
+SMALL = ["--device", "cpu", "--width", "64", "--height", "64", "--steps", "2"]
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> Path:
+    monkeypatch.setenv("ANIMAGINE_ENGINE__MIN_SIDE", "64")
+    monkeypatch.setenv("ANIMAGINE_MODEL__SOURCE", str(tiny_model_dir))
+    return tiny_model_dir
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_generate_writes_pngs_with_infotext_and_prints_paths_and_seeds(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(
+        [
+            "generate",
+            "1girl, long_hair",
+            *SMALL,
+            "--count",
+            "2",
+            "--seed",
+            "41",
+            "--sampler",
+            "DDIM",
+            "--out",
+            str(tmp_path),
+        ],
+        capsys,
+    )
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 2
+    paths = [Path(line.split("\t")[0]) for line in lines]
+    assert [line.split("\t")[1] for line in lines] == ["seed=41", "seed=42"]
+    for path, seed in zip(paths, (41, 42), strict=True):
+        info = read_infotext(path)
+        assert info is not None
+        assert info.prompt.startswith("1girl, long hair, masterpiece")
+        assert info.negative_prompt.startswith("nsfw, lowres, (bad)")
+        assert info.params["Seed"] == str(seed)
+        assert info.params["Sampler"] == "DDIM"
+        assert info.params["Size"] == "64x64"
+        assert info.params["Quality preset"] == "Standard v3.1"
+
+
+def test_same_seed_from_the_cli_reproduces_the_file(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    assert run_cli(["generate", "1girl", *SMALL, "--seed", "3", "--out", str(a)], capsys)[0] == 0
+    assert run_cli(["generate", "1girl", *SMALL, "--seed", "3", "--out", str(b)], capsys)[0] == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_hires_option_upscales(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "h.png"
+    code, _, _ = run_cli(["generate", "1girl", *SMALL, "--hires", "1.5", "--out", str(out)], capsys)
+    assert code == 0
+    info = read_infotext(out)
+    assert info is not None
+    assert info.params["Hires upscale"] == "1.5"
+    from PIL import Image
+
+    with Image.open(out) as image:
+        assert image.size == (96, 96)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "999"], "steps must be between 1 and 50 (got 999)"),
+        (["--aspect", "832x1216", "--width", "64"], "use --aspect or --width/--height, not both"),
+        (["--aspect", "800x800"], "unknown aspect '800x800'"),
+        (["--sampler", "LMS"], "unknown sampler 'LMS'"),
+        (["--cfg", "high"], "expected a number, got 'high'"),
+        (["--device", "tpu"], "invalid choice: 'tpu'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--quality", "Ultra"], "Ultra"),
+        (["--width", "65"], "width must be a multiple of 8 (got 65)"),
+        (["--json"], "--json only goes with --dry-run"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(
+    env: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(["generate", "1girl", *args], capsys)
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert message in err
+
+
+def test_unknown_wildcard_is_named(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "hair.txt").write_text("long hair\nshort hair\n", encoding="utf-8")
+    code, _, err = run_cli(
+        ["generate", "1girl, __eyes__", "--wildcards", str(tmp_path), "--dry-run"], capsys
+    )
+    assert code == 2
+    assert "__eyes__" in err
+
+
+def test_missing_model_exits_1_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere"
+    code, _, err = run_cli(
+        ["generate", "1girl", "--model", str(missing), "--device", "cpu"], capsys
+    )
+    assert code == 1
+    assert str(missing) in err
+
+
+def test_config_error_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[engine]\nmax_count = 99\n", encoding="utf-8")
+    code, _, err = run_cli(["--config", str(config), "generate", "1girl"], capsys)
+    assert code == 2
+    assert "engine.max_count" in err
+
+
+def test_dry_run_json_reads_only_tokenizer_files(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    only_tokenizer = tmp_path / "model"
+    only_tokenizer.mkdir()
+    shutil.copy(tiny_model_dir / "model_index.json", only_tokenizer)
+    shutil.copytree(tiny_model_dir / "tokenizer", only_tokenizer / "tokenizer")
+    monkeypatch.setenv("ANIMAGINE_MODEL__SOURCE", str(only_tokenizer))
+    long_prompt = ", ".join(f"tag{i}" for i in range(30))  # 1 char per token: > 75 tokens
+    code, out, _ = run_cli(
+        [
+            "generate",
+            long_prompt,
+            "--dry-run",
+            "--json",
+            "--style",
+            "Anime",
+            "--rating",
+            "safe",
+            "--seed",
+            "1",
+        ],
+        capsys,
+    )
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["prompt"].startswith("tag0, tag1")
+    assert summary["prompt"].endswith(
+        "safe, anime artwork, anime style, key visual, vibrant, studio anime, highly detailed, "
+        "masterpiece, best quality, very aesthetic, absurdres"
+    )
+    assert summary["negative_prompt"].startswith("nsfw, lowres, (bad)")
+    assert summary["chunks"] == (len(summary["prompt"]) - summary["prompt"].count(" ")) // 75 + 1
+    assert summary["style_preset"] == "Anime"
+    assert summary["seeds"] == [1]
+
+
+def test_module_and_console_script_run_the_same_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "generate", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "--hires" in result.stdout
+    script = Path(sys.executable).with_name("animagine-bot")
+    if script.exists():
+        other = subprocess.run(
+            [str(script), "generate", "--help"], capture_output=True, text=True, check=False
+        )
+        assert other.stdout == result.stdout.replace("__main__.py", "animagine-bot")
