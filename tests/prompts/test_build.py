@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,8 @@ def test_wildcard_without_a_folder_is_an_error() -> None:
 def test_unknown_options(options: dict[str, str], error: type[PromptError]) -> None:
     with pytest.raises(error):
         build_prompt("1girl", seed=1, **options)  # type: ignore[arg-type]
+
+
+def test_the_package_does_not_import_torch() -> None:
+    code = "import sys, bot.prompts; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -207,7 +208,7 @@ def test_runs_spell_the_text_without_markup(text: str) -> None:
 @given(prompts)
 def test_adjacent_runs_differ_in_weight(text: str) -> None:
     runs = parse_emphasis(text)
-    assert all(a[1] != b[1] for a, b in zip(runs, runs[1:], strict=False))
+    assert all(a[1] != b[1] for a, b in itertools.pairwise(runs))
 
 
 @pytest.mark.parametrize(

@@ -146,7 +146,7 @@ def test_unknown_wildcard_names_it(folder: WildcardFolder) -> None:
 
 
 def test_unknown_wildcard_in_a_subfolder(folder: WildcardFolder) -> None:
-    with pytest.raises(UnknownWildcardError, match="no colors/cold.txt in"):
+    with pytest.raises(UnknownWildcardError, match=r"no colors/cold\.txt in"):
         expand_wildcards("__colors/cold__", folder, seed=1)
 
 
