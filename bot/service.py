@@ -1,0 +1,260 @@
+"""The core facade the adapters call: accept, cancel, inspect. No Discord here.
+
+``interaction -> request -> checks -> queue -> engine -> result -> reply``: an adapter turns
+what a member did into a :class:`~bot.request.GenerationRequest` and a
+:class:`~bot.limits.Requester`, calls :meth:`ImagineService.submit`, and hears about the
+job through the :class:`~bot.queue.worker.JobEvents` it passed in. Every check happens
+before anything is written; the job row and the rate-limit charge are written together, and
+the job enters the queue only after that.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bot.config import Settings
+from bot.engine import Engine, RenderJob
+from bot.limits import Accepted, Allowance, JobShape, RateLimiter, Refusal, Requester
+from bot.planning import plan_render
+from bot.queue.base import JobQueue, QueueEntry, QueueFull
+from bot.queue.fair import FairQueue
+from bot.queue.worker import JobEvents, Worker, work_units
+from bot.request import GenerationRequest, validate_request
+from bot.storage.database import Database
+from bot.storage.jobs import JobNotFoundError, JobRecord, JobStore, NewJob
+from bot.storage.models import JobStatus
+
+log = logging.getLogger(__name__)
+
+
+class SubmitRefused(Exception):
+    """The request was not queued; ``message`` is for the member (``refusal`` when a limit)."""
+
+    def __init__(self, message: str, *, refusal: Refusal | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.refusal = refusal
+
+
+class NotAllowed(Exception):
+    """The member may not do that to this job."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where the answer about a job goes (filled by the adapter, opaque to the core)."""
+
+    channel_id: int | None = None
+    interaction_token: str | None = field(default=None, repr=False)
+    interaction_expires_at: datetime | None = None
+    age_restricted: bool = False
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: JobRecord
+    position: int  # 1: next to run (0: running already)
+    eta_seconds: float
+    cost: int
+    daily_remaining: int | None
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    job: JobRecord
+    position: int  # 0 for the running job
+    eta_seconds: float
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    mine: list[QueuedJob]
+    length: int  # jobs waiting, all members
+    running: bool
+    eta_empty_seconds: float  # until the whole queue is done
+
+
+def stored_request(job: JobRecord) -> tuple[GenerationRequest, bool]:
+    """The request and the channel's age restriction, as stored with the job."""
+    data = job.request
+    return GenerationRequest.model_validate(data["request"]), bool(data.get("age_restricted"))
+
+
+class ImagineService:
+    """Accepts jobs, queues them fairly, and runs them on one engine."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        engine: Engine,
+        events: JobEvents,
+        *,
+        queue: JobQueue | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.jobs = JobStore(db)
+        self.limiter = limiter or RateLimiter(db, settings.limits)
+        self.queue: JobQueue = queue or FairQueue(settings.queue.max_length)
+        self.worker = Worker(
+            settings=settings,
+            db=db,
+            jobs=self.jobs,
+            queue=self.queue,
+            engine=engine,
+            planner=self.plan,
+            events=events,
+        )
+        self.accepting = True
+        self._units: dict[int, float] = {}
+
+    # ------------------------------------------------------------ lifecycle
+    async def restore(self) -> int:
+        """Put jobs accepted before a restart back in the queue; returns how many.
+
+        An interrupted running job starts again first; queued jobs keep their order.
+        """
+        interrupted = await self.db.run(self.jobs.requeue_interrupted)
+        queued = await self.db.run(self.jobs.queued)
+        front = {j.id for j in interrupted}
+        for job in queued:
+            entry = self._entry(job)
+            if job.id in front:
+                self.queue.put_front(entry)
+            else:
+                self.queue.put(entry, force=True)  # accepted work is never dropped
+        return len(queued)
+
+    def start(self) -> None:
+        self.worker.start()
+
+    async def stop(self, grace: float = 30.0) -> None:
+        self.accepting = False
+        await self.worker.stop(grace)
+
+    # ------------------------------------------------------------ planning
+    def plan(self, job: JobRecord) -> RenderJob:
+        request, age_restricted = stored_request(job)
+        return plan_render(request, self.settings, allow_nsfw=age_restricted)
+
+    def _priority(self, role_ids: frozenset[int]) -> int:
+        return max(
+            (p.priority for p in self.settings.queue.priority_roles if p.role_id in role_ids),
+            default=0,
+        )
+
+    def _entry(self, job: JobRecord, role_ids: frozenset[int] = frozenset()) -> QueueEntry:
+        units = self._units.get(job.id)
+        if units is None:
+            try:
+                units = work_units(self.plan(job))
+            except Exception:
+                units = 1.0
+            self._units[job.id] = units
+        owner = f"{job.guild_id or 0}:{job.user_id}"
+        return QueueEntry(job.id, owner, self._priority(role_ids), units)
+
+    # ------------------------------------------------------------ commands
+    async def submit(
+        self, request: GenerationRequest, who: Requester, where: Destination
+    ) -> Submitted:
+        """Check, charge, record and queue a request.
+
+        Raises :class:`~bot.request.RequestError` and :class:`~bot.prompts.PromptError`
+        for bad input, :class:`SubmitRefused` for limits, a full queue or shutdown.
+        """
+        if not self.accepting:
+            raise SubmitRefused("the bot is restarting; try again in a minute")
+        request = validate_request(request, self.settings.engine).with_seed()
+        plan = plan_render(request, self.settings, allow_nsfw=where.age_restricted)
+        if len(self.queue) >= self.queue.max_length:
+            raise SubmitRefused(str(QueueFull(self.queue.max_length)))
+        new = NewJob(
+            request={
+                "request": request.model_dump(mode="json"),
+                "age_restricted": where.age_restricted,
+            },
+            channel_id=where.channel_id,
+            interaction_token=where.interaction_token,
+            interaction_expires_at=where.interaction_expires_at,
+        )
+        shape = JobShape(
+            count=request.count,
+            width=request.width,
+            height=request.height,
+            steps=request.steps,
+            hires=request.hires is not None,
+        )
+        decision = await self.db.run(self.limiter.accept_job, who, new, shape)
+        if isinstance(decision, Refusal):
+            raise SubmitRefused(decision.message, refusal=decision)
+        assert isinstance(decision, Accepted)
+        self._units[decision.job.id] = work_units(plan)
+        entry = self._entry(decision.job, who.role_ids)
+        try:
+            self.queue.put(entry)
+        except QueueFull as exc:
+            await self.db.run(self.jobs.mark_cancelled, decision.job.id, "queue full")
+            raise SubmitRefused(str(exc)) from None
+        position, eta = self._position(decision.job.id)
+        return Submitted(decision.job, position, eta, decision.cost, decision.daily_remaining)
+
+    async def cancel(self, job_id: int, who: Requester, *, moderator: bool = False) -> JobRecord:
+        """Cancel a queued or running job of ``who`` (any job for a moderator)."""
+        job = await self.job(job_id)
+        if job.user_id != who.user_id and not moderator:
+            raise NotAllowed(
+                "only the member who asked for this job, or a moderator, can cancel it"
+            )
+        if job.status is JobStatus.QUEUED and self.queue.remove(job_id):
+            record = await self.db.run(self.jobs.mark_cancelled, job_id, "cancelled while queued")
+            await self.worker.events.on_cancelled(record)
+            return record
+        if job.status is JobStatus.RUNNING and self.worker.cancel(job_id):
+            return job
+        raise NotAllowed(f"job {job_id} is already {job.status.value}")
+
+    async def job(self, job_id: int) -> JobRecord:
+        try:
+            return await self.db.run(self.jobs.get, job_id)
+        except JobNotFoundError:
+            raise NotAllowed(f"there is no job {job_id}") from None
+
+    async def allowance(self, who: Requester) -> Allowance:
+        return await self.db.run(self.limiter.allowance, who)
+
+    # ------------------------------------------------------------ queue view
+    def _position(self, job_id: int) -> tuple[int, float]:
+        if self.worker.running_job_id == job_id:
+            return 0, self.worker.remaining_seconds()
+        eta = self.worker.remaining_seconds()
+        for index, entry in enumerate(self.queue.order(), start=1):
+            eta += self.worker.durations.estimate(entry.units)
+            if entry.job_id == job_id:
+                return index, eta
+        return 0, 0.0
+
+    async def status(self, who: Requester) -> QueueStatus:
+        """The member's waiting and running jobs with positions and ETAs."""
+        mine = await self.db.run(self.jobs.active, guild_id=who.guild_id, user_id=who.user_id)
+        listed = []
+        for job in mine:
+            position, eta = self._position(job.id)
+            listed.append(QueuedJob(job, position, eta))
+        listed.sort(key=lambda q: q.position)
+        total = self.worker.remaining_seconds() + sum(
+            self.worker.durations.estimate(e.units) for e in self.queue.order()
+        )
+        return QueueStatus(listed, len(self.queue), self.worker.running_job_id is not None, total)
+
+    def position(self, job_id: int) -> tuple[int, float]:
+        """(position, ETA seconds) of a job: 0 when running or no longer waiting."""
+        return self._position(job_id)
+
+    async def run_burst(self) -> int:
+        """Run every waiting job now (tests, the CLI): see :meth:`Worker.run_burst`."""
+        return await self.worker.run_burst()
