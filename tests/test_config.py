@@ -38,11 +38,17 @@ def test_example_config_loads(tmp_path: Path) -> None:
         ("[engine]\nmax_stepz = 3\n", "engine.max_stepz: unknown key"),
         ("[engnie]\n", "engnie: unknown key"),
         ("[engine]\nmax_steps = 'many'\n", "engine.max_steps: Input should be a valid integer"),
-        ("[engine]\nmax_steps = 500\n", "engine.max_steps: Input should be less than or equal to 150"),
+        (
+            "[engine]\nmax_steps = 500\n",
+            "engine.max_steps: Input should be less than or equal to 150",
+        ),
         ("[engine]\ndevice = 'tpu'\n", "engine.device: Input should be 'auto', 'cuda' or 'cpu'"),
         ("[model]\noffline = 'yes'\n", "model.offline: Input should be a valid boolean"),
         ("[discord]\ndev_guilds = [-1]\n", "discord.dev_guilds.0: Input should be greater than 0"),
-        ("[engine]\nmin_side = 1024\nmax_side = 512\n", "engine: min_side must not exceed max_side"),
+        (
+            "[engine]\nmin_side = 1024\nmax_side = 512\n",
+            "engine: min_side must not exceed max_side",
+        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -100,5 +106,5 @@ def test_token_in_the_config_file_is_refused_without_echoing_it(tmp_path: Path) 
 
 def test_unreadable_token_file_names_the_key(tmp_path: Path) -> None:
     path = write(tmp_path, f"[discord]\ntoken_file = '{tmp_path / 'missing'}'\n")
-    with pytest.raises(ConfigError, match="discord.token_file: cannot read"):
+    with pytest.raises(ConfigError, match=r"discord\.token_file: cannot read"):
         load_settings(path, environ={})

@@ -128,7 +128,7 @@ async def test_members_take_turns(world: tuple[ImagineService, Recorder, Databas
 async def test_cancel_while_queued_refunds_and_only_the_owner_may(
     world: tuple[ImagineService, Recorder, Database],
 ) -> None:
-    service, events, db = world
+    service, events, _ = world
     job = (await service.submit(request(count=3), ALICE, HERE)).job
     assert (await service.allowance(ALICE)).member.available_now == 17
     with pytest.raises(NotAllowed, match="only the member who asked"):
@@ -238,7 +238,7 @@ async def test_a_stuck_job_times_out_fails_and_is_refunded(
 async def test_background_worker_runs_jobs_and_stops_gracefully(
     world: tuple[ImagineService, Recorder, Database],
 ) -> None:
-    service, events, db = world
+    service, events, _ = world
     service.start()
     job = (await service.submit(request(), ALICE, HERE)).job
     for _ in range(200):
