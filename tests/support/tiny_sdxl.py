@@ -47,7 +47,7 @@ def _write_tokenizer(folder: Path) -> CLIPTokenizer:
     tok: CLIPTokenizer = CLIPTokenizer.from_pretrained(
         str(folder),
         model_max_length=77,
-        pad_token="<|endoftext|>",  # noqa: S106 - a token name, not a secret
+        pad_token="<|endoftext|>",
     )
     return tok
 
