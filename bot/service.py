@@ -118,6 +118,7 @@ class ImagineService:
 
         An interrupted running job starts again first; queued jobs keep their order.
         """
+        await self._learn_durations()
         interrupted = await self.db.run(self.jobs.requeue_interrupted)
         queued = await self.db.run(self.jobs.queued)
         front = {j.id for j in interrupted}
@@ -128,6 +129,19 @@ class ImagineService:
             else:
                 self.queue.put(entry, force=True)  # accepted work is never dropped
         return len(queued)
+
+    async def _learn_durations(self) -> None:
+        """Seed the ETA model with the times of recently finished jobs."""
+        recent = await self.db.run(self.jobs.recent_finished, 20)
+        for job in reversed(recent):
+            if job.started_at is None or job.finished_at is None:
+                continue
+            try:
+                units = work_units(self.plan(job))
+            except Exception:  # noqa: S112 - an old request that no longer plans
+                continue
+            seconds = (job.finished_at - job.started_at).total_seconds()
+            self.worker.durations.record(units, seconds)
 
     def start(self) -> None:
         self.worker.start()

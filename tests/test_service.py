@@ -249,3 +249,26 @@ async def test_background_worker_runs_jobs_and_stops_gracefully(
     await service.stop(grace=5)
     with pytest.raises(SubmitRefused, match="restarting"):
         await service.submit(request(), ALICE, HERE)
+
+
+async def test_etas_after_a_restart_come_from_measured_job_times(
+    tiny_model_dir: Path, tmp_path: Path, engine: Engine
+) -> None:
+    settings = make_settings(tiny_model_dir, tmp_path, ANIMAGINE_QUEUE__INITIAL_STEP_SECONDS="600")
+    db = prepare_database(settings)
+    first = ImagineService(settings, db, engine, Recorder())
+    await first.submit(request(width=256, height=256), ALICE, HERE)
+    await first.run_burst()
+    measured = first.worker.durations.seconds_per_unit
+    assert measured < 100
+    db.close()
+
+    db = prepare_database(settings)
+    second = ImagineService(settings, db, engine, Recorder())
+    try:
+        await second.restore()
+        assert second.worker.durations.seconds_per_unit < 100
+        submitted = await second.submit(request(width=256, height=256), BOB, HERE)
+        assert submitted.eta_seconds < 60
+    finally:
+        db.close()

@@ -304,6 +304,17 @@ class JobStore:
         """queued → running."""
         return self._transition(job_id, JobStatus.RUNNING, frozenset({JobStatus.QUEUED}))
 
+    def recent_finished(self, limit: int = 20) -> list[JobRecord]:
+        """The most recently finished jobs, newest first (to estimate job times)."""
+        query = (
+            select(Job)
+            .where(Job.status == JobStatus.FINISHED)
+            .order_by(Job.finished_at.desc(), Job.id.desc())
+            .limit(limit)
+        )
+        with self.db.read() as session:
+            return [JobRecord.of(j) for j in session.scalars(query)]
+
     def requeue(self, job_id: int) -> JobRecord:
         """running → queued, keeping its place: a job interrupted by a shutdown resumes."""
         with self.db.transaction() as session:
