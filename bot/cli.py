@@ -113,6 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("current", help="show the schema revision of the database").set_defaults(
         handler=cmd_db_current
     )
+
+    policy = sub.add_parser("policy", help="moderation policy tools")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True, parser_class=_Parser)
+    check = policy_sub.add_parser(
+        "check",
+        help="show how prompts are decided (one JSON line each)",
+        description="Prompts come from the arguments, or one per line on standard input.",
+    )
+    check.add_argument("--channel", required=True, choices=["plain", "age-restricted"])
+    check.add_argument("--rating", help="rating option as /imagine would pass it")
+    check.add_argument("--negative", default="", help="the member's negative prompt")
+    check.add_argument("prompts", nargs="*", metavar="PROMPT")
+    check.set_defaults(handler=cmd_policy_check)
+
+    for command in (gen, run, check, *db_sub.choices.values()):
+        # `--config` is accepted after the subcommand too (`policy check --config FILE`).
+        command.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS)
     return parser
 
 
@@ -190,7 +207,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     request = request_from_args(args, settings).with_seed()
     if args.json and not args.dry_run:
         raise UsageError("generate: --json only goes with --dry-run")
-    job = plan_render(request, settings)
+    job = plan_render(request, settings).job
     if args.dry_run:
         summary = prompt_summary(job, settings)
         if args.json:
@@ -223,6 +240,26 @@ def _render_and_save(job: Any, out: str | None, settings: Settings) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(encode_png(rendered.image, rendered.infotext))
         print(f"{path}\tseed={rendered.seed}")
+    return 0
+
+
+def cmd_policy_check(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.moderation import policy_check_lines
+    from bot.planning import wildcard_source
+
+    prompts = args.prompts or sys.stdin.read().splitlines()
+    lines = policy_check_lines(
+        prompts,
+        args.channel,
+        settings.moderation,
+        negative=args.negative,
+        rating=args.rating,
+        quality=settings.prompts.quality,
+        style=settings.prompts.style,
+        wildcards=wildcard_source(settings),
+    )
+    for line in lines:
+        print(json.dumps(line, ensure_ascii=False))
     return 0
 
 

@@ -32,6 +32,8 @@ from pydantic import (
     model_validator,
 )
 
+from bot.moderation.settings import ModerationSettings
+
 ENV_PREFIX = "ANIMAGINE_"
 TOKEN_ENV = "DISCORD_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
@@ -245,6 +247,7 @@ class Settings(_Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    moderation: ModerationSettings = Field(default_factory=ModerationSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 

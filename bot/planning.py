@@ -1,18 +1,44 @@
-"""From a validated request to the job the engine renders: prompts built, seeds fixed.
+"""From a validated request to the job the engine renders: prompts built, checked, seeds fixed.
 
-This is the one place where the prompt language (:mod:`bot.prompts`) meets the request
-(:mod:`bot.request`); the Discord layer, the CLI and the worker all go through it.
+This is the one place where the prompt language (:mod:`bot.prompts`), the channel policy
+(:mod:`bot.moderation`) and the request (:mod:`bot.request`) meet; the Discord layer, the
+CLI and the worker all go through it, so ``/imagine``, Re-roll, Edit and a resumed job are
+checked the same way, after wildcards are expanded.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
 from bot.engine.engine import RenderJob
-from bot.prompts import BuiltPrompt, WildcardFolder, build_prompt
+from bot.moderation import ChannelContext, GuildPolicy, PromptDecision, check_built
+from bot.prompts import BuiltPrompt, PromptError, WildcardFolder, build_prompt
 from bot.request import GenerationRequest
+
+# The CLI renders for its owner, outside any channel: the demo's prompts (``nsfw`` stays in
+# the presets' negatives) and only the hard block, which applies everywhere.
+_NO_CHANNEL = ChannelContext(age_restricted=True)
+
+
+class PromptRefused(PromptError):
+    """The channel's policy refuses the prompt; ``decision`` says why and what matched."""
+
+    def __init__(self, decision: PromptDecision) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A job ready for the engine, with the policy decision that allowed it."""
+
+    job: RenderJob
+    decision: PromptDecision
+    channel: ChannelContext
+    policy: GuildPolicy
 
 
 def wildcard_source(settings: Settings) -> WildcardFolder | None:
@@ -40,19 +66,34 @@ def build_for(
 
 
 def plan_render(
-    request: GenerationRequest, settings: Settings, *, allow_nsfw: bool = False
-) -> RenderJob:
-    """The engine job for ``request``: presets applied, one seed per image."""
+    request: GenerationRequest,
+    settings: Settings,
+    *,
+    channel: ChannelContext | None = None,
+    policy: GuildPolicy | None = None,
+) -> Plan:
+    """The engine job for ``request`` in ``channel``: presets applied, prompt checked
+    against the policy (raises :class:`PromptRefused`), one seed per image.
+
+    Without a channel (the CLI) the prompts are the demo's and only the hard block applies.
+    """
     request = request.with_seed()
-    built = build_for(request, settings, allow_nsfw=allow_nsfw)
+    policy = policy or GuildPolicy.from_settings(settings.moderation, {})
+    local = channel is None
+    channel = channel or _NO_CHANNEL
+    built = build_for(request, settings, allow_nsfw=channel.age_restricted and not local)
+    decision = check_built(built, channel, policy)
+    if not decision.allowed:
+        raise PromptRefused(decision)
+    negative = built.negative_prompt if local else decision.negative_prompt
     extra = [("Quality preset", built.quality_preset), ("Style preset", built.style_preset)]
     if built.rating:
         extra.append(("Rating", built.rating))
     if built.year:
         extra.append(("Year", built.year))
-    return RenderJob(
+    job = RenderJob(
         prompt=built.prompt,
-        negative_prompt=built.negative_prompt,
+        negative_prompt=negative,
         width=request.width,
         height=request.height,
         steps=request.steps,
@@ -62,6 +103,7 @@ def plan_render(
         hires=request.hires,
         extra_params=tuple(extra),
     )
+    return Plan(job, decision, channel, policy)
 
 
 def prompt_summary(job: RenderJob, settings: Settings) -> dict[str, Any]:

@@ -15,27 +15,40 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from bot.config import Settings
-from bot.engine import Engine, RenderJob
+from bot.engine import Engine
 from bot.limits import Accepted, Allowance, JobShape, RateLimiter, Refusal, Requester
-from bot.planning import plan_render
+from bot.moderation import ChannelContext, GuildPolicy, PromptDecision
+from bot.planning import Plan, PromptRefused, plan_render
 from bot.queue.base import JobQueue, QueueEntry, QueueFull
 from bot.queue.fair import FairQueue
-from bot.queue.worker import JobEvents, Worker, work_units
+from bot.queue.worker import Classifier, JobEvents, Worker, request_units
 from bot.request import GenerationRequest, validate_request
 from bot.storage.database import Database
 from bot.storage.jobs import JobNotFoundError, JobRecord, JobStore, NewJob
+from bot.storage.members import GuildStore, MemberStore
 from bot.storage.models import JobStatus
 
 log = logging.getLogger(__name__)
 
 
 class SubmitRefused(Exception):
-    """The request was not queued; ``message`` is for the member (``refusal`` when a limit)."""
+    """The request was not queued; ``message`` is for the member.
 
-    def __init__(self, message: str, *, refusal: Refusal | None = None) -> None:
+    ``refusal`` is set when a rate limit refused it, ``decision`` when the channel's policy
+    did (``decision.decision`` is ``refuse`` or ``hard-block``; the event is already logged).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        refusal: Refusal | None = None,
+        decision: PromptDecision | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.refusal = refusal
+        self.decision = decision
 
 
 class NotAllowed(Exception):
@@ -49,7 +62,13 @@ class Destination:
     channel_id: int | None = None
     interaction_token: str | None = field(default=None, repr=False)
     interaction_expires_at: datetime | None = None
-    age_restricted: bool = False
+    age_restricted: bool = False  # Discord's nsfw flag (a thread's parent's for a thread)
+    is_dm: bool = False
+    is_thread: bool = False
+
+    @property
+    def channel(self) -> ChannelContext:
+        return ChannelContext(self.age_restricted and not self.is_dm, self.is_dm, self.is_thread)
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,14 @@ def stored_request(job: JobRecord) -> tuple[GenerationRequest, bool]:
     return GenerationRequest.model_validate(data["request"]), bool(data.get("age_restricted"))
 
 
+def stored_channel(job: JobRecord) -> ChannelContext:
+    """The channel a job was asked for in, as stored with the job."""
+    data = job.request
+    return ChannelContext(
+        bool(data.get("age_restricted")), bool(data.get("is_dm")), bool(data.get("is_thread"))
+    )
+
+
 class ImagineService:
     """Accepts jobs, queues them fairly, and runs them on one engine."""
 
@@ -94,10 +121,14 @@ class ImagineService:
         *,
         queue: JobQueue | None = None,
         limiter: RateLimiter | None = None,
+        classifier: Classifier | None = None,
+        classifier_error: str | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.jobs = JobStore(db)
+        self.guilds = GuildStore(db)
+        self.members = MemberStore(db)
         self.limiter = limiter or RateLimiter(db, settings.limits)
         self.queue: JobQueue = queue or FairQueue(settings.queue.max_length)
         self.worker = Worker(
@@ -108,6 +139,8 @@ class ImagineService:
             engine=engine,
             planner=self.plan,
             events=events,
+            classifier=classifier,
+            classifier_error=classifier_error,
         )
         self.accepting = True
         self._units: dict[int, float] = {}
@@ -136,10 +169,7 @@ class ImagineService:
         for job in reversed(recent):
             if job.started_at is None or job.finished_at is None:
                 continue
-            try:
-                units = work_units(self.plan(job))
-            except Exception:  # noqa: S112 - an old request that no longer plans
-                continue
+            units = request_units(stored_request(job)[0])
             seconds = (job.finished_at - job.started_at).total_seconds()
             self.worker.durations.record(units, seconds)
 
@@ -151,9 +181,18 @@ class ImagineService:
         await self.worker.stop(grace)
 
     # ------------------------------------------------------------ planning
-    def plan(self, job: JobRecord) -> RenderJob:
-        request, age_restricted = stored_request(job)
-        return plan_render(request, self.settings, allow_nsfw=age_restricted)
+    async def policy(self, guild_id: int | None) -> GuildPolicy:
+        """The moderation policy in force in a server (configured defaults + its overrides)."""
+        overrides = (
+            {} if guild_id is None else await self.db.run(self.guilds.get_moderation, guild_id)
+        )
+        return GuildPolicy.from_settings(self.settings.moderation, overrides)
+
+    async def plan(self, job: JobRecord) -> Plan:
+        """Plan a stored job again (at render time, under the policy in force then)."""
+        request, _ = stored_request(job)
+        policy = await self.policy(job.guild_id)
+        return plan_render(request, self.settings, channel=stored_channel(job), policy=policy)
 
     def _priority(self, role_ids: frozenset[int]) -> int:
         return max(
@@ -164,10 +203,7 @@ class ImagineService:
     def _entry(self, job: JobRecord, role_ids: frozenset[int] = frozenset()) -> QueueEntry:
         units = self._units.get(job.id)
         if units is None:
-            try:
-                units = work_units(self.plan(job))
-            except Exception:
-                units = 1.0
+            units = request_units(stored_request(job)[0])
             self._units[job.id] = units
         owner = f"{job.guild_id or 0}:{job.user_id}"
         return QueueEntry(job.id, owner, self._priority(role_ids), units)
@@ -184,7 +220,14 @@ class ImagineService:
         if not self.accepting:
             raise SubmitRefused("the bot is restarting; try again in a minute")
         request = validate_request(request, self.settings.engine).with_seed()
-        plan = plan_render(request, self.settings, allow_nsfw=where.age_restricted)
+        channel = where.channel
+        try:
+            plan_render(
+                request, self.settings, channel=channel, policy=await self.policy(who.guild_id)
+            )
+        except PromptRefused as exc:
+            await self._log_refusal(exc.decision, request, who, where)
+            raise SubmitRefused(exc.decision.reason, decision=exc.decision) from None
         if len(self.queue) >= self.queue.max_length:
             raise SubmitRefused(str(QueueFull(self.queue.max_length)))
         new = NewJob(
@@ -207,7 +250,6 @@ class ImagineService:
         if isinstance(decision, Refusal):
             raise SubmitRefused(decision.message, refusal=decision)
         assert isinstance(decision, Accepted)
-        self._units[decision.job.id] = work_units(plan)
         entry = self._entry(decision.job, who.role_ids)
         try:
             self.queue.put(entry)
@@ -216,6 +258,31 @@ class ImagineService:
             raise SubmitRefused(str(exc)) from None
         position, eta = self._position(decision.job.id)
         return Submitted(decision.job, position, eta, decision.cost, decision.daily_remaining)
+
+    async def _log_refusal(
+        self,
+        decision: PromptDecision,
+        request: GenerationRequest,
+        who: Requester,
+        where: Destination,
+    ) -> None:
+        kind = decision.event_kind
+        if kind is None:
+            return
+        await self.db.run(
+            self.members.record_event,
+            kind,
+            guild_id=who.guild_id,
+            user_id=who.user_id,
+            reason=decision.reason,
+            details={
+                "prompt": request.prompt,
+                "negative_prompt": request.negative_prompt,
+                "rating": request.rating,
+                "matched": list(decision.matched),
+                "channel_id": where.channel_id,
+            },
+        )
 
     async def cancel(self, job_id: int, who: Requester, *, moderator: bool = False) -> JobRecord:
         """Cancel a queued or running job of ``who`` (any job for a moderator)."""

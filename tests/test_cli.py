@@ -198,3 +198,43 @@ def test_module_and_console_script_run_the_same_cli() -> None:
             [str(script), "generate", "--help"], capture_output=True, text=True, check=False
         )
         assert other.stdout == result.stdout.replace("__main__.py", "animagine-bot")
+
+
+def test_policy_check_prints_one_json_line_per_prompt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[moderation]\nblocked_tags = ["gore"]\n', encoding="utf-8")
+    code, out, _ = run_cli(
+        [
+            "policy",
+            "check",
+            "--channel",
+            "plain",
+            "--config",
+            str(config),
+            "1girl, solo",
+            "1girl, (N_S_F_W:1.3)",
+            "1girl, gore",
+            "loli, nude",
+        ],
+        capsys,
+    )
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["decision"] for line in lines] == ["allow", "refuse", "refuse", "hard-block"]
+    assert lines[1]["matched"] == ["nsfw"]
+    assert lines[2]["matched"] == ["gore"]
+    assert all("nsfw" in line["negative_prompt"] for line in lines)
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("1girl, explicit\n\n"))
+    code, out, _ = run_cli(["policy", "check", "--channel", "age-restricted"], capsys)
+    assert code == 0
+    (only,) = [json.loads(line) for line in out.splitlines()]
+    assert only["decision"] == "allow"
+    assert "nsfw" not in only["negative_prompt"].split(", ")
+
+
+def test_policy_check_rejects_an_unknown_channel(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["policy", "check", "--channel", "lobby", "x"], capsys)
+    assert code == 2
+    assert "invalid choice: 'lobby'" in err

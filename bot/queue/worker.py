@@ -18,20 +18,30 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from PIL import Image
+
 from bot.config import Settings
 from bot.engine import CancelToken, Engine, EngineError, JobCancelled, Progress, RenderJob
 from bot.images import Infotext, encode_png
+from bot.moderation import RatingScores, Verdict, image_verdict
+from bot.planning import Plan
 from bot.prompts import PromptError
 from bot.queue.base import JobQueue, QueueEntry
+from bot.request import GenerationRequest
 from bot.storage.database import Database
 from bot.storage.jobs import JobRecord, JobStateError, JobStore
+from bot.storage.members import MemberStore
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class OutputImage:
-    """One finished image, encoded, with what the reply shows about it."""
+    """One finished image, encoded, with what the reply shows about it.
+
+    ``verdict`` says whether the channel may see it: an adapter never uploads an image whose
+    verdict is ``withhold`` to the member's channel.
+    """
 
     index: int
     seed: int
@@ -40,6 +50,19 @@ class OutputImage:
     png: bytes
     infotext: Infotext
     content_hash: str
+    verdict: Verdict
+    scores: RatingScores | None = None
+    image_id: int | None = None
+
+    @property
+    def withheld(self) -> bool:
+        return not self.verdict.posted
+
+
+class Classifier(Protocol):
+    """Rates an image (the WD14 tagger in production); synchronous, run in a thread."""
+
+    def rate(self, image: Image.Image) -> RatingScores: ...
 
 
 class JobEvents(Protocol):
@@ -84,6 +107,22 @@ def work_units(job: RenderJob) -> float:
     return len(job.seeds) * (job.steps + hires) * megapixels
 
 
+def request_units(request: GenerationRequest) -> float:
+    """:func:`work_units` of the job a request becomes (no prompt building needed)."""
+    job = RenderJob(
+        "",
+        "",
+        request.width,
+        request.height,
+        request.steps,
+        request.cfg,
+        request.sampler,
+        tuple(range(request.count)),
+        request.hires,
+    )
+    return work_units(job)
+
+
 class DurationModel:
     """Seconds per work unit, learnt from finished jobs (a moving average)."""
 
@@ -106,7 +145,7 @@ class DurationModel:
         return units * self.seconds_per_unit
 
 
-Planner = Callable[[JobRecord], RenderJob]
+Planner = Callable[[JobRecord], Awaitable[Plan]]
 
 
 class Worker:
@@ -122,6 +161,8 @@ class Worker:
         engine: Engine,
         planner: Planner,
         events: JobEvents,
+        classifier: Classifier | None = None,
+        classifier_error: str | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -130,6 +171,11 @@ class Worker:
         self.engine = engine
         self.planner = planner
         self.events = events
+        self.classifier = classifier
+        self.classifier_error = classifier_error or (
+            None if classifier is not None else "no image classifier is configured"
+        )
+        self.members = MemberStore(db)
         self.durations = DurationModel(settings.queue.initial_step_seconds)
         self.timeout = settings.queue.job_timeout_s
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
@@ -227,10 +273,11 @@ class Worker:
     async def _render(self, job: JobRecord) -> None:
         loop = asyncio.get_running_loop()
         try:
-            plan = self.planner(job)
+            planned = await self.planner(job)
         except Exception as exc:  # a stored request that no longer builds (e.g. wildcard gone)
             await self._fail(job, f"the request cannot be rendered: {exc}")
             return
+        plan = planned.job
         cancel = CancelToken()
         units = work_units(plan)
         started = time.monotonic()
@@ -266,21 +313,34 @@ class Worker:
             return
         self.durations.record(units, result.seconds)
         self.last_job_seconds[job.id] = {"render": result.seconds, **result.timings}
-        self._spawn(self._deliver(job, plan, result.images))
+        self._spawn(self._deliver(job, planned, result.images))
 
     async def _fail(self, job: JobRecord, reason: str) -> None:
         record = await self.db.run(self.jobs.mark_failed, job.id, reason)
         await self._notify(self.events.on_failed(record, reason))
 
-    async def _deliver(self, job: JobRecord, plan: RenderJob, rendered: list[Any]) -> None:
+    async def _rate(self, image: Image.Image) -> tuple[RatingScores | None, str | None]:
+        """The classifier's scores, off the event loop and off the engine's thread."""
+        if self.classifier is None:
+            return None, self.classifier_error
+        try:
+            return await asyncio.to_thread(self.classifier.rate, image), None
+        except Exception as exc:
+            log.warning("image classifier failed: %s", exc)
+            return None, str(exc)
+
+    async def _deliver(self, job: JobRecord, plan: Plan, rendered: list[Any]) -> None:
         started = time.perf_counter()
         outputs: list[OutputImage] = []
         for index, item in enumerate(rendered):
+            scores, error = await self._rate(item.image)
+            verdict = image_verdict(
+                scores, plan.channel, plan.policy, error=error, minors=plan.decision.minors
+            )
             png = await asyncio.to_thread(encode_png, item.image, item.infotext)
             digest = hashlib.sha256(png).hexdigest()
             width, height = item.image.size
-            outputs.append(OutputImage(index, item.seed, width, height, png, item.infotext, digest))
-            await self.db.run(
+            row = await self.db.run(
                 self.jobs.add_image,
                 job.id,
                 index=index,
@@ -288,6 +348,32 @@ class Worker:
                 width=width,
                 height=height,
                 content_hash=digest,
+                moderation_scores=None if scores is None else scores.as_dict(),
+            )
+            if verdict.event_kind is not None:
+                await self.db.run(
+                    self.members.record_event,
+                    verdict.event_kind,
+                    guild_id=job.guild_id,
+                    user_id=job.user_id,
+                    reason=verdict.reason,
+                    job_id=job.id,
+                    image_id=row.id,
+                    details={"prompt": plan.job.prompt, "seed": item.seed},
+                )
+            outputs.append(
+                OutputImage(
+                    index,
+                    item.seed,
+                    width,
+                    height,
+                    png,
+                    item.infotext,
+                    digest,
+                    verdict,
+                    scores,
+                    row.id,
+                )
             )
         record = await self.db.run(self.jobs.mark_finished, job.id)
         await self._notify(self.events.on_finished(record, outputs))

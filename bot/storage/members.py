@@ -62,6 +62,7 @@ class GuildRecord:
     tier_overrides: dict[str, dict[str, Any]]
     server_limits: dict[str, Any]
     generation_defaults: dict[str, Any]
+    moderation: dict[str, Any]
 
     @classmethod
     def of(cls, row: GuildSettings) -> GuildRecord:
@@ -80,6 +81,7 @@ class GuildRecord:
             tier_overrides={str(k): dict(v) for k, v in (row.tier_overrides or {}).items()},
             server_limits=dict(row.server_limits or {}),
             generation_defaults=dict(row.generation_defaults or {}),
+            moderation=dict(row.moderation or {}),
         )
 
 
@@ -132,6 +134,7 @@ def _guild_row(session: Session, guild_id: int, now: datetime) -> GuildSettings:
             tier_overrides={},
             server_limits={},
             generation_defaults={},
+            moderation={},
             created_at=now,
         )
         session.add(row)
@@ -352,6 +355,20 @@ class GuildStore:
                 row.server_limits = dict(server_limits)
             session.flush()
             return GuildRecord.of(row)
+
+    def get_moderation(self, guild_id: int) -> dict[str, Any]:
+        """The server's moderation overrides (empty: the configured defaults apply)."""
+        record = self.get(guild_id)
+        return {} if record is None else record.moderation
+
+    def set_moderation(self, guild_id: int, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace the server's moderation overrides with ``overrides`` (already validated
+        by :func:`bot.moderation.validate_overrides` or ``merge_overrides``)."""
+        now = as_utc(self.clock())
+        with self.db.transaction() as session:
+            row = _guild_row(session, guild_id, now)
+            row.moderation = dict(overrides)
+            return dict(row.moderation)
 
     def get_defaults(self, guild_id: int) -> dict[str, Any]:
         """The server's /imagine defaults (empty: the configured defaults apply)."""

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("tier_overrides", sa.JSON(), nullable=False),
         sa.Column("server_limits", sa.JSON(), nullable=False),
         sa.Column("generation_defaults", sa.JSON(), nullable=False),
+        sa.Column("moderation", sa.JSON(), nullable=False),
         sa.Column("created_at", _utc(), nullable=False),
         sa.Column("updated_at", _utc(), nullable=False),
         sa.PrimaryKeyConstraint("guild_id", name=op.f("pk_guild_settings")),

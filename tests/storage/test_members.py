@@ -75,3 +75,11 @@ def test_generation_defaults_merge_and_reset(db: Database) -> None:
     record = guilds.get(5)
     assert record is not None
     assert record.enabled
+
+
+def test_moderation_overrides_are_kept_per_server(db: Database) -> None:
+    guilds = GuildStore(db)
+    assert guilds.get_moderation(7) == {}
+    guilds.set_moderation(7, {"blocked_tags_add": ["gore"], "explicit_threshold": 0.2})
+    assert guilds.get_moderation(7) == {"blocked_tags_add": ["gore"], "explicit_threshold": 0.2}
+    assert guilds.get_moderation(8) == {}

@@ -1,0 +1,310 @@
+"""The image classifier: a WD14-style anime tagger (ONNX) read for its rating scores.
+
+SmilingWolf's taggers (``wd-vit-tagger-v3`` and its siblings) ship ``model.onnx`` and
+``selected_tags.csv`` (``tag_id,name,category,count``); the rows with category 9 are the
+ratings ``general``, ``sensitive``, ``questionable`` and ``explicit``, and the model's
+output holds one sigmoid score per row. :meth:`Tagger.load` takes a local folder holding
+both files (or the path of the ``.onnx`` file beside the CSV) or a Hugging Face repo id.
+
+Preprocessing (:func:`prepare`) is what the taggers were trained with: transparency
+composited on white, padded to a centred white square, resized with bicubic filtering to
+the input size read from the ONNX graph, float32 values 0-255 in BGR order, shape
+``[1, H, W, 3]``.
+
+:meth:`Tagger.rate` is synchronous and thread-safe: run it in a worker thread, never on the
+event loop. The session uses a few CPU threads (``moderation.classifier.threads``) so that
+it does not starve the engine. Every failure, at load or at run time, raises
+:class:`ClassifierUnavailable`, whose message names the classifier's source; the caller
+then decides with ``scores=None`` (see :func:`bot.moderation.policy.image_verdict`).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from bot.moderation.policy import RatingScores
+from bot.moderation.settings import ClassifierSettings
+
+__all__ = [
+    "MODEL_FILE",
+    "RATING_CATEGORY",
+    "RATING_NAMES",
+    "TAGS_FILE",
+    "ClassifierUnavailable",
+    "Tagger",
+    "prepare",
+    "read_rating_rows",
+]
+
+MODEL_FILE: Final = "model.onnx"
+TAGS_FILE: Final = "selected_tags.csv"
+RATING_CATEGORY: Final = 9
+RATING_NAMES: Final = ("general", "sensitive", "questionable", "explicit")
+
+_REPO_ID: Final = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+class ClassifierUnavailable(Exception):
+    """The classifier cannot be loaded or cannot rate an image; names its source."""
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__(f"image classifier {source!r}: {problem}")
+        self.source = source
+        self.problem = problem
+
+
+def prepare(image: Image.Image, size: int) -> npt.NDArray[np.float32]:
+    """The tagger's input for ``image``: ``[1, size, size, 3]`` float32, BGR, 0-255.
+
+    Transparent parts are composited on white; the image is centred on a white square
+    (extra pixels of an odd difference go right and bottom) and resized with bicubic
+    filtering when its side is not ``size``.
+    """
+    if size < 1:
+        raise ValueError(f"size must be positive (got {size})")
+    rgba = image.convert("RGBA")
+    flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    flat.alpha_composite(rgba)
+    rgb = flat.convert("RGB")
+    side = max(rgb.size)
+    square = Image.new("RGB", (side, side), (255, 255, 255))
+    square.paste(rgb, ((side - rgb.width) // 2, (side - rgb.height) // 2))
+    if side != size:
+        square = square.resize((size, size), Image.Resampling.BICUBIC)
+    array = np.asarray(square, dtype=np.float32)[:, :, ::-1]
+    return np.ascontiguousarray(array[np.newaxis])
+
+
+def read_rating_rows(path: Path, source: str) -> tuple[int, tuple[int, int, int, int]]:
+    """The number of tags in ``selected_tags.csv`` and the rows of the four ratings."""
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ClassifierUnavailable(source, f"cannot read {path}: {exc}") from None
+    if not rows or "name" not in rows[0] or "category" not in rows[0]:
+        raise ClassifierUnavailable(
+            source, f"{path} is not a tag list: expected the columns name and category"
+        )
+    ratings: dict[str, int] = {}
+    for number, row in enumerate(rows):
+        try:
+            category = int(row["category"] or "")
+        except ValueError:
+            raise ClassifierUnavailable(
+                source, f"{path}, row {number + 2}: category {row['category']!r} is not a number"
+            ) from None
+        if category == RATING_CATEGORY:
+            ratings[(row["name"] or "").strip().casefold()] = number
+    if sorted(ratings) != sorted(RATING_NAMES):
+        found = ", ".join(sorted(ratings)) or "none"
+        raise ClassifierUnavailable(
+            source,
+            f"{path} has the rating tags {found} (category {RATING_CATEGORY}); "
+            f"expected {', '.join(RATING_NAMES)}",
+        )
+    general, sensitive, questionable, explicit = (ratings[name] for name in RATING_NAMES)
+    return len(rows), (general, sensitive, questionable, explicit)
+
+
+def _hub_download(
+    repo_id: str, filename: str, *, revision: str | None, cache_dir: str | None, offline: bool
+) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    return Path(
+        hf_hub_download(
+            repo_id,
+            filename,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=offline,
+        )
+    )
+
+
+def _locate(
+    source: str, *, revision: str | None, cache_dir: str | None, offline: bool
+) -> tuple[Path, Path]:
+    if not source.strip():
+        raise ClassifierUnavailable(source, "no classifier is configured")
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix == ".onnx":
+        return path, path.with_name(TAGS_FILE)
+    if path.is_dir():
+        return path / MODEL_FILE, path / TAGS_FILE
+    if path.exists():
+        raise ClassifierUnavailable(
+            source, f"expected a folder with {MODEL_FILE} and {TAGS_FILE}, or an .onnx file"
+        )
+    if not _REPO_ID.fullmatch(source):
+        raise ClassifierUnavailable(source, "no such folder or file")
+    files: list[Path] = []
+    for name in (MODEL_FILE, TAGS_FILE):
+        try:
+            files.append(
+                _hub_download(source, name, revision=revision, cache_dir=cache_dir, offline=offline)
+            )
+        except Exception as exc:
+            where = "in the local cache (offline)" if offline else "from the Hugging Face hub"
+            raise ClassifierUnavailable(
+                source, f"cannot get {name} {where}: {type(exc).__name__}: {exc}"
+            ) from None
+    return files[0], files[1]
+
+
+def _providers(ort: Any, device: str, source: str) -> list[str]:
+    available = set(ort.get_available_providers())
+    cuda = "CUDAExecutionProvider"
+    if device == "cuda" and cuda not in available:
+        raise ClassifierUnavailable(
+            source, "device 'cuda' needs onnxruntime-gpu with CUDAExecutionProvider"
+        )
+    if device in ("cuda", "auto") and cuda in available:
+        return [cuda, "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Graph:
+    input_name: str
+    output_name: str
+    size: int
+
+
+def _read_graph(session: Any, tag_count: int, source: str) -> _Graph:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or not outputs:
+        raise ClassifierUnavailable(source, "expected a model with one input and an output")
+    shape = list(inputs[0].shape)
+    square = (
+        len(shape) == 4
+        and shape[3] == 3
+        and isinstance(shape[1], int)
+        and shape[1] == shape[2]
+        and shape[1] > 0
+    )
+    if not square:
+        raise ClassifierUnavailable(
+            source, f"expected an input of shape [N, size, size, 3] with a fixed size; got {shape}"
+        )
+    if inputs[0].type != "tensor(float)":
+        raise ClassifierUnavailable(source, f"expected a float32 input; got {inputs[0].type}")
+    width = list(outputs[0].shape)[-1:]
+    if width and isinstance(width[0], int) and width[0] != tag_count:
+        raise ClassifierUnavailable(
+            source, f"the model scores {width[0]} tags but {TAGS_FILE} lists {tag_count}"
+        )
+    return _Graph(inputs[0].name, outputs[0].name, int(shape[1]))
+
+
+class Tagger:
+    """A loaded tagger; :meth:`rate` gives an image's rating scores."""
+
+    def __init__(
+        self,
+        session: Any,
+        *,
+        source: str,
+        graph: _Graph,
+        tag_count: int,
+        ratings: tuple[int, int, int, int],
+    ) -> None:
+        self._session = session
+        self._graph = graph
+        self._tag_count = tag_count
+        self._ratings = ratings
+        self.source = source
+
+    @property
+    def size(self) -> int:
+        """The side of the square input, read from the ONNX graph."""
+        return self._graph.size
+
+    @classmethod
+    def load(
+        cls,
+        source: str,
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        offline: bool = False,
+        threads: int = 2,
+        device: str = "cpu",
+    ) -> Tagger:
+        """Load from a folder, an ``.onnx`` file or a hub repo id; raises
+        :class:`ClassifierUnavailable` naming ``source`` when anything is missing or broken."""
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1 (got {threads})")
+        model_path, tags_path = _locate(
+            source,
+            revision=revision or None,
+            cache_dir=str(cache_dir) if cache_dir else None,
+            offline=offline,
+        )
+        for path in (model_path, tags_path):
+            if not path.is_file():
+                raise ClassifierUnavailable(source, f"{path.name} not found at {path}")
+        tag_count, ratings = read_rating_rows(tags_path, source)
+        try:
+            ort = importlib.import_module("onnxruntime")
+        except ImportError:
+            raise ClassifierUnavailable(
+                source, "onnxruntime is not installed (pip install onnxruntime)"
+            ) from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        providers = _providers(ort, device, source)
+        try:
+            session = ort.InferenceSession(
+                str(model_path), sess_options=options, providers=providers
+            )
+        except Exception as exc:
+            raise ClassifierUnavailable(
+                source, f"cannot load {model_path}: {type(exc).__name__}: {exc}"
+            ) from None
+        graph = _read_graph(session, tag_count, source)
+        return cls(session, source=source, graph=graph, tag_count=tag_count, ratings=ratings)
+
+    @classmethod
+    def from_settings(cls, settings: ClassifierSettings) -> Tagger:
+        """:meth:`load` with ``moderation.classifier``."""
+        return cls.load(
+            settings.source,
+            revision=settings.revision,
+            cache_dir=settings.cache_dir,
+            offline=settings.offline,
+            threads=settings.threads,
+            device=settings.device,
+        )
+
+    def rate(self, image: Image.Image) -> RatingScores:
+        """The four rating scores of ``image`` (blocking: call it from a worker thread)."""
+        batch = prepare(image, self.size)
+        try:
+            outputs = self._session.run([self._graph.output_name], {self._graph.input_name: batch})
+        except Exception as exc:
+            raise ClassifierUnavailable(
+                self.source, f"failed on an image: {type(exc).__name__}: {exc}"
+            ) from None
+        scores = np.asarray(outputs[0], dtype=np.float64).reshape(-1)
+        if scores.shape[0] != self._tag_count or not np.all(np.isfinite(scores)):
+            raise ClassifierUnavailable(
+                self.source,
+                f"gave {scores.shape[0]} scores for {self._tag_count} tags, or scores that "
+                "are not numbers",
+            )
+        general, sensitive, questionable, explicit = (float(scores[i]) for i in self._ratings)
+        return RatingScores(general, sensitive, questionable, explicit)

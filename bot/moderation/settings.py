@@ -1,0 +1,113 @@
+"""The ``[moderation]`` settings section: bot-wide defaults of the moderation policy.
+
+Servers override most of these through ``/settings`` (see
+:func:`bot.moderation.policy.validate_overrides`); the hard block (sexual content combined
+with terms about minors) has no setting at all. This module imports nothing from
+:mod:`bot.config`, so that the settings module can import it without a cycle.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+
+from bot.moderation.matching import tag_key
+
+__all__ = ["ClassifierSettings", "ModerationSettings", "SpoilerPolicy"]
+
+SpoilerPolicy = Literal["never", "flagged", "always"]
+"""How images are posted in age-restricted channels: never as spoilers, as spoilers when the
+classifier rates them over a threshold (or could not rate them), or always."""
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+TagText = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+
+
+def check_tags(tags: list[str]) -> list[str]:
+    """Trim tags; refuse ones with no letter or digit (they could never match anything)."""
+    out: list[str] = []
+    for tag in tags:
+        if not tag_key(tag):
+            raise ValueError(f"{tag!r} is not a tag: it has no letter or digit")
+        out.append(tag.strip())
+    return out
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ClassifierSettings(_Section):
+    """The image classifier: a WD14-style tagger run through onnxruntime."""
+
+    source: StrictStr = Field(
+        "SmilingWolf/wd-vit-tagger-v3",
+        description="Hugging Face repo id, or a local folder holding model.onnx and "
+        "selected_tags.csv; '' for no classifier (then fail_closed decides)",
+    )
+    revision: StrictStr = Field("", description="Hub revision (branch, tag or commit)")
+    cache_dir: StrictStr = Field("", description="Hugging Face cache folder; '' for default")
+    offline: StrictBool = Field(False, description="Never reach the hub; use the cache only")
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu",
+        description="Where the classifier runs: cpu keeps it off the GPU the engine uses; "
+        "cuda needs onnxruntime-gpu; auto takes cuda when available",
+    )
+    threads: Annotated[StrictInt, Field(ge=1, le=64)] = Field(
+        2, description="CPU threads of the classifier, kept small so it does not starve the engine"
+    )
+
+
+class ModerationSettings(_Section):
+    """Bot-wide moderation defaults; servers override most of them with ``/settings``."""
+
+    classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
+    questionable_threshold: Fraction = Field(
+        0.5,
+        description="Outside age-restricted channels, images whose 'questionable' score is "
+        "above this are withheld",
+    )
+    explicit_threshold: Fraction = Field(
+        0.3,
+        description="Outside age-restricted channels, images whose 'explicit' score is "
+        "above this are withheld",
+    )
+    fail_closed: StrictBool = Field(
+        True,
+        description="Withhold images outside age-restricted channels when the classifier "
+        "cannot run",
+    )
+    dm_allowed: StrictBool = Field(
+        False,
+        description="Serve requests in direct messages (treated as not age-restricted)",
+    )
+    extra_negatives: list[TagText] = Field(
+        default_factory=lambda: ["explicit"],
+        description="Tags added to the negative prompt outside age-restricted channels, "
+        "besides nsfw (which is always there)",
+    )
+    spoiler: SpoilerPolicy = Field(
+        "flagged",
+        description="Spoilers in age-restricted channels: never, flagged (rated over a "
+        "threshold or not rated) or always",
+    )
+    forward_withheld: StrictBool = Field(
+        False,
+        description="Send withheld images, as spoilers, to the server's moderation log channel",
+    )
+    blocked_tags: list[TagText] = Field(
+        default_factory=list,
+        description="Tags refused outside age-restricted channels, added to the built-in "
+        "list (or replacing it, see blocked_tags_mode)",
+    )
+    blocked_tags_mode: Literal["extend", "replace"] = Field(
+        "extend",
+        description="extend: the built-in list of explicit Danbooru tags plus blocked_tags; "
+        "replace: blocked_tags only (the nsfw and explicit rating tags stay refused)",
+    )
+
+    @field_validator("extra_negatives", "blocked_tags")
+    @classmethod
+    def _tags(cls, tags: list[str]) -> list[str]:
+        return check_tags(tags)
