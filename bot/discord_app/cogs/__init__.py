@@ -1,0 +1,2 @@
+"""Command groups: imagine (``/imagine``), info (``/queue``, ``/limits``, ``/help``,
+"Generation info") and admin (``/settings``)."""

@@ -1,0 +1,94 @@
+"""``/imagine``: every option of a generation request, server defaults for the rest."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord_app import choices
+from bot.discord_app.context import reply
+from bot.discord_app.formatting import bad_request_text
+from bot.discord_app.requests import ImagineOptions, build_request
+from bot.discord_app.submit import submit_request
+from bot.request import MAX_SEED, GenerationRequest, RequestError
+
+if TYPE_CHECKING:
+    from bot.discord_app.client import AnimagineBot
+
+
+class ImagineCog(commands.Cog):
+    def __init__(self, bot: AnimagineBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="imagine", description="Draw an image with Animagine XL 3.1")
+    @app_commands.describe(
+        prompt="Danbooru tags: 1girl/1boy, character, series, everything else",
+        negative="What to avoid (added after the preset's negative prompt)",
+        aspect="One of the nine resolutions the model was trained on",
+        quality="Quality preset (tags added to the prompt and negative)",
+        style="Style preset",
+        rating="Rating tag (nsfw and explicit only in age-restricted channels)",
+        year="Year tag: the era the picture should look like",
+        seed="Seed for a reproducible image (random when left out)",
+        steps="Denoising steps (fewer than 30 is recommended)",
+        cfg="Guidance scale (5-7 is recommended)",
+        sampler="Sampler (Euler a is recommended)",
+        count="How many images (1-4)",
+        hires="Add the hires pass (upscale by 1.5 and refine)",
+    )
+    @app_commands.choices(
+        aspect=choices.ASPECT,
+        quality=choices.QUALITY,
+        style=choices.STYLE,
+        rating=choices.RATING,
+        year=choices.YEAR,
+        sampler=choices.SAMPLER,
+    )
+    async def imagine(
+        self,
+        interaction: discord.Interaction[AnimagineBot],
+        *,
+        prompt: app_commands.Range[str, 1, 6000],
+        negative: app_commands.Range[str, 0, 6000] | None = None,
+        aspect: str | None = None,
+        quality: str | None = None,
+        style: str | None = None,
+        rating: str | None = None,
+        year: str | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        steps: app_commands.Range[int, 1, 150] | None = None,
+        cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
+        sampler: str | None = None,
+        count: app_commands.Range[int, 1, 4] | None = None,
+        hires: bool | None = None,
+    ) -> None:
+        options = ImagineOptions(
+            prompt=prompt,
+            negative=negative,
+            aspect=aspect,
+            quality=quality,
+            style=style,
+            rating=rating,
+            year=year,
+            seed=seed,
+            steps=steps,
+            cfg=cfg,
+            sampler=sampler,
+            count=count,
+            hires=hires,
+        )
+        settings = self.bot.settings
+        try:
+            draft = build_request(options, {}, settings)
+        except RequestError as exc:
+            await reply(interaction, bad_request_text(str(exc)))
+            return
+
+        async def make() -> GenerationRequest:
+            defaults = await self.bot.guild_defaults(interaction.guild_id)
+            return build_request(options, defaults, settings)
+
+        await submit_request(interaction, make, draft=draft)

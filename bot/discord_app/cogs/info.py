@@ -1,0 +1,129 @@
+"""``/queue``, ``/limits``, ``/help`` and the "Generation info" message command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import TYPE_CHECKING, Final
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from PIL import UnidentifiedImageError
+
+from bot.discord_app import formatting
+from bot.discord_app.components import PREFIX
+from bot.discord_app.context import requester
+from bot.discord_app.requests import max_steps
+from bot.images import Infotext, read_infotext
+from bot.service import NotAllowed, stored_request
+
+if TYPE_CHECKING:
+    from bot.discord_app.client import AnimagineBot
+
+log = logging.getLogger(__name__)
+
+MAX_INFO_BYTES: Final = 50 * 1024 * 1024
+"""Attachments larger than this are not downloaded to read their settings."""
+_JOB_ID: Final = re.compile(rf"{PREFIX}:[a-z-]+:([0-9]+)")
+
+
+def _infotext(data: bytes) -> Infotext | None:
+    try:
+        return read_infotext(data)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+
+
+def job_id_of(message: discord.Message) -> int | None:
+    """The job a message of this bot shows, named by its buttons."""
+    for row in message.components:
+        for child in getattr(row, "children", []):
+            match = _JOB_ID.fullmatch(getattr(child, "custom_id", None) or "")
+            if match:
+                return int(match.group(1))
+    return None
+
+
+class InfoCog(commands.Cog):
+    def __init__(self, bot: AnimagineBot) -> None:
+        self.bot = bot
+        self.info_menu = app_commands.ContextMenu(
+            name="Generation info", callback=self.generation_info
+        )
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.info_menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.info_menu.name, type=self.info_menu.type)
+
+    @app_commands.command(name="queue", description="Your jobs, their places in the queue and ETAs")
+    async def queue(self, interaction: discord.Interaction[AnimagineBot]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        status = await self.bot.service.status(requester(interaction))
+        await interaction.followup.send(formatting.queue_text(status), ephemeral=True)
+
+    @app_commands.command(name="limits", description="How many images you may ask for now")
+    async def limits(self, interaction: discord.Interaction[AnimagineBot]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        allowance = await self.bot.service.allowance(requester(interaction))
+        await interaction.followup.send(formatting.allowance_text(allowance), ephemeral=True)
+
+    @app_commands.command(name="help", description="How to prompt Animagine XL 3.1")
+    async def help_command(self, interaction: discord.Interaction[AnimagineBot]) -> None:
+        settings = self.bot.settings
+        embed = formatting.help_embed(max_steps({}, settings), settings.engine.max_count)
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    async def generation_info(
+        self, interaction: discord.Interaction[AnimagineBot], message: discord.Message
+    ) -> None:
+        """The full settings of a bot image: its PNG infotext and the job behind it."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        pngs = [
+            a
+            for a in message.attachments
+            if a.filename.lower().endswith(".png") or a.content_type == "image/png"
+        ][:9]
+        budget = formatting.EMBED_TOTAL_MAX // (len(pngs) + 1) - 50
+        embeds: list[discord.Embed] = []
+        for attachment in pngs:
+            if attachment.size > MAX_INFO_BYTES:
+                continue
+            try:
+                data = await attachment.read()
+            except discord.HTTPException as exc:
+                log.info("could not download %s (%s)", attachment.filename, exc.status)
+                continue
+            infotext = await asyncio.to_thread(_infotext, data)
+            if infotext is not None:
+                embeds.append(formatting.infotext_embed(attachment.filename, infotext, budget))
+        job_embed = await self._job_embed(interaction, message)
+        if job_embed is not None:
+            embeds.append(job_embed)
+        if not embeds:
+            await interaction.followup.send(
+                "This message has no image with generation settings.", ephemeral=True
+            )
+            return
+        await interaction.followup.send(embeds=embeds, ephemeral=True)
+
+    async def _job_embed(
+        self, interaction: discord.Interaction[AnimagineBot], message: discord.Message
+    ) -> discord.Embed | None:
+        me = self.bot.user
+        job_id = job_id_of(message) if me is not None and message.author.id == me.id else None
+        if job_id is None:
+            return None
+        try:
+            job = await self.bot.service.job(job_id)
+        except NotAllowed:
+            return None
+        if job.guild_id != interaction.guild_id:
+            return None
+        request, _ = stored_request(job)
+        embed = discord.Embed(title=f"Job #{job.id}", colour=formatting.COLOR)
+        formatting.job_fields(embed, job, request)
+        return embed

@@ -1,0 +1,370 @@
+"""Buttons and the Edit modal of job messages.
+
+The buttons are persistent :class:`discord.ui.DynamicItem` s, registered once with
+``bot.add_dynamic_items``: they keep working after a restart. Their custom ids only name
+the job (``animagine:<action>:<job id>``); who may press what is decided from the job's
+row in the database:
+
+* Re-roll, Upscale and Edit queue a new job for whoever presses them (charged to them,
+  checked against their limits), in the server the job belongs to;
+* Delete: the member who asked, or a moderator (Manage Messages in the channel);
+* Cancel: the member who asked, or a moderator (the core checks it again).
+
+Views holding dynamic items never time out and are never stopped: discord.py removes the
+dynamic item registrations of a view when it is removed from its store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any, Final, Self
+
+import discord
+
+from bot.discord_app import formatting
+from bot.discord_app.context import bot_of, is_moderator, reply, requester
+from bot.discord_app.requests import hires_options
+from bot.discord_app.submit import submit_request
+from bot.request import MAX_SEED, GenerationRequest
+from bot.service import NotAllowed, stored_request
+from bot.storage import DatabaseError, JobRecord, JobStatus, MemberStore
+
+log = logging.getLogger(__name__)
+
+PREFIX: Final = "animagine"
+LOOKUP_TIMEOUT: Final = 2.0
+"""Seconds a button that must answer with a modal may spend reading the job."""
+TEXT_INPUT_MAX: Final = 4000
+
+Button = discord.ui.Button[discord.ui.View]
+
+
+async def _job_here(interaction: discord.Interaction[Any], job_id: int) -> JobRecord:
+    """The job a button names, if it belongs where the button was pressed."""
+    job = await bot_of(interaction).service.job(job_id)
+    if job.guild_id != interaction.guild_id:
+        raise NotAllowed("this button belongs to a job of another server")
+    return job
+
+
+async def _guarded(interaction: discord.Interaction[Any], what: str, action: Any) -> None:
+    """Run a button's action; a failure of the bot gets an apology, never silence."""
+    try:
+        await action
+    except NotAllowed as exc:
+        await reply(interaction, f"You cannot do that: {exc}.")
+    except DatabaseError as exc:
+        log.error("%s failed: %s", what, exc)  # noqa: TRY400
+        await reply(interaction, formatting.apology_text("the database is not available"))
+    except discord.HTTPException:
+        log.exception("%s failed talking to Discord", what)
+    except Exception as exc:
+        log.exception("%s failed", what)
+        await reply(
+            interaction, formatting.apology_text(f"an internal error ({type(exc).__name__})")
+        )
+
+
+# ------------------------------------------------------------------------------ actions
+
+
+async def reroll(interaction: discord.Interaction[Any], job_id: int) -> None:
+    async def make() -> GenerationRequest:
+        request, _ = stored_request(await _job_here(interaction, job_id))
+        return request.model_copy(update={"seed": None})
+
+    await submit_request(interaction, make)
+
+
+async def upscale(interaction: discord.Interaction[Any], job_id: int, index: int) -> None:
+    bot = bot_of(interaction)
+
+    async def make() -> GenerationRequest:
+        job = await _job_here(interaction, job_id)
+        request, _ = stored_request(job)
+        if request.hires is not None:
+            raise NotAllowed("these images already had the hires pass")
+        if job.status is not JobStatus.FINISHED:
+            raise NotAllowed(f"job {job_id} is {job.status.value}, not finished")
+        images = await bot.db.run(bot.service.jobs.images, job_id)
+        image = next((i for i in images if i.index == index), None)
+        if image is None:
+            raise NotAllowed(f"job {job_id} has no image {index + 1}")
+        update = {"seed": image.seed, "count": 1, "hires": hires_options(bot.settings)}
+        return request.model_copy(update=update)
+
+    await submit_request(interaction, make)
+
+
+async def open_editor(interaction: discord.Interaction[Any], job_id: int) -> None:
+    try:
+        job = await asyncio.wait_for(_job_here(interaction, job_id), LOOKUP_TIMEOUT)
+    except TimeoutError:
+        await reply(interaction, "The bot is very busy right now: press Edit again in a moment.")
+        return
+    request, _ = stored_request(job)
+    await interaction.response.send_modal(EditModal(job.id, request, nonce=interaction.id))
+
+
+async def delete(interaction: discord.Interaction[Any], job_id: int) -> None:
+    await interaction.response.defer()
+    bot = bot_of(interaction)
+    job = await bot.service.job(job_id)
+    moderator = is_moderator(interaction)
+    if job.user_id != interaction.user.id and not moderator:
+        await reply(
+            interaction,
+            "Only the member who asked for these images, or a moderator, can delete them.",
+        )
+        return
+    try:
+        await interaction.delete_original_response()
+    except discord.NotFound:
+        return  # already gone
+    if job.user_id != interaction.user.id:
+        members = MemberStore(bot.db)
+        await bot.db.run(
+            members.record_event,
+            "image_deleted",
+            guild_id=job.guild_id,
+            user_id=job.user_id,
+            actor_id=interaction.user.id,
+            job_id=job.id,
+        )
+
+
+async def cancel(interaction: discord.Interaction[Any], job_id: int) -> None:
+    await interaction.response.defer()
+    bot = bot_of(interaction)
+    record = await bot.service.cancel(
+        job_id, requester(interaction), moderator=is_moderator(interaction)
+    )
+    if record.status is JobStatus.CANCELLED:
+        text = formatting.cancelled_text(record)
+    else:
+        text = f"Stopping job #{job_id} at its next step."
+    await reply(interaction, text)
+
+
+# ------------------------------------------------------------------------------ buttons
+
+
+class RerollButton(discord.ui.DynamicItem[Button], template=rf"{PREFIX}:reroll:(?P<job>[0-9]+)"):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Re-roll",
+                emoji="🎲",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"{PREFIX}:reroll:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> Self:
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await _guarded(interaction, "re-roll", reroll(interaction, self.job_id))
+
+
+class UpscaleButton(
+    discord.ui.DynamicItem[Button],
+    template=rf"{PREFIX}:upscale:(?P<job>[0-9]+):(?P<index>[0-9]+)",
+):
+    def __init__(self, job_id: int, index: int, *, numbered: bool = False) -> None:
+        label = f"Upscale {index + 1}" if numbered else "Upscale"
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                emoji="🔍",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"{PREFIX}:upscale:{job_id}:{index}",
+            )
+        )
+        self.job_id = job_id
+        self.index = index
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> Self:
+        return cls(int(match["job"]), int(match["index"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await _guarded(interaction, "upscale", upscale(interaction, self.job_id, self.index))
+
+
+class EditButton(discord.ui.DynamicItem[Button], template=rf"{PREFIX}:edit:(?P<job>[0-9]+)"):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Edit",
+                emoji="✏️",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"{PREFIX}:edit:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> Self:
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await _guarded(interaction, "edit", open_editor(interaction, self.job_id))
+
+
+class DeleteButton(discord.ui.DynamicItem[Button], template=rf"{PREFIX}:delete:(?P<job>[0-9]+)"):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Delete",
+                emoji="🗑️",
+                style=discord.ButtonStyle.danger,
+                custom_id=f"{PREFIX}:delete:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> Self:
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await _guarded(interaction, "delete", delete(interaction, self.job_id))
+
+
+class CancelButton(discord.ui.DynamicItem[Button], template=rf"{PREFIX}:cancel:(?P<job>[0-9]+)"):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Cancel",
+                emoji="✖️",
+                style=discord.ButtonStyle.danger,
+                custom_id=f"{PREFIX}:cancel:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> Self:
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await _guarded(interaction, "cancel", cancel(interaction, self.job_id))
+
+
+DYNAMIC_ITEMS: Final = (RerollButton, UpscaleButton, EditButton, DeleteButton, CancelButton)
+
+
+def cancel_view(job_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job_id))
+    return view
+
+
+def result_view(
+    job_id: int, request: GenerationRequest, posted: Sequence[int], count: int
+) -> discord.ui.View:
+    """Re-roll, Edit, Delete; an Upscale for each posted image (of ``count``) unless they
+    already had the hires pass."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(RerollButton(job_id))
+    view.add_item(EditButton(job_id))
+    view.add_item(DeleteButton(job_id))
+    if request.hires is None:
+        for index in posted:
+            item = UpscaleButton(job_id, index, numbered=count > 1)
+            item.row = 1
+            view.add_item(item)
+    return view
+
+
+# ------------------------------------------------------------------------------ the modal
+
+
+class EditModal(discord.ui.Modal):
+    """Prompt, negative and seed of a job, prefilled; submitting queues the edited request."""
+
+    def __init__(self, job_id: int, request: GenerationRequest, *, nonce: int) -> None:
+        super().__init__(
+            title=f"Edit job #{job_id}",
+            custom_id=f"{PREFIX}:edit-modal:{job_id}:{nonce}",
+            timeout=900,
+        )
+        self.request = request
+        self.prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+            label="Prompt",
+            style=discord.TextStyle.paragraph,
+            custom_id="prompt",
+            default=request.prompt[:TEXT_INPUT_MAX],
+            max_length=TEXT_INPUT_MAX,
+        )
+        self.negative: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+            label="Negative prompt (after the preset's)",
+            style=discord.TextStyle.paragraph,
+            custom_id="negative",
+            default=request.negative_prompt[:TEXT_INPUT_MAX],
+            required=False,
+            max_length=TEXT_INPUT_MAX,
+        )
+        self.seed: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+            label="Seed (empty for a random one)",
+            custom_id="seed",
+            required=False,
+            default="" if request.seed is None else str(request.seed),
+            max_length=10,
+        )
+        for item in (self.prompt, self.negative, self.seed):
+            self.add_item(item)
+
+    async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
+        text = self.seed.value.strip()
+        if text and not (text.isdigit() and int(text) <= MAX_SEED):
+            await reply(interaction, f"The seed must be a whole number from 0 to {MAX_SEED}.")
+            return
+        edited = self.request.model_copy(
+            update={
+                "prompt": self.prompt.value,
+                "negative_prompt": self.negative.value,
+                "seed": int(text) if text else None,
+            }
+        )
+
+        async def make() -> GenerationRequest:
+            return edited
+
+        await _guarded(interaction, "edit", submit_request(interaction, make, draft=edited))

@@ -1,0 +1,423 @@
+"""What members see of their jobs: the Discord side of :class:`~bot.queue.worker.JobEvents`.
+
+One message per job: the reply to the command shows the queue position, then progress
+(at most one edit every ``progress_interval`` seconds), then the result or the reason it
+failed. Edits go through the interaction's webhook token while it is valid (15 minutes);
+after that, or when Discord refuses the token (401/404), the answer is posted in the
+channel with the bot's own token, mentioning the member, and as a last resort in a DM: a
+result is never dropped.
+
+Uploads respect the interaction's ``attachment_size_limit`` (and Discord's 10 MiB default
+for channel sends): PNGs that do not fit together are re-encoded with maximum compression,
+then split one image per message, and the member is told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Final
+
+import discord
+from PIL import Image, PngImagePlugin
+
+from bot.discord_app import formatting
+from bot.discord_app.components import cancel_view, result_view
+from bot.discord_app.context import DEFAULT_FILESIZE_LIMIT
+from bot.engine import Progress
+from bot.queue.worker import OutputImage
+from bot.request import GenerationRequest
+from bot.service import Submitted, stored_request
+from bot.storage import DatabaseError, JobRecord
+
+if TYPE_CHECKING:
+    from bot.discord_app.client import AnimagineBot
+
+log = logging.getLogger(__name__)
+
+TOKEN_MARGIN: Final = timedelta(seconds=30)
+"""A token this close to its expiry is not used: a slow upload would outlive it."""
+_GONE: Final = frozenset({401, 404})
+
+
+class Stage(IntEnum):
+    QUEUED = 0
+    RUNNING = 1
+    DONE = 2
+
+
+@dataclass(eq=False)
+class Track:
+    """What the bot knows about the message of one job in this process."""
+
+    job_id: int
+    filesize_limit: int = DEFAULT_FILESIZE_LIMIT
+    message_id: int | None = None
+    stage: Stage = Stage.QUEUED
+    last_edit: float = -math.inf
+    webhook_ok: bool = True
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def done(self) -> bool:
+        return self.stage is Stage.DONE
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The images as they will be uploaded: files, grouped one group per message."""
+
+    files: list[tuple[str, bytes]]
+    groups: list[list[int]]
+    notes: list[str]
+
+
+def recompress(png: bytes) -> bytes:
+    """The same PNG (text chunks kept) at maximum compression, or ``png`` if not smaller."""
+    with Image.open(io.BytesIO(png)) as image:
+        info = PngImagePlugin.PngInfo()
+        for key, value in image.info.items():
+            if isinstance(key, str) and isinstance(value, str):
+                info.add_text(key, value)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", pnginfo=info, compress_level=9, optimize=True)
+    smaller = buffer.getvalue()
+    return smaller if len(smaller) < len(png) else png
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1_048_576:.3g} MiB"
+
+
+def fit_images(files: Sequence[tuple[str, bytes]], limit: int) -> Fitted:
+    """Group ``files`` into messages under ``limit`` bytes each (blocking: PNG re-encoding).
+
+    All in one message when they fit; else every image is re-encoded at maximum
+    compression; if they still do not fit together, one image per message; an image too
+    large even alone is left out, and ``notes`` say so.
+    """
+    items = list(files)
+    if sum(len(data) for _, data in items) <= limit:
+        return Fitted(items, [list(range(len(items)))] if items else [], [])
+    items = [(name, recompress(data)) for name, data in items]
+    notes = [f"Re-compressed to fit Discord's upload limit of {_mib(limit)}."]
+    if sum(len(data) for _, data in items) <= limit:
+        return Fitted(items, [list(range(len(items)))], notes)
+    groups: list[list[int]] = []
+    for index, (name, data) in enumerate(items):
+        if len(data) <= limit:
+            groups.append([index])
+        else:
+            notes.append(
+                f"{name} is {_mib(len(data))}, over the upload limit even re-compressed: "
+                "ask for a smaller size to get it."
+            )
+    if len(groups) > 1:
+        notes.append("Too large for one message together: sent one image per message.")
+    return Fitted(items, groups, notes)
+
+
+def file_name(job: JobRecord, image: OutputImage) -> str:
+    """``SPOILER_`` first when the moderation verdict asks for a spoiler (Discord's rule)."""
+    name = f"animagine_{job.id}_{image.index + 1}_{image.seed}.png"
+    return f"SPOILER_{name}" if image.verdict.spoiler else name
+
+
+def verdict_notes(images: Sequence[OutputImage]) -> list[str]:
+    """What the member is told about images the moderation policy held back or hid."""
+    notes = []
+    for image in images:
+        if not image.verdict.posted:
+            notes.append(
+                f"Image {image.index + 1} (seed {image.seed}) was not posted: "
+                f"{image.verdict.reason}."
+            )
+        elif image.verdict.spoiler:
+            notes.append(f"Image {image.index + 1} is behind a spoiler: {image.verdict.reason}.")
+    return notes
+
+
+@dataclass
+class _Post:
+    content: str
+    embed: discord.Embed | None = None
+    files: list[tuple[str, bytes]] = field(default_factory=list)
+    view: discord.ui.View | None = None
+
+    def discord_files(self) -> list[discord.File]:
+        return [discord.File(io.BytesIO(data), filename=name) for name, data in self.files]
+
+
+class Delivery:
+    """The bot's :class:`~bot.queue.worker.JobEvents`: queue line, progress, result."""
+
+    def __init__(
+        self,
+        bot: AnimagineBot,
+        *,
+        progress_interval: float = 2.0,
+        ready_timeout: float = 10.0,
+    ) -> None:
+        self.bot = bot
+        self.progress_interval = progress_interval
+        self.ready_timeout = ready_timeout
+        self._tracks: dict[int, Track] = {}
+        self.upload_seconds: OrderedDict[int, float] = OrderedDict()
+        """Seconds each recent job's result took to fit and upload (for benchmarks)."""
+
+    # ------------------------------------------------------------------ the reply
+    def track(self, job_id: int, filesize_limit: int) -> Track:
+        """Start following a job whose reply is about to be posted (see :meth:`announce`).
+
+        Call it right after :meth:`ImagineService.submit` returns, before awaiting
+        anything: events of the job then wait until the reply exists.
+        """
+        track = Track(job_id, min(filesize_limit, DEFAULT_FILESIZE_LIMIT))
+        self._tracks[job_id] = track
+        return track
+
+    async def announce(
+        self,
+        interaction: discord.Interaction[Any],
+        submitted: Submitted,
+        request: GenerationRequest,
+    ) -> None:
+        """Turn the deferred reply into the job's message: position, ETA, Cancel."""
+        job = submitted.job
+        track = self._tracks.get(job.id) or self.track(job.id, interaction.filesize_limit)
+        try:
+            async with track.lock:
+                message = await interaction.edit_original_response(
+                    content=formatting.queued_text(submitted, request), view=cancel_view(job.id)
+                )
+                track.message_id = message.id
+                track.last_edit = time.monotonic()
+        except discord.HTTPException as exc:
+            log.warning("job %s: could not post its queue message (%s)", job.id, exc.status)
+        finally:
+            track.ready.set()
+        if track.message_id is not None:
+            try:
+                await self.bot.db.run(self.bot.service.jobs.set_message, job.id, track.message_id)
+            except DatabaseError:
+                log.exception("job %s: could not store its message id", job.id)
+
+    async def _follow(self, job: JobRecord) -> Track:
+        track = self._tracks.get(job.id)
+        if track is None:  # a job from before a restart: its message is in the database
+            track = Track(job.id, message_id=job.message_id)
+            track.ready.set()
+            self._tracks[job.id] = track
+        elif not track.ready.is_set():
+            try:
+                await asyncio.wait_for(track.ready.wait(), self.ready_timeout)
+            except TimeoutError:
+                log.warning("job %s: its queue message never came; answering without it", job.id)
+        if track.message_id is None:
+            track.message_id = job.message_id
+        return track
+
+    # ------------------------------------------------------------------ JobEvents
+    async def on_started(self, job: JobRecord) -> None:
+        request, _ = stored_request(job)
+        await self._progress_edit(job, formatting.started_text(job, request))
+
+    async def on_progress(self, job: JobRecord, progress: Progress) -> None:
+        request, _ = stored_request(job)
+        await self._progress_edit(job, formatting.progress_text(job, request, progress))
+
+    async def on_finished(self, job: JobRecord, images: list[OutputImage]) -> None:
+        started = time.perf_counter()
+        track = await self._follow(job)
+        request, _ = stored_request(job)
+        async with track.lock:
+            track.stage = Stage.DONE
+            await self._deliver_result(job, track, request, images)
+        self._tracks.pop(job.id, None)
+        self.upload_seconds[job.id] = time.perf_counter() - started
+        while len(self.upload_seconds) > 1000:
+            self.upload_seconds.popitem(last=False)
+
+    async def on_failed(self, job: JobRecord, reason: str) -> None:
+        await self._final_text(job, formatting.failed_text(job, reason))
+
+    async def on_cancelled(self, job: JobRecord) -> None:
+        await self._final_text(job, formatting.cancelled_text(job))
+
+    # ------------------------------------------------------------------ edits
+    def _webhook_usable(self, job: JobRecord, track: Track) -> bool:
+        expires = job.interaction_expires_at
+        return (
+            track.webhook_ok
+            and job.interaction_token is not None
+            and expires is not None
+            and discord.utils.utcnow() < expires - TOKEN_MARGIN
+        )
+
+    def _webhook(self, job: JobRecord) -> discord.Webhook:
+        assert job.interaction_token is not None
+        app_id = self.bot.application_id
+        assert app_id is not None
+        return discord.Webhook.partial(app_id, job.interaction_token, client=self.bot)
+
+    async def _progress_edit(self, job: JobRecord, content: str) -> None:
+        track = await self._follow(job)
+        now = time.monotonic()
+        if track.done or now - track.last_edit < self.progress_interval:
+            return
+        track.last_edit = now  # reserve the slot before awaiting the lock
+        async with track.lock:
+            if track.done or track.message_id is None:
+                return
+            if not self._webhook_usable(job, track):
+                return  # progress after the token expired is not worth a channel message
+            track.stage = Stage.RUNNING
+            try:
+                await self._webhook(job).edit_message(
+                    track.message_id, content=content, view=cancel_view(job.id)
+                )
+            except discord.HTTPException as exc:
+                track.webhook_ok = exc.status not in _GONE
+                log.info("job %s: progress edit failed (%s)", job.id, exc.status)
+
+    async def _final_text(self, job: JobRecord, content: str) -> None:
+        track = await self._follow(job)
+        async with track.lock:
+            track.stage = Stage.DONE
+            await self._send_all(job, track, [_Post(content)])
+        self._tracks.pop(job.id, None)
+
+    async def _deliver_result(
+        self,
+        job: JobRecord,
+        track: Track,
+        request: GenerationRequest,
+        images: Sequence[OutputImage],
+    ) -> None:
+        shown = [image for image in images if image.verdict.posted]
+        notes = verdict_notes(images)
+        files = [(file_name(job, image), image.png) for image in shown]
+        limit = track.filesize_limit
+        if sum(len(data) for _, data in files) <= limit:
+            fitted = Fitted(files, [list(range(len(files)))] if files else [], [])
+        else:
+            fitted = await asyncio.to_thread(fit_images, files, limit)
+        embed = formatting.result_embed(job, request, images, self.bot.settings.model.name)
+        view = result_view(job.id, request, [image.index for image in shown], len(images))
+        groups = fitted.groups or [[]]
+        first = _Post(
+            formatting.finished_text(job, images, notes + fitted.notes),
+            embed,
+            [fitted.files[i] for i in groups[0]],
+            view,
+        )
+        rest = [
+            _Post(
+                f"Job #{job.id}: image {shown[group[0]].index + 1} of {len(images)}",
+                files=[fitted.files[i] for i in group],
+            )
+            for group in groups[1:]
+        ]
+        await self._send_all(job, track, [first, *rest])
+
+    async def _send_all(self, job: JobRecord, track: Track, posts: Sequence[_Post]) -> None:
+        """Post ``posts`` in order: the first replaces the job's message when it can; once
+        the webhook fails, the rest go to the channel (the first of them mentions the
+        member)."""
+        first_id: int | None = None
+        in_channel = False
+        for number, post in enumerate(posts):
+            sent: int | None = None
+            if not in_channel and self._webhook_usable(job, track):
+                try:
+                    sent = await self._via_webhook(job, track, post, edit=number == 0)
+                except discord.HTTPException as exc:
+                    track.webhook_ok = exc.status not in _GONE
+                    log.info(
+                        "job %s: webhook answer failed (%s); using the channel", job.id, exc.status
+                    )
+            if sent is None:
+                mention = not in_channel
+                in_channel = True
+                sent = await self._via_channel(job, post, mention=mention)
+            if number == 0:
+                first_id = sent
+        if in_channel and track.message_id is not None and first_id != track.message_id:
+            await self._retire(job, track.message_id)
+        if first_id is not None and first_id != job.message_id:
+            try:
+                await self.bot.db.run(self.bot.service.jobs.set_message, job.id, first_id)
+            except DatabaseError:
+                log.exception("job %s: could not store its message id", job.id)
+
+    async def _via_webhook(self, job: JobRecord, track: Track, post: _Post, *, edit: bool) -> int:
+        webhook = self._webhook(job)
+        extra: dict[str, Any] = {}
+        if post.embed is not None:
+            extra["embed"] = post.embed
+        if edit and track.message_id is not None:
+            message = await webhook.edit_message(
+                track.message_id,
+                content=post.content,
+                embeds=[post.embed] if post.embed is not None else [],
+                attachments=post.discord_files(),
+                view=post.view,
+            )
+            return message.id
+        if post.view is not None:
+            extra["view"] = post.view
+        sent = await webhook.send(post.content, files=post.discord_files(), wait=True, **extra)
+        return sent.id
+
+    async def _via_channel(self, job: JobRecord, post: _Post, *, mention: bool) -> int | None:
+        """Post with the bot's token (in the channel, else in a DM); None if both fail."""
+        content = post.content
+        if mention:
+            content = f"{formatting.late_mention(job.user_id, job.id)}\n{content}"
+        extra: dict[str, Any] = {
+            "allowed_mentions": discord.AllowedMentions(
+                everyone=False, roles=False, users=[discord.Object(job.user_id)]
+            )
+        }
+        if post.embed is not None:
+            extra["embed"] = post.embed
+        if post.view is not None:
+            extra["view"] = post.view
+        targets: list[str] = ["channel", "dm"] if job.channel_id is not None else ["dm"]
+        for target in targets:
+            try:
+                if target == "channel":
+                    assert job.channel_id is not None
+                    channel: discord.abc.Messageable = self.bot.get_partial_messageable(
+                        job.channel_id
+                    )
+                else:
+                    channel = await self.bot.create_dm(discord.Object(job.user_id))
+                message = await channel.send(content, files=post.discord_files(), **extra)
+            except discord.HTTPException as exc:
+                log.warning("job %s: could not post in the %s (%s)", job.id, target, exc.status)
+                continue
+            return message.id
+        log.error("job %s: its answer could not be delivered anywhere", job.id)
+        return None
+
+    async def _retire(self, job: JobRecord, message_id: int) -> None:
+        """Best effort: point the old queue message at the answer posted below it."""
+        if job.channel_id is None:
+            return
+        channel = self.bot.get_partial_messageable(job.channel_id)
+        try:
+            await channel.get_partial_message(message_id).edit(
+                content=f"Job #{job.id}: the answer was posted below.", view=None
+            )
+        except discord.HTTPException as exc:
+            log.debug("job %s: could not update its old message (%s)", job.id, exc.status)

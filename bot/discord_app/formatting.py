@@ -1,0 +1,370 @@
+"""Every text and embed the bot shows: queue and progress lines, results, refusals, help.
+
+Pure functions of core values (no I/O), so the wording lives in one place and tests can
+compare against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Final
+
+import discord
+
+from bot.config import LimitsSettings
+from bot.engine import Progress
+from bot.images import Infotext
+from bot.limits import Allowance, BucketAllowance, LimitKind, Refusal
+from bot.prompts import QUALITY_PRESETS, RATINGS, STYLE_PRESETS, YEAR_RANGES
+from bot.queue.worker import OutputImage
+from bot.request import ASPECTS, SAMPLERS, GenerationRequest
+from bot.service import QueueStatus, Submitted
+from bot.storage import JobRecord, JobStatus
+
+COLOR: Final = discord.Colour(0x8E6AD8)
+ERROR_COLOR: Final = discord.Colour(0xD05050)
+EMBED_DESCRIPTION_MAX: Final = 4096
+EMBED_FIELD_MAX: Final = 1024
+EMBED_TOTAL_MAX: Final = 6000
+
+LIMIT_TITLES: Final[dict[LimitKind, str]] = {
+    LimitKind.BANNED: "Banned",
+    LimitKind.DISABLED: "Switched off in this server",
+    LimitKind.DAILY: "Daily quota",
+    LimitKind.CONCURRENT: "Too many jobs at once",
+    LimitKind.RATE: "Rate limit",
+    LimitKind.SERVER_DAILY: "Server daily quota",
+    LimitKind.SERVER_CONCURRENT: "Server busy",
+    LimitKind.SERVER_RATE: "Server rate limit",
+}
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def duration(seconds: float) -> str:
+    """A short human duration: ``4 s``, ``3 min``, ``1.5 h``."""
+    if seconds < 1:
+        return "under a second"
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def eta(seconds: float) -> str:
+    return f"~{duration(seconds)}"
+
+
+def timestamp(moment: datetime, style: str = "R") -> str:
+    """A Discord timestamp (rendered in each reader's time zone)."""
+    return f"<t:{int(moment.timestamp())}:{style}>"
+
+
+def prompt_line(prompt: str, limit: int = 300) -> str:
+    return "> " + clip(" ".join(prompt.split()), limit)
+
+
+# ---------------------------------------------------------------------------- job messages
+
+
+def queued_text(submitted: Submitted, request: GenerationRequest) -> str:
+    job = submitted.job
+    if submitted.position == 0:
+        head = f"**Rendering** job #{job.id} · ETA {eta(submitted.eta_seconds)}"
+    else:
+        head = (
+            f"**Queued** job #{job.id} · position {submitted.position} · "
+            f"ETA {eta(submitted.eta_seconds)}"
+        )
+    lines = [head, prompt_line(request.prompt)]
+    cost = []
+    if submitted.cost:
+        cost.append(f"cost: {plural(submitted.cost, 'image')}")
+    if submitted.daily_remaining is not None:
+        cost.append(f"{plural(submitted.daily_remaining, 'image')} left today")
+    if cost:
+        lines.append("-# " + " · ".join(cost))
+    return "\n".join(lines)
+
+
+def started_text(job: JobRecord, request: GenerationRequest) -> str:
+    return f"**Rendering** job #{job.id}…\n{prompt_line(request.prompt)}"
+
+
+def progress_text(job: JobRecord, request: GenerationRequest, progress: Progress) -> str:
+    phase = " (hires pass)" if progress.phase == "hires" else ""
+    return (
+        f"**Rendering** job #{job.id} · step {progress.step}/{progress.total}{phase}\n"
+        f"{prompt_line(request.prompt)}"
+    )
+
+
+def refund_note(job: JobRecord) -> str:
+    if job.cost <= 0:
+        return "Nothing was charged for it."
+    if job.refunded_at is not None:
+        return f"Its cost ({plural(job.cost, 'image')}) was refunded to your allowance."
+    return f"Its cost ({plural(job.cost, 'image')}) stays charged, as it had already started."
+
+
+def failed_text(job: JobRecord, reason: str) -> str:
+    return (
+        f"Sorry, job #{job.id} failed on our side: {reason}.\n"
+        f"{refund_note(job)} You can try again with the same settings."
+    )
+
+
+def cancelled_text(job: JobRecord) -> str:
+    return f"Job #{job.id} was cancelled. {refund_note(job)}"
+
+
+def finished_text(job: JobRecord, images: Sequence[OutputImage], notes: Sequence[str]) -> str:
+    lines = [f"**Done** · job #{job.id} · {plural(len(images), 'image')}"]
+    lines += [f"-# {note}" for note in notes]
+    return "\n".join(lines)
+
+
+def late_mention(user_id: int, job_id: int) -> str:
+    return f"<@{user_id}> your job #{job_id} is ready."
+
+
+def _hires_words(request: GenerationRequest) -> str:
+    if request.hires is None:
+        return "off"
+    return f"×{request.hires.scale:g}, denoise {request.hires.strength:g}"
+
+
+def result_embed(
+    job: JobRecord, request: GenerationRequest, images: Sequence[OutputImage], model: str
+) -> discord.Embed:
+    """Prompt, seeds and settings of a finished job."""
+    embed = discord.Embed(
+        colour=COLOR, description=clip(request.prompt, EMBED_DESCRIPTION_MAX - 100)
+    )
+    seeds = ", ".join(str(i.seed) for i in images) or str(request.seed)
+    size = (
+        f"{images[0].width}x{images[0].height}" if images else f"{request.width}x{request.height}"
+    )
+    embed.add_field(name="Seed" if len(images) == 1 else "Seeds", value=seeds)
+    embed.add_field(name="Size", value=size)
+    embed.add_field(name="Steps", value=str(request.steps))
+    embed.add_field(name="CFG", value=f"{request.cfg:g}")
+    embed.add_field(name="Sampler", value=request.sampler)
+    embed.add_field(name="Hires", value=_hires_words(request))
+    embed.add_field(name="Quality", value=request.quality)
+    embed.add_field(name="Style", value=request.style)
+    if request.rating or request.year:
+        tags = " · ".join(t for t in (request.rating, request.year) if t)
+        embed.add_field(name="Rating · year", value=tags)
+    if request.negative_prompt.strip():
+        embed.add_field(
+            name="Negative", value=clip(request.negative_prompt, EMBED_FIELD_MAX), inline=False
+        )
+    embed.set_footer(text=f"Job #{job.id} · {model}")
+    return embed
+
+
+# ---------------------------------------------------------------------------- refusals
+
+
+def refusal_text(refusal: Refusal) -> str:
+    """Which limit, why, when to retry (``<t:UNIX:R>``) and the daily quota left."""
+    title = LIMIT_TITLES.get(refusal.limit, "Limit reached")
+    lines = [f"**{title}**: {refusal.message}"]
+    when = refusal.retry_at_unix
+    if when is not None:
+        if refusal.limit is LimitKind.BANNED:
+            lines.append(f"The ban ends <t:{when}:R>.")
+        else:
+            lines.append(f"You can try again <t:{when}:R>.")
+    if refusal.daily_remaining is not None:
+        lines.append(f"Daily quota left: {plural(refusal.daily_remaining, 'image')}.")
+    return "\n".join(lines)
+
+
+def bad_request_text(reason: str) -> str:
+    return f"That request cannot be rendered: {reason}"
+
+
+def apology_text(reason: str) -> str:
+    return f"Sorry, something went wrong on our side: {reason}. Nothing was charged."
+
+
+# ---------------------------------------------------------------------------- /queue, /limits
+
+
+def queue_text(status: QueueStatus) -> str:
+    lines: list[str] = []
+    if not status.mine:
+        lines.append("You have no jobs waiting or running.")
+    for item in status.mine:
+        request = item.job.request.get("request", {})
+        prompt = clip(" ".join(str(request.get("prompt", "")).split()), 80)
+        if item.job.status is JobStatus.RUNNING or item.position == 0:
+            where = f"rendering now, done in {eta(item.eta_seconds)}"
+        else:
+            where = f"position {item.position}, ETA {eta(item.eta_seconds)}"
+        lines.append(f"• Job #{item.job.id}: {where}: `{prompt}`")
+    waiting = plural(status.length, "job")
+    busy = "one rendering, " if status.running else ""
+    lines.append(
+        f"\nQueue: {busy}{waiting} waiting; empty in {eta(status.eta_empty_seconds)} "
+        "(estimated from recent render times)."
+    )
+    return "\n".join(lines)
+
+
+def _bucket_lines(bucket: BucketAllowance, who: str) -> list[str]:
+    lines = [
+        f"{who}: {bucket.available_now}/{bucket.burst} images available now, "
+        f"one more every {duration(bucket.refill_seconds)}"
+    ]
+    if bucket.next_image_at is not None:
+        lines.append(f"  next image {timestamp(bucket.next_image_at)}")
+    if bucket.daily_quota is not None:
+        lines.append(
+            f"  today: {bucket.daily_used}/{bucket.daily_quota} used, {bucket.daily_remaining} left"
+        )
+    lines.append(f"  jobs waiting or running: {bucket.active_jobs}/{bucket.max_concurrent_jobs}")
+    return lines
+
+
+def allowance_text(allowance: Allowance) -> str:
+    if allowance.banned:
+        until = f" until {timestamp(allowance.banned_until)}" if allowance.banned_until else ""
+        reason = f": {allowance.ban_reason}" if allowance.ban_reason else ""
+        return f"You are banned from generating images{until}{reason}."
+    if allowance.exempt:
+        return f"Tier **{allowance.tier}**: you are exempt from every limit."
+    lines = [f"Tier **{allowance.tier}**: you can ask for {allowance.images_now} image(s) now."]
+    lines += _bucket_lines(allowance.member, "You")
+    if allowance.server is not None:
+        lines += _bucket_lines(allowance.server, "This server")
+    lines.append(f"Daily quotas reset {timestamp(allowance.daily_resets_at)}.")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- info, help
+
+
+def infotext_embed(filename: str, infotext: Infotext, budget: int) -> discord.Embed:
+    """One image's full settings (its A1111 infotext) in an embed of at most ``budget``."""
+    text = infotext.to_text()
+    body = clip(text, max(200, min(budget, EMBED_DESCRIPTION_MAX) - 20))
+    return discord.Embed(title=clip(filename, 200), colour=COLOR, description=f"```\n{body}\n```")
+
+
+def job_fields(embed: discord.Embed, job: JobRecord, request: GenerationRequest) -> None:
+    embed.add_field(name="Job", value=f"#{job.id} · {job.status.value}")
+    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    embed.add_field(name="Queued", value=timestamp(job.queued_at, "f"))
+    embed.add_field(name="Quality · style", value=f"{request.quality} · {request.style}")
+    embed.add_field(name="Images", value=str(request.count))
+    embed.add_field(name="Hires", value=_hires_words(request))
+
+
+def help_embed(max_steps: int, max_count: int) -> discord.Embed:
+    embed = discord.Embed(
+        title="How to prompt Animagine XL 3.1",
+        colour=COLOR,
+        description=(
+            "Write **Danbooru tags**, separated by commas, in this order:\n"
+            "`1girl/1boy, character name, from what series, everything else`\n"
+            "e.g. `1girl, souryuu asuka langley, neon genesis evangelion, solo, "
+            "upper body, looking at viewer`"
+        ),
+    )
+    embed.add_field(
+        name="Quality tags",
+        value="masterpiece > best quality > great quality > good quality > normal quality "
+        "> low quality > worst quality",
+        inline=False,
+    )
+    ratings = ", ".join(f"`{', '.join(tags)}`" for tags in RATINGS.values())
+    embed.add_field(
+        name="Rating tags",
+        value=f"{ratings} (`nsfw` and `explicit` only in age-restricted channels)",
+        inline=False,
+    )
+    years = ", ".join(f"`{name}` {span}" for name, span in YEAR_RANGES.items())
+    embed.add_field(name="Year tags", value=years, inline=False)
+    embed.add_field(
+        name="Aesthetic tags",
+        value="`very aesthetic`, `aesthetic`, `displeasing`, `very displeasing`",
+        inline=False,
+    )
+    embed.add_field(
+        name="Emphasis",
+        value="`(tag)` weighs 1.1, `[tag]` 1/1.1, `(a, b:1.2)` both 1.2; write `\\(` for a "
+        "literal parenthesis, e.g. `ganyu \\(genshin impact\\)`",
+        inline=False,
+    )
+    embed.add_field(
+        name="Settings",
+        value=f"Recommended: CFG 5-7, under 30 steps (at most {max_steps} here), sampler "
+        f"Euler a; up to {max_count} images per request. Samplers: {', '.join(SAMPLERS)}.",
+        inline=False,
+    )
+    embed.add_field(
+        name="Presets",
+        value=f"Quality: {', '.join(QUALITY_PRESETS)}\nStyle: {', '.join(STYLE_PRESETS)}",
+        inline=False,
+    )
+    embed.add_field(
+        name="Sizes",
+        value=", ".join(f"{a.label} {a.size}" for a in ASPECTS),
+        inline=False,
+    )
+    embed.add_field(
+        name="Buttons",
+        value="🎲 Re-roll (new seed) · 🔍 Upscale (hires pass on that seed) · ✏️ Edit "
+        "(prompt, negative, seed) · 🗑️ Delete · ✖️ Cancel while queued or running. "
+        "Right-click a bot image → Apps → **Generation info** for its full settings.",
+        inline=False,
+    )
+    return embed
+
+
+# ---------------------------------------------------------------------------- /settings
+
+
+def tier_text(tier: LimitsSettings.Tier) -> str:
+    daily = "no daily quota" if tier.daily_quota == 0 else f"{tier.daily_quota} a day"
+    return (
+        f"{plural(tier.burst, 'image')} at once, then one every "
+        f"{duration(tier.refill_seconds)}; {daily}; "
+        f"{plural(tier.max_concurrent_jobs, 'job')} at a time"
+    )
+
+
+def server_settings_embed(
+    request: GenerationRequest,
+    step_limit: int,
+    *,
+    enabled: bool,
+    tier_name: str,
+    member: LimitsSettings.Tier,
+    server: LimitsSettings.Tier,
+) -> discord.Embed:
+    """What ``/imagine`` uses in this server when a member leaves an option out."""
+    embed = discord.Embed(title="Server settings", colour=COLOR)
+    embed.add_field(name="Generation", value="on" if enabled else "**off**")
+    embed.add_field(name="Size", value=f"{request.width}x{request.height}")
+    embed.add_field(name="Steps", value=f"{request.steps} (at most {step_limit})")
+    embed.add_field(name="CFG", value=f"{request.cfg:g}")
+    embed.add_field(name="Sampler", value=request.sampler)
+    embed.add_field(name="Hires", value=_hires_words(request))
+    embed.add_field(name="Quality", value=request.quality)
+    embed.add_field(name="Style", value=request.style)
+    embed.add_field(name=f"Members (tier {tier_name})", value=tier_text(member), inline=False)
+    embed.add_field(name="Whole server", value=tier_text(server), inline=False)
+    return embed

@@ -1,0 +1,179 @@
+"""``python -m bot run``: settings -> database -> engine -> bot and service; signals; exit.
+
+SIGINT and SIGTERM stop the bot gracefully: no new jobs are accepted, the running job
+finishes (or, past the grace period, is kept in the database and resumes at the next
+start), deliveries in flight complete, then the bot disconnects. The token is never
+logged, only where it came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+import discord
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bot.config import TOKEN_ENV, DiscordSettings, Settings
+from bot.discord_app.client import AnimagineBot
+from bot.engine import DeviceError, Engine, ModelLoadError
+from bot.queue.worker import Classifier
+from bot.storage import Database, DatabaseError, prepare_database
+
+log = logging.getLogger(__name__)
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_CONFIG: Final = 2
+DEFAULTS: Final = DiscordSettings()
+
+
+def token_source(settings: Settings, environ: Mapping[str, str] | None = None) -> str:
+    """Where the token came from, for the log (never the token itself)."""
+    env = os.environ if environ is None else environ
+    if env.get(TOKEN_ENV, "").strip():
+        return TOKEN_ENV
+    if settings.discord.token_file:
+        return f"token file {settings.discord.token_file}"
+    return "the settings"
+
+
+@contextlib.contextmanager
+def endpoints(config: DiscordSettings) -> Iterator[None]:
+    """Point discord.py at the configured REST API and gateway (a proxy), then restore.
+
+    Both are process-global class attributes; only values that differ from Discord's own
+    are set.
+    """
+    old_base, old_gateway = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+    if config.rest_url != DEFAULTS.rest_url:
+        Route.BASE = config.rest_url.rstrip("/")
+        log.info("REST API at %s", Route.BASE)
+    if config.gateway_url != DEFAULTS.gateway_url:
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(config.gateway_url)
+        log.info("gateway at %s", config.gateway_url)
+    try:
+        yield
+    finally:
+        Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = old_base, old_gateway
+
+
+def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> list[int]:
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("already stopping; waiting for the running job")
+            return
+        log.info("%s received: stopping after the running job", signal.Signals(signum).name)
+        stop.set()
+
+    installed: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread; Windows
+            continue
+        installed.append(signum)
+    return installed
+
+
+async def serve(
+    settings: Settings, *, stop: asyncio.Event | None = None, **bot_options: Any
+) -> int:
+    """Run the bot until ``stop`` is set (or SIGINT/SIGTERM); returns the exit status."""
+    token = settings.discord.token
+    if token is None:
+        log.error("no Discord token: set %s or discord.token_file in the config", TOKEN_ENV)
+        return EXIT_CONFIG
+    log.info("token from %s", token_source(settings))
+    stop = stop or asyncio.Event()
+    with endpoints(settings.discord):
+        try:
+            db = await asyncio.to_thread(prepare_database, settings)
+        except DatabaseError as exc:
+            log.error("%s", exc)  # noqa: TRY400 - the message says it all
+            return EXIT_FAILURE
+        try:
+            return await _serve(settings, db, token.get_secret_value(), stop, bot_options)
+        finally:
+            await asyncio.to_thread(db.close)
+
+
+async def load_classifier(settings: Settings) -> tuple[Classifier | None, str | None]:
+    """The image classifier of the moderation policy, loaded off the event loop.
+
+    ``(None, reason)`` when there is none or it cannot load: images then count as
+    unchecked, and ``moderation.fail_closed`` decides whether they are posted.
+    """
+    config = settings.moderation.classifier
+    if not config.source:
+        return None, None
+    from bot.moderation.classifier import ClassifierUnavailable, Tagger
+
+    try:
+        tagger = await asyncio.to_thread(Tagger.from_settings, config)
+    except ClassifierUnavailable as exc:
+        log.warning("%s; images count as unchecked", exc)
+        return None, str(exc)
+    log.info("image classifier %s loaded", config.source)
+    return tagger, None
+
+
+async def _serve(
+    settings: Settings, db: Database, token: str, stop: asyncio.Event, options: dict[str, Any]
+) -> int:
+    log.info("loading the model from %s", settings.model.source)
+    try:
+        engine = await asyncio.to_thread(Engine.load, settings)
+    except (ModelLoadError, DeviceError) as exc:
+        log.error("cannot load the model: %s", exc)  # noqa: TRY400
+        return EXIT_FAILURE
+    classifier, classifier_error = await load_classifier(settings)
+    loop = asyncio.get_running_loop()
+    installed = _install_signals(loop, stop)
+    bot = AnimagineBot(
+        settings,
+        db,
+        engine,
+        classifier=classifier,
+        classifier_error=classifier_error,
+        **options,
+    )
+    try:
+        async with bot:
+            running = asyncio.create_task(bot.start(token), name="discord-client")
+            stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not running.done():
+                await bot.close()
+            stopping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopping
+            await running
+    except discord.LoginFailure:
+        log.error("Discord rejected the token (from %s)", token_source(settings))  # noqa: TRY400
+        return EXIT_FAILURE
+    except discord.PrivilegedIntentsRequired:
+        log.error("Discord refused the gateway intents")  # noqa: TRY400
+        return EXIT_FAILURE
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+    log.info("stopped")
+    return EXIT_OK
+
+
+def run(settings: Settings) -> int:
+    """The ``run`` subcommand: blocks until the bot stops; returns the exit status."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=settings.logging.level,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    return asyncio.run(serve(settings))

@@ -1,0 +1,100 @@
+"""Queue a request for a member: the one path shared by /imagine and the buttons.
+
+The interaction is acknowledged first (a deferred, public "thinking" reply), before any
+database or queue work, so it meets Discord's 3 seconds whatever the queue holds. The work
+after that (server defaults, policy, limits, the job row) runs for a few interactions at a
+time (``AnimagineBot.submit_slots``): in a burst, the event loop keeps acknowledging new
+interactions between them instead of taking turns with hundreds of half-done submissions. Checks
+that need nothing but the request run before that and answer ephemerally at once. Refusals
+found later (limits, a full queue, a ban) remove the thinking reply and answer
+ephemerally. The job row is written by the core before the reply says it is queued.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+
+from bot.discord_app import formatting
+from bot.discord_app.context import bot_of, destination, reply, requester
+from bot.planning import build_for
+from bot.prompts import PromptError
+from bot.request import GenerationRequest, RequestError, validate_request
+from bot.service import NotAllowed, SubmitRefused, stored_request
+from bot.storage import DatabaseError
+
+log = logging.getLogger(__name__)
+
+RequestMaker = Callable[[], Awaitable[GenerationRequest]]
+"""Builds the request after the interaction is acknowledged (may read the database)."""
+
+
+def precheck(interaction: discord.Interaction[Any], request: GenerationRequest) -> str | None:
+    """Why ``request`` cannot be rendered as asked, from the request alone (no I/O).
+
+    Bounds, presets, rating and year names, wildcards. The channel's moderation policy needs
+    the server's settings: the core applies it when the job is submitted.
+    """
+    bot = bot_of(interaction)
+    channel = destination(interaction).channel
+    try:
+        checked = validate_request(request, bot.settings.engine).with_seed()
+        build_for(checked, bot.settings, allow_nsfw=channel.age_restricted)
+    except (RequestError, PromptError) as exc:
+        return formatting.bad_request_text(str(exc))
+    return None
+
+
+async def retract(interaction: discord.Interaction[Any], text: str) -> None:
+    """Replace the public thinking reply with an ephemeral answer only the member sees."""
+    try:
+        await interaction.delete_original_response()
+    except discord.HTTPException as exc:
+        log.debug("could not remove the thinking reply (%s)", exc.status)
+    await interaction.followup.send(text, ephemeral=True)
+
+
+async def submit_request(
+    interaction: discord.Interaction[Any],
+    make: RequestMaker,
+    *,
+    draft: GenerationRequest | None = None,
+) -> None:
+    """Acknowledge, build the request with ``make``, queue it and post its reply.
+
+    ``draft`` (the request as far as known without I/O) is checked before acknowledging,
+    so plain mistakes get an immediate ephemeral answer.
+    """
+    if draft is not None and (problem := precheck(interaction, draft)) is not None:
+        await reply(interaction, problem)
+        return
+    if not interaction.response.is_done():
+        await interaction.response.defer(thinking=True)
+    bot = bot_of(interaction)
+    try:
+        async with bot.submit_slots:
+            request = await make()
+            submitted = await bot.service.submit(
+                request, requester(interaction), destination(interaction)
+            )
+            # Before any await: the worker may start the job as soon as this task yields.
+            bot.delivery.track(submitted.job.id, interaction.filesize_limit)
+    except SubmitRefused as exc:
+        text = formatting.refusal_text(exc.refusal) if exc.refusal else exc.message
+        await retract(interaction, text)
+        return
+    except (RequestError, PromptError) as exc:
+        await retract(interaction, formatting.bad_request_text(str(exc)))
+        return
+    except NotAllowed as exc:
+        await retract(interaction, f"You cannot do that: {exc}.")
+        return
+    except DatabaseError as exc:
+        log.error("submitting a job failed: %s", exc)  # noqa: TRY400
+        await retract(interaction, formatting.apology_text("the database is not available"))
+        return
+    stored, _ = stored_request(submitted.job)
+    await bot.delivery.announce(interaction, submitted, stored)
