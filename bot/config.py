@@ -15,6 +15,7 @@ Environment overrides use ``ANIMAGINE_<SECTION>__<KEY>`` (for example
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -71,6 +73,104 @@ class ModelSettings(_Section):
     )
 
 
+AttentionBackend = Literal["auto", "flash", "efficient", "cudnn", "math"]
+CompileMode = Literal["default", "max-autotune"]
+CompileBackend = Literal["inductor", "aot_eager", "eager"]
+
+MIN_SIDE, MAX_SIDE = 64, 4096
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"832x1216"`` -> ``(832, 1216)``; sides must be multiples of 8 within 64..4096."""
+    match = _SIZE.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size such as '832x1216'")
+    width, height = int(match.group(1)), int(match.group(2))
+    for side in (width, height):
+        if side % 8 or not MIN_SIDE <= side <= MAX_SIDE:
+            raise ValueError(f"{text!r}: sides must be multiples of 8 between 64 and 4096")
+    return width, height
+
+
+class SpeedSettings(BaseModel):
+    """GPU speed-ups (mount as ``[engine.speed]``). All are no-ops on the CPU."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    enabled: StrictBool = Field(True, description="Master switch: false keeps the plain path")
+    channels_last: StrictBool = Field(
+        True, description="UNet and VAE weights in channels_last memory format"
+    )
+    fuse_qkv: StrictBool = Field(
+        True, description="Fuse the Q, K, V projections of every attention into one matmul"
+    )
+    compile_unet: StrictBool = Field(True, description="torch.compile the UNet at start-up")
+    compile_vae: StrictBool = Field(True, description="torch.compile the VAE decoder")
+    compile_mode: CompileMode = Field(
+        "max-autotune",
+        description="inductor mode: 'max-autotune' tunes kernels (slower first compile)",
+    )
+    cuda_graphs: StrictBool = Field(
+        False, description="Replay compiled graphs as CUDA graphs (mode reduce-overhead)"
+    )
+    inductor_flags: StrictBool = Field(
+        True,
+        description="diffusers' inductor flags: conv_1x1_as_mm, coordinate descent tuning, "
+        "no epilogue fusion",
+    )
+    compile_backend: CompileBackend = Field(
+        "inductor", description="torch.compile backend; only inductor is faster (others debug)"
+    )
+    attention: AttentionBackend = Field(
+        "auto", description="SDPA backend tried first: auto, flash, efficient, cudnn, math"
+    )
+    cudnn_benchmark: StrictBool = Field(
+        True, description="Let cuDNN pick the fastest convolution algorithm per shape"
+    )
+    compile_cache_dir: StrictStr = Field(
+        "", description="Folder for inductor's compile caches; '' for torch's default (/tmp)"
+    )
+    warmup_sizes: list[StrictStr] = Field(
+        default_factory=lambda: ["896x1152", "832x1216", "1024x1024"],
+        description="Sizes (WxH) compiled at start-up",
+    )
+    warmup_batch_sizes: list[Annotated[StrictInt, Field(ge=1, le=16)]] = Field(
+        default_factory=lambda: [1], description="Images per call compiled at start-up"
+    )
+    pad_prompt_chunks: Annotated[StrictInt, Field(ge=0, le=32)] = Field(
+        2,
+        description="Pad prompts to this many 75-token chunks (masked, image unchanged) so "
+        "they share one compiled graph; 0 = off",
+    )
+    unwarmed_shapes: Literal["eager", "compile"] = Field(
+        "eager",
+        description="After warm-up, a shape not compiled yet runs eagerly ('eager') or is "
+        "compiled on first use ('compile', may take minutes)",
+    )
+    apply_on_cpu: StrictBool = Field(
+        False, description="Apply even on the CPU (tests and debugging only)"
+    )
+
+    @field_validator("warmup_sizes")
+    @classmethod
+    def _check_sizes(cls, sizes: list[str]) -> list[str]:
+        for size in sizes:
+            parse_size(size)
+        return sizes
+
+    @property
+    def inductor_mode(self) -> str:
+        """The ``torch.compile`` mode these switches mean."""
+        if self.compile_mode == "max-autotune":
+            return "max-autotune" if self.cuda_graphs else "max-autotune-no-cudagraphs"
+        return "reduce-overhead" if self.cuda_graphs else "default"
+
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        return [parse_size(s) for s in self.warmup_sizes]
+
+
 class EngineSettings(_Section):
     """Device, precision and the bounds of a request."""
 
@@ -88,6 +188,7 @@ class EngineSettings(_Section):
     default_sampler: StrictStr = "Euler a"
     hires_scale: Annotated[StrictFloat, Field(ge=1.0, le=1.5)] = 1.5
     hires_strength: Annotated[StrictFloat, Field(gt=0.0, le=1.0)] = 0.55
+    speed: SpeedSettings = Field(default_factory=SpeedSettings)
 
     @model_validator(mode="after")
     def _check_bounds(self) -> EngineSettings:

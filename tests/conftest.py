@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from bot.config import Settings, load_settings
 from bot.engine import Engine
 from tests.support.tiny_sdxl import save_tiny_model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op torch thread: tiny models gain nothing from more, and on a shared CPU
+    torch's spinning thread pool makes them 10-20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

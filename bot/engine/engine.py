@@ -14,6 +14,7 @@ import gc
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from PIL import Image
 
 from bot.config import Settings
 from bot.engine.loading import Placement, load_pipeline, resolve_placement
+from bot.engine.optimize import AppliedOptimizations, apply_optimizations, speed_settings
 from bot.engine.samplers import make_scheduler
 from bot.errors import EngineError
 from bot.images import Infotext
@@ -129,17 +131,27 @@ class Engine:
         self.encoder = PromptEncoder(pipeline, max_chunks=max_chunks)
         self._scheduler_config = dict(pipeline.scheduler.config)
         self._lock = threading.Lock()
+        self.optimizations = AppliedOptimizations(placement.device.type, notes=("not applied",))
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
         placement = resolve_placement(settings.engine)
         pipeline = load_pipeline(settings.model, placement)
-        return cls(
+        engine = cls(
             pipeline,
             placement=placement,
             model_name=settings.model.name,
             max_chunks=settings.prompts.max_chunks,
         )
+        engine.optimizations = apply_optimizations(
+            pipeline, placement.device, speed_settings(settings)
+        )
+        log.info("%s", engine.optimizations.describe())
+        # The model's objects live as long as the process: keep them out of every later
+        # garbage collection, so collections stay short and do not stall the event loop.
+        gc.collect()
+        gc.freeze()
+        return engine
 
     @property
     def busy(self) -> bool:
@@ -157,12 +169,14 @@ class Engine:
             started = time.perf_counter()
             try:
                 return self._render(job, on_progress, cancel or CancelToken(), started)
-            except JobCancelled:
+            except JobCancelled as exc:
                 log.info("job cancelled")
+                self._release_memory(exc)
                 raise
             except (EngineError, PromptError):
                 raise
             except Exception as exc:
+                self._release_memory(exc)
                 if _is_oom(exc):
                     w, h = job.output_size
                     raise EngineError(
@@ -171,10 +185,14 @@ class Engine:
                     ) from exc
                 log.exception("engine failure")
                 raise EngineError(f"the engine failed: {type(exc).__name__}: {exc}") from exc
-            finally:
-                self._release_memory()
 
-    def _release_memory(self) -> None:
+    def _release_memory(self, exc: BaseException) -> None:
+        """After a cancelled or failed job: drop the tensors its frames still hold.
+
+        A finished job frees its tensors by itself; a full ``gc.collect()`` after every job
+        would hold the GIL (and stall the event loop) for a quarter of a second.
+        """
+        traceback.clear_frames(exc.__traceback__)
         gc.collect()
         if self.placement.device.type == "cuda":
             torch.cuda.empty_cache()
