@@ -233,7 +233,9 @@ class ImagineService:
         new = NewJob(
             request={
                 "request": request.model_dump(mode="json"),
-                "age_restricted": where.age_restricted,
+                "age_restricted": channel.age_restricted,
+                "is_dm": channel.is_dm,
+                "is_thread": channel.is_thread,
             },
             channel_id=where.channel_id,
             interaction_token=where.interaction_token,

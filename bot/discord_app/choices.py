@@ -7,6 +7,7 @@ from typing import Final
 
 from discord import app_commands
 
+from bot.moderation.policy import OVERRIDE_KEYS
 from bot.prompts import QUALITY_PRESETS, RATINGS, STYLE_PRESETS, YEAR_RANGES
 from bot.request import ASPECTS, SAMPLERS
 
@@ -24,3 +25,7 @@ STYLE: Final = named(STYLE_PRESETS)
 RATING: Final = named(RATINGS)
 YEAR: Final = [Choice(name=f"{name} ({span})", value=name) for name, span in YEAR_RANGES.items()]
 SAMPLER: Final = named(SAMPLERS)
+SPOILER: Final = named(("never", "flagged", "always"))
+"""Spoilers in age-restricted channels: never, when rated over a threshold, or always."""
+MODERATION_KEY: Final = [Choice(name="everything", value="*"), *named(OVERRIDE_KEYS)]
+"""A server moderation setting to put back to the bot's default (or all of them)."""

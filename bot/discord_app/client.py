@@ -15,9 +15,11 @@ from bot.discord_app import formatting
 from bot.discord_app.cogs.admin import AdminCog
 from bot.discord_app.cogs.imagine import ImagineCog
 from bot.discord_app.cogs.info import InfoCog
+from bot.discord_app.cogs.mod import ModCog
 from bot.discord_app.components import DYNAMIC_ITEMS
 from bot.discord_app.context import reply
 from bot.discord_app.delivery import Delivery
+from bot.discord_app.moderation import ModLog
 from bot.engine import Engine
 from bot.queue.worker import Classifier
 from bot.service import ImagineService
@@ -68,6 +70,7 @@ class AnimagineBot(commands.Bot):
     db: Database
     engine: Engine
     delivery: Delivery
+    modlog: ModLog
     service: ImagineService
 
     def __init__(
@@ -101,6 +104,7 @@ class AnimagineBot(commands.Bot):
         self.engine = engine
         self.guild_store = GuildStore(db)
         self.delivery = Delivery(self, progress_interval=progress_interval)
+        self.modlog = ModLog(self)
         self.service = ImagineService(
             settings,
             db,
@@ -118,7 +122,7 @@ class AnimagineBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(*DYNAMIC_ITEMS)
-        for cog in (ImagineCog(self), InfoCog(self), AdminCog(self)):
+        for cog in (ImagineCog(self), InfoCog(self), AdminCog(self), ModCog(self)):
             await self.add_cog(cog)
         self.restored_jobs = await self.service.restore()
         if self.restored_jobs:

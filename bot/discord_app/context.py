@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Final
 import discord
 
 from bot.limits import Requester
+from bot.moderation import ChannelContext, channel_context
 from bot.service import Destination
 
 if TYPE_CHECKING:
@@ -17,7 +18,6 @@ DEFAULT_FILESIZE_LIMIT: Final = 10 * 1024 * 1024
 
 _AGE_RESTRICTABLE = (
     discord.TextChannel,
-    discord.Thread,
     discord.VoiceChannel,
     discord.StageChannel,
     discord.ForumChannel,
@@ -46,20 +46,36 @@ def requester(interaction: discord.Interaction[Any]) -> Requester:
     )
 
 
-def age_restricted(interaction: discord.Interaction[Any]) -> bool:
-    """Whether the channel is age-restricted (threads inherit it; DMs never are)."""
+def channel_of(interaction: discord.Interaction[Any]) -> ChannelContext:
+    """Where an interaction happened, as the moderation policy sees it.
+
+    A channel is age-restricted when Discord flags it ``nsfw``; a thread follows its parent
+    (a thread whose parent the bot cannot see counts as not age-restricted); anything
+    outside a server (a DM, a group DM) is a direct message, never age-restricted.
+    """
     channel = interaction.channel
-    return isinstance(channel, _AGE_RESTRICTABLE) and channel.is_nsfw()
+    if interaction.guild_id is None:
+        return channel_context(False, is_dm=True)
+    if isinstance(channel, discord.Thread):
+        parent = channel.parent
+        return channel_context(False, parent is not None and parent.is_nsfw())
+    return channel_context(isinstance(channel, _AGE_RESTRICTABLE) and channel.is_nsfw())
+
+
+def age_restricted(interaction: discord.Interaction[Any]) -> bool:
+    """Whether the channel is age-restricted (threads follow their parent; DMs never are)."""
+    return channel_of(interaction).age_restricted
 
 
 def destination(interaction: discord.Interaction[Any]) -> Destination:
+    where = channel_of(interaction)
     return Destination(
         channel_id=interaction.channel_id,
         interaction_token=interaction.token,
         interaction_expires_at=interaction.expires_at,
-        age_restricted=age_restricted(interaction),
-        is_dm=interaction.guild_id is None,
-        is_thread=isinstance(interaction.channel, discord.Thread),
+        age_restricted=where.age_restricted,
+        is_dm=where.is_dm,
+        is_thread=where.is_thread,
     )
 
 

@@ -10,6 +10,11 @@ result is never dropped.
 Uploads respect the interaction's ``attachment_size_limit`` (and Discord's 10 MiB default
 for channel sends): PNGs that do not fit together are re-encoded with maximum compression,
 then split one image per message, and the member is told.
+
+Moderation: images whose verdict is ``withhold`` are never uploaded where the job was
+asked; the member is told why, and the server's log channel hears about them
+(:meth:`~bot.discord_app.moderation.ModLog.withheld`). Images from an age-restricted channel
+that plain-channel rules would hold back never go to the last-resort DM.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from bot.discord_app.context import DEFAULT_FILESIZE_LIMIT
 from bot.engine import Progress
 from bot.queue.worker import OutputImage
 from bot.request import GenerationRequest
-from bot.service import Submitted, stored_request
+from bot.service import Submitted, stored_channel, stored_request
 from bot.storage import DatabaseError, JobRecord
 
 if TYPE_CHECKING:
@@ -152,9 +157,15 @@ class _Post:
     embed: discord.Embed | None = None
     files: list[tuple[str, bytes]] = field(default_factory=list)
     view: discord.ui.View | None = None
+    not_for_dm: frozenset[str] = frozenset()
+    """Files allowed where the job was asked (an age-restricted channel) but not in a DM."""
 
-    def discord_files(self) -> list[discord.File]:
-        return [discord.File(io.BytesIO(data), filename=name) for name, data in self.files]
+    def discord_files(self, *, dm: bool = False) -> list[discord.File]:
+        return [
+            discord.File(io.BytesIO(data), filename=name)
+            for name, data in self.files
+            if not (dm and name in self.not_for_dm)
+        ]
 
 
 class Delivery:
@@ -243,6 +254,8 @@ class Delivery:
             track.stage = Stage.DONE
             await self._deliver_result(job, track, request, images)
         self._tracks.pop(job.id, None)
+        if any(image.withheld for image in images):
+            await self.bot.modlog.withheld(job, request, images)
         self.upload_seconds[job.id] = time.perf_counter() - started
         while len(self.upload_seconds) > 1000:
             self.upload_seconds.popitem(last=False)
@@ -311,6 +324,14 @@ class Delivery:
             fitted = Fitted(files, [list(range(len(files)))] if files else [], [])
         else:
             fitted = await asyncio.to_thread(fit_images, files, limit)
+        # A direct message counts as not age-restricted: the last-resort DM gets only the
+        # images that plain-channel rules would post (rated, under the thresholds).
+        not_for_dm = frozenset(
+            file_name(job, image)
+            for image in shown
+            if stored_channel(job).age_restricted
+            and (image.verdict.flagged or image.scores is None)
+        )
         embed = formatting.result_embed(job, request, images, self.bot.settings.model.name)
         view = result_view(job.id, request, [image.index for image in shown], len(images))
         groups = fitted.groups or [[]]
@@ -319,11 +340,13 @@ class Delivery:
             embed,
             [fitted.files[i] for i in groups[0]],
             view,
+            not_for_dm,
         )
         rest = [
             _Post(
                 f"Job #{job.id}: image {shown[group[0]].index + 1} of {len(images)}",
                 files=[fitted.files[i] for i in group],
+                not_for_dm=not_for_dm,
             )
             for group in groups[1:]
         ]
@@ -402,7 +425,15 @@ class Delivery:
                     )
                 else:
                     channel = await self.bot.create_dm(discord.Object(job.user_id))
-                message = await channel.send(content, files=post.discord_files(), **extra)
+                files = post.discord_files(dm=target == "dm")
+                text = content
+                if len(files) < len(post.files):
+                    held = len(post.files) - len(files)
+                    text += (
+                        f"\n-# {held} image(s) from an age-restricted channel are not sent "
+                        "in a direct message."
+                    )
+                message = await channel.send(formatting.clip(text, 2000), files=files, **extra)
             except discord.HTTPException as exc:
                 log.warning("job %s: could not post in the %s (%s)", job.id, target, exc.status)
                 continue

@@ -6,9 +6,9 @@ compare against it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 import discord
 
@@ -16,11 +16,12 @@ from bot.config import LimitsSettings
 from bot.engine import Progress
 from bot.images import Infotext
 from bot.limits import Allowance, BucketAllowance, LimitKind, Refusal
+from bot.moderation import Decision, GuildPolicy, PromptDecision, Thresholds
 from bot.prompts import QUALITY_PRESETS, RATINGS, STYLE_PRESETS, YEAR_RANGES
 from bot.queue.worker import OutputImage
 from bot.request import ASPECTS, SAMPLERS, GenerationRequest
 from bot.service import QueueStatus, Submitted
-from bot.storage import JobRecord, JobStatus
+from bot.storage import ImageRecord, JobRecord, JobStatus
 
 COLOR: Final = discord.Colour(0x8E6AD8)
 ERROR_COLOR: Final = discord.Colour(0xD05050)
@@ -367,4 +368,196 @@ def server_settings_embed(
     embed.add_field(name="Style", value=request.style)
     embed.add_field(name=f"Members (tier {tier_name})", value=tier_text(member), inline=False)
     embed.add_field(name="Whole server", value=tier_text(server), inline=False)
+    return embed
+
+
+# ---------------------------------------------------------------------------- moderation
+
+SCORE_ORDER: Final = ("explicit", "questionable", "sensitive", "general")
+LOG_PROMPT_MAX: Final = 600
+
+
+def policy_refusal_text(decision: PromptDecision) -> str:
+    """Why the channel's policy refused a prompt (shown only to the member)."""
+    if decision.decision is Decision.HARD_BLOCK:
+        return f"**Refused**: {decision.reason}."
+    return f"**Not allowed here**: {decision.reason}."
+
+
+def message_url(guild_id: int | None, channel_id: int, message_id: int) -> str:
+    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
+
+
+def channel_kind(job: JobRecord) -> str:
+    """How the policy saw the channel of a job (as stored with it)."""
+    data = job.request
+    if data.get("is_dm"):
+        return "direct message"
+    kind = "age-restricted" if data.get("age_restricted") else "not age-restricted"
+    return f"thread, {kind}" if data.get("is_thread") else kind
+
+
+def scores_text(scores: Mapping[str, float] | None, thresholds: Thresholds | None = None) -> str:
+    """``explicit 0.90 ⚠ · questionable 0.01 · ...`` (⚠: above the server's threshold)."""
+    if not scores:
+        return "not rated"
+    parts = []
+    for name in SCORE_ORDER:
+        if name not in scores:
+            continue
+        limit = None if thresholds is None else getattr(thresholds, name, None)
+        flag = " ⚠" if limit is not None and scores[name] > limit else ""
+        parts.append(f"{name} {scores[name]:.2f}{flag}")
+    return " · ".join(parts)
+
+
+def who_made_embed(
+    job: JobRecord,
+    request: GenerationRequest,
+    images: Sequence[ImageRecord],
+    *,
+    guild_name: str | None,
+    target_url: str,
+    thresholds: Thresholds | None,
+) -> discord.Embed:
+    """For moderators: who asked for a bot image, where, with what prompt, seeds and scores."""
+    embed = discord.Embed(
+        title=f"Job #{job.id}",
+        colour=COLOR,
+        description=f"```\n{clip(request.prompt, EMBED_DESCRIPTION_MAX - 200)}\n```",
+    )
+    embed.add_field(name="Requested by", value=f"<@{job.user_id}> (`{job.user_id}`)")
+    server = "direct message" if job.guild_id is None else f"{guild_name or '?'} (`{job.guild_id}`)"
+    embed.add_field(name="Server", value=server)
+    if job.channel_id is not None:
+        embed.add_field(name="Channel", value=f"<#{job.channel_id}> ({channel_kind(job)})")
+    messages = [f"[this message]({target_url})"]
+    if job.message_id is not None and job.channel_id is not None:
+        url = message_url(job.guild_id, job.channel_id, job.message_id)
+        if url != target_url:
+            messages.append(f"[job message]({url})")
+    embed.add_field(name="Message", value=" · ".join(messages))
+    embed.add_field(name="Asked", value=timestamp(job.queued_at, "f"))
+    embed.add_field(name="Status", value=job.status.value)
+    if request.negative_prompt.strip():
+        embed.add_field(
+            name="Negative", value=clip(request.negative_prompt, EMBED_FIELD_MAX), inline=False
+        )
+    if request.rating:
+        embed.add_field(name="Rating", value=request.rating)
+    for image in images[:10]:
+        embed.add_field(
+            name=f"Image {image.index + 1} · seed {image.seed}",
+            value=scores_text(image.moderation_scores, thresholds),
+            inline=False,
+        )
+    if not images:
+        embed.add_field(name="Seed", value=str(request.seed), inline=False)
+    embed.set_footer(text="Scores: the image classifier's ratings (⚠: above this server's limit)")
+    return embed
+
+
+def _log_prompt(prompt: str, *, hide: bool) -> str:
+    text = clip(" ".join(prompt.split()), LOG_PROMPT_MAX).replace("`", "ˋ")
+    return f"||`{text}`||" if hide else f"`{text}`"
+
+
+def log_refusal_text(
+    decision: PromptDecision, *, user_id: int, channel_id: int | None, prompt: str | None
+) -> str:
+    """A refused prompt, for the moderation log (hard-blocked prompts behind a spoiler)."""
+    hard = decision.decision is Decision.HARD_BLOCK
+    title = "🛑 **Hard block**" if hard else "⛔ **Prompt refused**"
+    where = f" in <#{channel_id}>" if channel_id is not None else ""
+    lines = [f"{title} · <@{user_id}>{where}", f"Reason: {decision.reason}"]
+    if prompt is not None:
+        lines.append(f"Prompt: {_log_prompt(prompt, hide=hard)}")
+    return "\n".join(lines)
+
+
+def log_withheld_text(
+    job: JobRecord,
+    request: GenerationRequest,
+    withheld: Sequence[OutputImage],
+    *,
+    forwarded: bool,
+) -> str:
+    """Images that were not posted, for the moderation log."""
+    where = f" in <#{job.channel_id}>" if job.channel_id is not None else ""
+    lines = [f"🙈 **Image withheld** · job #{job.id} · <@{job.user_id}>{where}"]
+    lines += [f"Image {i.index + 1} (seed {i.seed}): {i.verdict.reason}" for i in withheld]
+    lines.append(f"Prompt: {_log_prompt(request.prompt, hide=False)}")
+    if forwarded:
+        lines.append("The images are attached behind spoilers.")
+    return "\n".join(lines)
+
+
+def ban_line(until: datetime | None) -> str:
+    if until is None:
+        return "until unbanned"
+    return f"until {timestamp(until, 'f')} ({timestamp(until)})"
+
+
+def log_ban_text(
+    user_id: int, actor_id: int, reason: str, until: datetime | None, cancelled: int
+) -> str:
+    lines = [f"🔨 **Ban** · <@{user_id}> by <@{actor_id}> · {ban_line(until)}", f"Reason: {reason}"]
+    if cancelled:
+        lines.append(f"{plural(cancelled, 'waiting job')} cancelled.")
+    return "\n".join(lines)
+
+
+def log_unban_text(user_id: int, actor_id: int, reason: str | None) -> str:
+    line = f"✅ **Unban** · <@{user_id}> by <@{actor_id}>"
+    return f"{line}\nReason: {reason}" if reason else line
+
+
+def log_purge_text(user_id: int, actor_id: int, channel_id: int, deleted: int) -> str:
+    return (
+        f"🧹 **Purge** · {plural(deleted, 'bot message')} of <@{user_id}> deleted in "
+        f"<#{channel_id}> by <@{actor_id}>"
+    )
+
+
+def moderation_embed(
+    policy: GuildPolicy,
+    overrides: Mapping[str, Any],
+    *,
+    default_blocked: int,
+    classifier: str,
+) -> discord.Embed:
+    """The moderation policy in force in a server (``/settings show``)."""
+    embed = discord.Embed(title="Moderation", colour=COLOR)
+    blocked = [f"{len(policy.blocked_tags)} tags (the bot's list has {default_blocked})"]
+    if added := overrides.get("blocked_tags_add"):
+        blocked.append(f"added here: {clip(', '.join(added), 300)}")
+    if removed := overrides.get("blocked_tags_remove"):
+        blocked.append(f"allowed here: {clip(', '.join(removed), 300)}")
+    blocked.append("the nsfw and explicit ratings and the hard block always apply")
+    embed.add_field(name="Blocked tags", value="\n".join(blocked), inline=False)
+    negatives = ", ".join(("nsfw", *(t for t in policy.extra_negatives if t != "nsfw")))
+    embed.add_field(name="Extra negatives", value=clip(negatives, EMBED_FIELD_MAX), inline=False)
+    thresholds = policy.thresholds
+    embed.add_field(
+        name="Withhold above",
+        value=f"questionable {thresholds.questionable:.2f} · explicit {thresholds.explicit:.2f}",
+    )
+    embed.add_field(name="Spoilers (age-restricted)", value=policy.spoiler)
+    embed.add_field(
+        name="Classifier down",
+        value="withhold (fail_closed)" if policy.fail_closed else "post unchecked",
+    )
+    log_channel = "none" if policy.log_channel_id is None else f"<#{policy.log_channel_id}>"
+    embed.add_field(name="Log channel", value=log_channel)
+    embed.add_field(
+        name="Forward withheld images",
+        value="yes, as spoilers" if policy.forward_withheld else "no",
+    )
+    embed.add_field(name="Image classifier", value=clip(classifier, EMBED_FIELD_MAX))
+    dms = "served (as not age-restricted)" if policy.dm_allowed else "refused"
+    embed.add_field(
+        name="Direct messages",
+        value=f"{dms}: bot-wide config `moderation.dm_allowed`, not a server setting",
+        inline=False,
+    )
     return embed

@@ -8,6 +8,10 @@ interactions between them instead of taking turns with hundreds of half-done sub
 that need nothing but the request run before that and answer ephemerally at once. Refusals
 found later (limits, a full queue, a ban) remove the thinking reply and answer
 ephemerally. The job row is written by the core before the reply says it is queued.
+
+The channel's moderation policy is the core's (:meth:`ImagineService.submit`): the adapter
+only tells the member why a prompt was refused, ephemerally, and copies the refusal to the
+server's moderation log channel.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ async def submit_request(
     if not interaction.response.is_done():
         await interaction.response.defer(thinking=True)
     bot = bot_of(interaction)
+    request: GenerationRequest | None = None
     try:
         async with bot.submit_slots:
             request = await make()
@@ -83,8 +88,21 @@ async def submit_request(
             # Before any await: the worker may start the job as soon as this task yields.
             bot.delivery.track(submitted.job.id, interaction.filesize_limit)
     except SubmitRefused as exc:
-        text = formatting.refusal_text(exc.refusal) if exc.refusal else exc.message
+        if exc.refusal is not None:
+            text = formatting.refusal_text(exc.refusal)
+        elif exc.decision is not None:
+            text = formatting.policy_refusal_text(exc.decision)
+        else:
+            text = exc.message
         await retract(interaction, text)
+        if exc.decision is not None:  # the core logged the event; tell the moderators
+            await bot.modlog.refusal(
+                guild_id=interaction.guild_id,
+                user_id=interaction.user.id,
+                channel_id=interaction.channel_id,
+                decision=exc.decision,
+                request=request,
+            )
         return
     except (RequestError, PromptError) as exc:
         await retract(interaction, formatting.bad_request_text(str(exc)))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import torch
@@ -29,13 +29,26 @@ from tests.e2e.fake_discord import (
     ALICE_ID,
     DEFAULT_GUILD_ID,
     GENERAL_CHANNEL_ID,
+    MODERATOR_ROLE_ID,
+    FakeChannel,
     FakeDiscord,
+    FakeGuild,
+    FakeMember,
     FakeMessage,
+    FakeUser,
     InteractionHandle,
+    UploadedFile,
+    default_guild,
     running_client,
 )
 
 SettingsFactory = Callable[..., Settings]
+
+LOG_CHANNEL_ID: Final = 800_000_000_000_000_014
+"""#mod-log in :func:`moderated_guild`: private to moderators, age-restricted."""
+MIA_ID: Final = 700_000_000_000_000_004
+"""A moderator of :func:`moderated_guild`: the Moderator role only (Manage Messages; not an
+owner, not an admin)."""
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -126,6 +139,29 @@ class BotEnv:
                 return [JobRecord.of(j) for j in session.scalars(select(Job).order_by(Job.id))]
 
         return await self.bot.db.run(read)
+
+
+def moderated_guild() -> FakeGuild:
+    """The default guild plus a moderation log channel and Mia, a plain moderator."""
+    guild = default_guild()
+    guild.channels.append(FakeChannel(LOG_CHANNEL_ID, "mod-log", nsfw=True, position=2))
+    guild.members.append(FakeMember(FakeUser(MIA_ID, "mia", "Mia"), roles=[MODERATOR_ROLE_ID]))
+    return guild
+
+
+def uploads(
+    fake: FakeDiscord, *, channel_id: int, handles: Iterable[InteractionHandle] = ()
+) -> list[UploadedFile]:
+    """Every file the bot sent to a channel: with its own token or through the webhooks of
+    ``handles`` (interactions there)."""
+    tokens = [handle.token for handle in handles]
+    return [
+        upload
+        for request in fake.requests
+        if request.route.startswith(f"/channels/{channel_id}/")
+        or any(token in request.path for token in tokens)
+        for upload in request.files
+    ]
 
 
 async def until_running(bot: AnimagineBot, job_id: int, within: float = 10.0) -> None:

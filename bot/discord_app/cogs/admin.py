@@ -1,13 +1,22 @@
-"""``/settings``: a server's generation defaults and limits, for its admins.
+"""``/settings``: a server's generation defaults, limits and moderation policy, for its admins.
 
 Discord hides the group from members without Manage Server (``default_permissions``), but
 server owners can change that in their integration settings, so the bot checks the
 permission itself on every use. Member limits here override the server's default tier;
 role tiers and exemptions stay as configured.
+
+``/settings moderation ...`` stores the server's overrides of the moderation policy (see
+:class:`bot.moderation.GuildOverrides`): blocked tags, extra negatives, classifier
+thresholds, spoilers, the log channel, forwarding of withheld images and ``fail_closed``.
+Every change goes through :func:`bot.moderation.merge_overrides`; its
+:class:`~bot.moderation.PolicySettingsError` is the answer when a value is refused. Whether
+the bot serves direct messages is bot-wide configuration (``moderation.dm_allowed``), never
+a server setting.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +35,14 @@ from bot.discord_app.requests import (
     check_defaults,
     max_steps,
 )
+from bot.moderation import GuildPolicy, PolicySettingsError, merge_overrides, tag_key
 from bot.request import RequestError, find_aspect
-from bot.storage import GuildRecord, GuildStore
+from bot.storage import DatabaseError, GuildRecord, GuildStore
 
 if TYPE_CHECKING:
     from bot.discord_app.client import AnimagineBot
+
+log = logging.getLogger(__name__)
 
 Tier = LimitsSettings.Tier
 MEMBER_FIELDS = {
@@ -59,6 +71,11 @@ def tier_with(base: Tier, override: Mapping[str, Any]) -> Tier:
         error = exc.errors()[0]
         field = ".".join(str(p) for p in error["loc"])
         raise ValueError(f"{field}: {error['msg']}") from None
+
+
+def split_tags(text: str) -> list[str]:
+    """Comma-separated tags as typed in an option (empty parts dropped)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def default_tier_name(record: GuildRecord | None, limits: LimitsSettings) -> str:
@@ -110,7 +127,30 @@ class AdminCog(
             member=member,
             server=server,
         )
-        await interaction.followup.send(note, embed=embed, ephemeral=True)
+        moderation = await self._moderation_embed(guild_id)
+        await interaction.followup.send(note, embeds=[embed, moderation], ephemeral=True)
+
+    async def _moderation_embed(self, guild_id: int) -> discord.Embed:
+        """The moderation policy in force here, as ``/settings show`` shows it."""
+        settings = self.bot.settings.moderation
+        overrides = await self.bot.db.run(self.guilds.get_moderation, guild_id)
+        try:
+            policy = GuildPolicy.from_settings(settings, overrides)
+        except PolicySettingsError as exc:  # stored before a rule changed: the defaults
+            overrides = {}
+            policy = GuildPolicy.from_settings(settings)
+            log.warning("guild %s: stored moderation settings are invalid: %s", guild_id, exc)
+        worker = self.bot.service.worker
+        if worker.classifier is not None:
+            classifier = f"loaded ({settings.classifier.source})"
+        else:
+            classifier = f"not available: {worker.classifier_error or 'none configured'}"
+        return formatting.moderation_embed(
+            policy,
+            overrides,
+            default_blocked=len(GuildPolicy.from_settings(settings).blocked_tags),
+            classifier=classifier,
+        )
 
     @app_commands.command(name="show", description="What /imagine uses here, and the limits")
     async def show(self, interaction: discord.Interaction[AnimagineBot]) -> None:
@@ -240,3 +280,164 @@ class AdminCog(
             changes["enabled"] = True
         await self.bot.db.run(lambda: self.guilds.update(guild_id, **changes))
         await self._show(interaction, "Saved.")
+
+    # ------------------------------------------------------------------ moderation
+    moderation = app_commands.Group(
+        name="moderation", description="What may be asked for and posted in this server"
+    )
+
+    async def _save_moderation(
+        self,
+        interaction: discord.Interaction[AnimagineBot],
+        changes: Mapping[str, Any],
+        *,
+        replace: bool = False,
+        note: str = "",
+    ) -> None:
+        """Validate and store ``changes`` (a None value resets a key), then show the result;
+        or answer why nothing was saved."""
+        guild_id = interaction.guild_id
+        assert guild_id is not None
+        current = {} if replace else await self.bot.db.run(self.guilds.get_moderation, guild_id)
+        try:
+            merged = merge_overrides(current, changes)
+        except PolicySettingsError as exc:
+            await interaction.followup.send(f"Not saved: {exc}.", ephemeral=True)
+            return
+        try:
+            await self.bot.db.run(self.guilds.set_moderation, guild_id, merged)
+        except DatabaseError as exc:
+            log.error("saving moderation settings failed: %s", exc)  # noqa: TRY400
+            await interaction.followup.send(
+                formatting.apology_text("the database is not available"), ephemeral=True
+            )
+            return
+        embed = await self._moderation_embed(guild_id)
+        await interaction.followup.send(f"Saved.{note}", embed=embed, ephemeral=True)
+
+    @moderation.command(name="set", description="Thresholds, spoilers, the log channel, ...")
+    @app_commands.describe(
+        questionable_threshold="Outside age-restricted channels, withhold images rated "
+        "questionable above this (0-1)",
+        explicit_threshold="Outside age-restricted channels, withhold images rated explicit "
+        "above this (0-1)",
+        spoiler="Spoilers in age-restricted channels: never, flagged (rated over a threshold "
+        "or not rated) or always",
+        fail_closed="Withhold images outside age-restricted channels when the classifier "
+        "cannot run",
+        log_channel="Channel that receives refusals, withheld images and bans (best kept "
+        "private and age-restricted)",
+        forward_withheld="Send withheld images, as spoilers, to the log channel",
+        extra_negatives="Comma-separated tags added to the negative prompt outside "
+        "age-restricted channels (replaces the bot's list; '-' for none; nsfw stays)",
+    )
+    @app_commands.choices(spoiler=choices.SPOILER)
+    async def moderation_set(
+        self,
+        interaction: discord.Interaction[AnimagineBot],
+        *,
+        questionable_threshold: app_commands.Range[float, 0.0, 1.0] | None = None,
+        explicit_threshold: app_commands.Range[float, 0.0, 1.0] | None = None,
+        spoiler: str | None = None,
+        fail_closed: bool | None = None,
+        log_channel: discord.TextChannel | None = None,
+        forward_withheld: bool | None = None,
+        extra_negatives: app_commands.Range[str, 1, 2000] | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        changes: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("questionable_threshold", questionable_threshold),
+                ("explicit_threshold", explicit_threshold),
+                ("spoiler", spoiler),
+                ("fail_closed", fail_closed),
+                ("forward_withheld", forward_withheld),
+            )
+            if value is not None
+        }
+        if extra_negatives is not None:
+            text = extra_negatives.strip()
+            changes["extra_negatives"] = [] if text == "-" else split_tags(text)
+        if not changes and log_channel is None:
+            embed = await self._moderation_embed(interaction.guild_id or 0)
+            await interaction.followup.send("Nothing to change.", embed=embed, ephemeral=True)
+            return
+        note = ""
+        if log_channel is not None:
+            if log_channel.guild.id != interaction.guild_id:
+                await interaction.followup.send(
+                    "Not saved: the log channel must be a channel of this server.", ephemeral=True
+                )
+                return
+            changes["log_channel_id"] = log_channel.id
+            if not log_channel.is_nsfw():
+                note = (
+                    f"\n-# {log_channel.mention} is not age-restricted: withheld images "
+                    "forwarded there are only hidden behind spoilers."
+                )
+        await self._save_moderation(interaction, changes, note=note)
+
+    @moderation.command(
+        name="block", description="Refuse more tags outside age-restricted channels"
+    )
+    @app_commands.describe(tags="Comma-separated tags, e.g. 'gore, blood'")
+    async def moderation_block(
+        self,
+        interaction: discord.Interaction[AnimagineBot],
+        tags: app_commands.Range[str, 1, 2000],
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        assert interaction.guild_id is not None
+        wanted = split_tags(tags)
+        current = await self.bot.db.run(self.guilds.get_moderation, interaction.guild_id)
+        keys = {tag_key(tag) for tag in wanted}
+        allowed = [t for t in current.get("blocked_tags_remove") or [] if tag_key(t) not in keys]
+        changes = {
+            "blocked_tags_add": [*(current.get("blocked_tags_add") or []), *wanted],
+            "blocked_tags_remove": allowed or None,
+        }
+        await self._save_moderation(interaction, changes)
+
+    @moderation.command(
+        name="unblock", description="Allow tags that are blocked here (the ratings stay refused)"
+    )
+    @app_commands.describe(tags="Comma-separated tags, e.g. 'swimsuit, bikini'")
+    async def moderation_unblock(
+        self,
+        interaction: discord.Interaction[AnimagineBot],
+        tags: app_commands.Range[str, 1, 2000],
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        guild_id = interaction.guild_id
+        assert guild_id is not None
+        wanted = split_tags(tags)
+        settings = self.bot.settings.moderation
+        current = await self.bot.db.run(self.guilds.get_moderation, guild_id)
+        keys = {tag_key(tag) for tag in wanted}
+        added = [t for t in current.get("blocked_tags_add") or [] if tag_key(t) not in keys]
+        bot_wide = GuildPolicy.from_settings(settings).blocked
+        allowed = [*(current.get("blocked_tags_remove") or [])]
+        allowed += [tag for tag in wanted if bot_wide.find(tag)]
+        changes = {"blocked_tags_add": added or None, "blocked_tags_remove": allowed or None}
+        try:
+            after = GuildPolicy.from_settings(settings, merge_overrides(current, changes))
+        except PolicySettingsError:
+            after = None  # _save_moderation answers with the reason
+        still = [] if after is None else [tag for tag in wanted if after.blocked.find(tag)]
+        note = ""
+        if still:
+            note = f"\n-# Still refused (they contain other blocked tags): {', '.join(still)}."
+        await self._save_moderation(interaction, changes, note=note)
+
+    @moderation.command(name="reset", description="Back to the bot's defaults")
+    @app_commands.describe(setting="Which setting (or everything)")
+    @app_commands.choices(setting=choices.MODERATION_KEY)
+    async def moderation_reset(
+        self, interaction: discord.Interaction[AnimagineBot], setting: str
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        if setting == "*":
+            await self._save_moderation(interaction, {}, replace=True)
+        else:
+            await self._save_moderation(interaction, {setting: None})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import TYPE_CHECKING, Final
 
 import discord
@@ -13,8 +12,8 @@ from discord.ext import commands
 from PIL import UnidentifiedImageError
 
 from bot.discord_app import formatting
-from bot.discord_app.components import PREFIX
 from bot.discord_app.context import requester
+from bot.discord_app.moderation import job_id_of
 from bot.discord_app.requests import max_steps
 from bot.images import Infotext, read_infotext
 from bot.service import NotAllowed, stored_request
@@ -26,7 +25,6 @@ log = logging.getLogger(__name__)
 
 MAX_INFO_BYTES: Final = 50 * 1024 * 1024
 """Attachments larger than this are not downloaded to read their settings."""
-_JOB_ID: Final = re.compile(rf"{PREFIX}:[a-z-]+:([0-9]+)")
 
 
 def _infotext(data: bytes) -> Infotext | None:
@@ -34,16 +32,6 @@ def _infotext(data: bytes) -> Infotext | None:
         return read_infotext(data)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
-
-
-def job_id_of(message: discord.Message) -> int | None:
-    """The job a message of this bot shows, named by its buttons."""
-    for row in message.components:
-        for child in getattr(row, "children", []):
-            match = _JOB_ID.fullmatch(getattr(child, "custom_id", None) or "")
-            if match:
-                return int(match.group(1))
-    return None
 
 
 class InfoCog(commands.Cog):

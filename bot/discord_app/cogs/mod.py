@@ -1,0 +1,264 @@
+"""``/mod ban``, ``/mod unban``, ``/mod purge`` and the "Who made this?" message command.
+
+For moderators: members with Manage Messages in the channel. Discord hides these commands
+from everyone else (``default_permissions``), but server owners can change that in their
+integration settings, so the bot checks the permission itself on every use. Every action is
+recorded as a moderation event and copied to the server's log channel when it has one.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord_app import formatting
+from bot.discord_app.context import is_moderator, requester
+from bot.discord_app.moderation import DurationError, job_id_of, parse_duration
+from bot.service import NotAllowed, stored_request
+from bot.storage import JobRecord, MemberStore
+
+if TYPE_CHECKING:
+    from bot.discord_app.client import AnimagineBot
+
+log = logging.getLogger(__name__)
+
+MODERATOR_ONLY: Final = "Only moderators (Manage Messages in this channel) can do that."
+Target = discord.Member | discord.User
+
+
+class NotModerator(app_commands.CheckFailure):
+    """The member lacks Manage Messages here."""
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_messages=True)
+class ModCog(
+    commands.GroupCog, group_name="mod", group_description="Moderate image generation here"
+):
+    def __init__(self, bot: AnimagineBot) -> None:
+        self.bot = bot
+        self.members = MemberStore(bot.db)
+        self.who_menu = app_commands.ContextMenu(name="Who made this?", callback=self.who_made)
+        self.who_menu.default_permissions = discord.Permissions(manage_messages=True)
+        self.who_menu.guild_only = True
+        super().__init__()
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.who_menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.who_menu.name, type=self.who_menu.type)
+
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        if not is_moderator(interaction):
+            raise NotModerator(MODERATOR_ONLY)
+        return True
+
+    # ------------------------------------------------------------------ Who made this?
+    async def who_made(
+        self, interaction: discord.Interaction[AnimagineBot], message: discord.Message
+    ) -> None:
+        """Requester, server, channel, message, prompt, seeds and scores of a bot image."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        if not is_moderator(interaction):
+            await interaction.followup.send(MODERATOR_ONLY, ephemeral=True)
+            return
+        me = self.bot.user
+        job_id = job_id_of(message) if me is not None and message.author.id == me.id else None
+        job = None if job_id is None else await self._job(job_id)
+        if job is None or job.guild_id != interaction.guild_id:
+            await interaction.followup.send(
+                "This is not an image message of this bot from this server.", ephemeral=True
+            )
+            return
+        request, _ = stored_request(job)
+        images = await self.bot.db.run(self.bot.service.jobs.images, job.id)
+        policy = await self.bot.modlog.policy(job.guild_id)
+        guild = None if job.guild_id is None else self.bot.get_guild(job.guild_id)
+        embed = formatting.who_made_embed(
+            job,
+            request,
+            images,
+            guild_name=None if guild is None else guild.name,
+            target_url=formatting.message_url(interaction.guild_id, message.channel.id, message.id),
+            thresholds=None if policy is None else policy.thresholds,
+        )
+        await interaction.followup.send(embed=embed, ephemeral=True)
+
+    async def _job(self, job_id: int) -> JobRecord | None:
+        try:
+            return await self.bot.service.job(job_id)
+        except NotAllowed:
+            return None
+
+    # ------------------------------------------------------------------ /mod ban, unban
+    @app_commands.command(name="ban", description="Stop a member from using the image bot")
+    @app_commands.describe(
+        member="Who to ban from the bot (in this server)",
+        reason="Why (the member is told)",
+        duration="How long, e.g. 30m, 12h, 7d, 2w (leave out for a ban without end)",
+    )
+    async def ban(
+        self,
+        interaction: discord.Interaction[AnimagineBot],
+        member: Target,
+        reason: app_commands.Range[str, 1, 500],
+        duration: app_commands.Range[str, 1, 40] | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        guild_id = interaction.guild_id
+        assert guild_id is not None
+        if member.bot or member.id == interaction.user.id:
+            await interaction.followup.send(
+                "Ban someone else: not yourself, not a bot.", ephemeral=True
+            )
+            return
+        until: datetime | None = None
+        if duration is not None:
+            try:
+                until = discord.utils.utcnow() + parse_duration(duration)
+            except DurationError as exc:
+                await interaction.followup.send(f"Not banned: {exc}.", ephemeral=True)
+                return
+        await self.bot.db.run(
+            self.members.ban,
+            guild_id,
+            member.id,
+            reason=reason,
+            until=until,
+            actor_id=interaction.user.id,
+        )
+        cancelled = await self._cancel_jobs(interaction, member.id)
+        await self.bot.modlog.post(
+            guild_id,
+            formatting.log_ban_text(member.id, interaction.user.id, reason, until, cancelled),
+        )
+        text = f"Banned {member.mention} from the bot {formatting.ban_line(until)}: {reason}."
+        if cancelled:
+            text += f" {formatting.plural(cancelled, 'waiting job')} cancelled."
+        await interaction.followup.send(text, ephemeral=True)
+
+    async def _cancel_jobs(
+        self, interaction: discord.Interaction[AnimagineBot], user_id: int
+    ) -> int:
+        """Cancel a banned member's waiting and running jobs in this server."""
+        service = self.bot.service
+        jobs = await self.bot.db.run(
+            service.jobs.active, guild_id=interaction.guild_id, user_id=user_id
+        )
+        cancelled = 0
+        for job in jobs:
+            try:
+                await service.cancel(job.id, requester(interaction), moderator=True)
+            except NotAllowed:
+                continue  # finished meanwhile
+            cancelled += 1
+        return cancelled
+
+    @app_commands.command(name="unban", description="Let a banned member use the bot again")
+    @app_commands.describe(member="Who to unban", reason="Why (for the log)")
+    async def unban(
+        self,
+        interaction: discord.Interaction[AnimagineBot],
+        member: Target,
+        reason: app_commands.Range[str, 1, 500] | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        guild_id = interaction.guild_id
+        assert guild_id is not None
+        record = await self.bot.db.run(self.members.get, guild_id, member.id)
+        if record is None or not record.ban_active(discord.utils.utcnow()):
+            await interaction.followup.send(
+                f"{member.mention} is not banned from the bot in this server.", ephemeral=True
+            )
+            return
+        await self.bot.db.run(
+            self.members.unban, guild_id, member.id, actor_id=interaction.user.id, reason=reason
+        )
+        await self.bot.modlog.post(
+            guild_id, formatting.log_unban_text(member.id, interaction.user.id, reason)
+        )
+        await interaction.followup.send(
+            f"Unbanned {member.mention}: they can use the bot again.", ephemeral=True
+        )
+
+    # ------------------------------------------------------------------ /mod purge
+    @app_commands.command(name="purge", description="Delete a member's bot images in a channel")
+    @app_commands.describe(
+        member="Whose images to delete",
+        channel="Where (this channel when left out)",
+        scan="How many recent messages of the channel to look through",
+        reason="Why (for the log)",
+    )
+    async def purge(
+        self,
+        interaction: discord.Interaction[AnimagineBot],
+        member: Target,
+        channel: discord.TextChannel | discord.Thread | None = None,
+        scan: app_commands.Range[int, 1, 1000] = 200,
+        reason: app_commands.Range[str, 1, 500] | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        guild_id = interaction.guild_id
+        channel_id = channel.id if channel is not None else interaction.channel_id
+        assert guild_id is not None
+        assert channel_id is not None
+        me = self.bot.user
+        assert me is not None
+        where = self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
+        owners: dict[int, JobRecord | None] = {}
+        deleted: list[int] = []
+        jobs: set[int] = set()
+        problem = ""
+        try:
+            async for message in where.history(limit=scan):
+                if message.author.id != me.id or (job_id := job_id_of(message)) is None:
+                    continue
+                if job_id not in owners:
+                    owners[job_id] = await self._job(job_id)
+                job = owners[job_id]
+                if (
+                    job is None
+                    or job.user_id != member.id
+                    or job.guild_id != guild_id
+                    or job.status.is_active  # its message is still being edited
+                ):
+                    continue
+                try:
+                    await message.delete()
+                except discord.NotFound:
+                    continue
+                deleted.append(message.id)
+                jobs.add(job_id)
+        except discord.HTTPException as exc:
+            log.warning("purge in %s stopped: %s", channel_id, exc.status)
+            problem = f" Stopped early: Discord refused ({exc.status})."
+        if deleted:
+            await self.bot.db.run(
+                self.members.record_event,
+                "purge",
+                guild_id=guild_id,
+                user_id=member.id,
+                actor_id=interaction.user.id,
+                reason=reason,
+                details={
+                    "channel_id": channel_id,
+                    "message_ids": deleted,
+                    "job_ids": sorted(jobs),
+                },
+            )
+            await self.bot.modlog.post(
+                guild_id,
+                formatting.log_purge_text(member.id, interaction.user.id, channel_id, len(deleted)),
+            )
+        await interaction.followup.send(
+            f"Deleted {formatting.plural(len(deleted), 'bot message')} of {member.mention} in "
+            f"<#{channel_id}> (looked through the last {formatting.plural(scan, 'message')})."
+            f"{problem}",
+            ephemeral=True,
+        )
