@@ -10,6 +10,7 @@ the job enters the queue only after that.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -93,6 +94,7 @@ class QueueStatus:
     length: int  # jobs waiting, all members
     running: bool
     eta_empty_seconds: float  # until the whole queue is done
+    warming_up: bool = False  # the engine is still compiling; jobs wait
 
 
 def stored_request(job: JobRecord) -> tuple[GenerationRequest, bool]:
@@ -143,6 +145,7 @@ class ImagineService:
             classifier_error=classifier_error,
         )
         self.accepting = True
+        self._warm_up: asyncio.Task[None] | None = None
         self._units: dict[int, float] = {}
 
     # ------------------------------------------------------------ lifecycle
@@ -174,7 +177,15 @@ class ImagineService:
             self.worker.durations.record(units, seconds)
 
     def start(self) -> None:
+        """Start the worker; when the engine is compiled, warm it up first (jobs queue
+        meanwhile, and commands keep being answered)."""
         self.worker.start()
+        if not self.worker.ready.is_set():
+            self._warm_up = asyncio.create_task(self.worker.warm_up(), name="warm-up")
+
+    @property
+    def warming_up(self) -> bool:
+        return not self.worker.ready.is_set()
 
     async def stop(self, grace: float = 30.0) -> None:
         self.accepting = False
@@ -332,7 +343,13 @@ class ImagineService:
         total = self.worker.remaining_seconds() + sum(
             self.worker.durations.estimate(e.units) for e in self.queue.order()
         )
-        return QueueStatus(listed, len(self.queue), self.worker.running_job_id is not None, total)
+        return QueueStatus(
+            listed,
+            len(self.queue),
+            self.worker.running_job_id is not None,
+            total,
+            warming_up=self.warming_up,
+        )
 
     def position(self, job_id: int) -> tuple[int, float]:
         """(position, ETA seconds) of a job: 0 when running or no longer waiting."""

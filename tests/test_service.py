@@ -272,3 +272,44 @@ async def test_etas_after_a_restart_come_from_measured_job_times(
         assert submitted.eta_seconds < 60
     finally:
         db.close()
+
+
+async def test_jobs_wait_for_the_warm_up_and_commands_are_answered_meanwhile(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from bot.engine.optimize import set_attention_backend
+
+    settings = make_settings(
+        tiny_model_dir,
+        tmp_path,
+        ANIMAGINE_ENGINE__SPEED__APPLY_ON_CPU="true",
+        ANIMAGINE_ENGINE__SPEED__COMPILE_BACKEND="eager",
+        ANIMAGINE_ENGINE__SPEED__COMPILE_VAE="false",
+        ANIMAGINE_ENGINE__SPEED__WARMUP_SIZES='["64x64"]',
+    )
+    compiled = Engine.load(settings)
+    assert compiled.optimizations.compiled
+    db = prepare_database(settings)
+    events = Recorder()
+    service = ImagineService(settings, db, compiled, events)
+    try:
+        service.start()
+        assert service.warming_up
+        job = (await service.submit(request(), ALICE, HERE)).job  # accepted during warm-up
+        status = await service.status(ALICE)
+        assert status.mine[0].job.id == job.id
+        assert status.warming_up
+        for _ in range(600):
+            if ("finished", job.id) in events.log:
+                break
+            await asyncio.sleep(0.05)
+        assert not service.warming_up
+        assert ("finished", job.id) in events.log
+    finally:
+        await service.stop(grace=5)
+        db.close()
+        torch.compiler.set_stance("default")
+        torch._dynamo.reset()
+        set_attention_backend("auto")

@@ -221,6 +221,8 @@ def queue_text(status: QueueStatus) -> str:
         f"\nQueue: {busy}{waiting} waiting; empty in {eta(status.eta_empty_seconds)} "
         "(estimated from recent render times)."
     )
+    if status.warming_up:
+        lines.append("The engine is warming up (compiling for this GPU); jobs start soon.")
     return "\n".join(lines)
 
 

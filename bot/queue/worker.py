@@ -186,6 +186,10 @@ class Worker:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self.last_job_seconds: dict[int, dict[str, float]] = {}
+        # Set once the engine is warmed up (compiled for the configured sizes); jobs wait.
+        self.ready = asyncio.Event()
+        if not engine.optimizations.compiled:
+            self.ready.set()
 
     # ----------------------------------------------------------------- control
     @property
@@ -209,7 +213,23 @@ class Worker:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run_forever(), name="worker")
 
+    async def warm_up(self) -> None:
+        """Compile the engine for the configured sizes on its own thread; jobs wait until
+        it is done (the bot keeps answering commands meanwhile)."""
+        if self.ready.is_set():
+            return
+        from bot.engine.optimize import warm_up
+
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._gpu, lambda: warm_up(self.engine, self.engine.optimizations)
+            )
+        finally:
+            self.ready.set()
+
     async def _run_forever(self) -> None:
+        await self.ready.wait()
         while not self._stopping:
             entry = await self.queue.get()
             if self._stopping:
@@ -222,6 +242,7 @@ class Worker:
 
         Deterministic: tests drain the queue with this instead of a background task.
         """
+        await self.warm_up()
         ran = 0
         while (entry := self.queue.get_nowait()) is not None:
             await self.run_one(entry)
