@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
-from typing import Any, Final, Self
+from collections.abc import Coroutine, Sequence
+from typing import Any, ClassVar, Final, Self
 
 import discord
 
@@ -152,14 +152,24 @@ async def cancel(interaction: discord.Interaction[Any], job_id: int) -> None:
 # ------------------------------------------------------------------------------ buttons
 
 
-class RerollButton(discord.ui.DynamicItem[Button], template=rf"{PREFIX}:reroll:(?P<job>[0-9]+)"):
+class _JobButton(discord.ui.DynamicItem[Button], template=r"(?!)"):
+    """A persistent button acting on one job; subclasses name the action and its handler.
+
+    The custom id only says which job: who may press it is checked against the database.
+    """
+
+    action: ClassVar[str]
+    label: ClassVar[str]
+    emoji: ClassVar[str]
+    style: ClassVar[discord.ButtonStyle] = discord.ButtonStyle.secondary
+
     def __init__(self, job_id: int) -> None:
         super().__init__(
             discord.ui.Button(
-                label="Re-roll",
-                emoji="🎲",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"{PREFIX}:reroll:{job_id}",
+                label=self.label,
+                emoji=self.emoji,
+                style=self.style,
+                custom_id=f"{PREFIX}:{self.action}:{job_id}",
             )
         )
         self.job_id = job_id
@@ -174,8 +184,41 @@ class RerollButton(discord.ui.DynamicItem[Button], template=rf"{PREFIX}:reroll:(
     ) -> Self:
         return cls(int(match["job"]))
 
+    def handle(self, interaction: discord.Interaction[Any]) -> Coroutine[Any, Any, None]:
+        raise NotImplementedError
+
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _guarded(interaction, "re-roll", reroll(interaction, self.job_id))
+        await _guarded(interaction, self.label.lower(), self.handle(interaction))
+
+
+class RerollButton(_JobButton, template=rf"{PREFIX}:reroll:(?P<job>[0-9]+)"):
+    action, label, emoji = "reroll", "Re-roll", "🎲"
+
+    def handle(self, interaction: discord.Interaction[Any]) -> Coroutine[Any, Any, None]:
+        return reroll(interaction, self.job_id)
+
+
+class EditButton(_JobButton, template=rf"{PREFIX}:edit:(?P<job>[0-9]+)"):
+    action, label, emoji = "edit", "Edit", "✏️"
+
+    def handle(self, interaction: discord.Interaction[Any]) -> Coroutine[Any, Any, None]:
+        return open_editor(interaction, self.job_id)
+
+
+class DeleteButton(_JobButton, template=rf"{PREFIX}:delete:(?P<job>[0-9]+)"):
+    action, label, emoji = "delete", "Delete", "🗑️"
+    style = discord.ButtonStyle.danger
+
+    def handle(self, interaction: discord.Interaction[Any]) -> Coroutine[Any, Any, None]:
+        return delete(interaction, self.job_id)
+
+
+class CancelButton(_JobButton, template=rf"{PREFIX}:cancel:(?P<job>[0-9]+)"):
+    action, label, emoji = "cancel", "Cancel", "✖️"
+    style = discord.ButtonStyle.danger
+
+    def handle(self, interaction: discord.Interaction[Any]) -> Coroutine[Any, Any, None]:
+        return cancel(interaction, self.job_id)
 
 
 class UpscaleButton(
@@ -207,84 +250,6 @@ class UpscaleButton(
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         await _guarded(interaction, "upscale", upscale(interaction, self.job_id, self.index))
-
-
-class EditButton(discord.ui.DynamicItem[Button], template=rf"{PREFIX}:edit:(?P<job>[0-9]+)"):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Edit",
-                emoji="✏️",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"{PREFIX}:edit:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-        /,
-    ) -> Self:
-        return cls(int(match["job"]))
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _guarded(interaction, "edit", open_editor(interaction, self.job_id))
-
-
-class DeleteButton(discord.ui.DynamicItem[Button], template=rf"{PREFIX}:delete:(?P<job>[0-9]+)"):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Delete",
-                emoji="🗑️",
-                style=discord.ButtonStyle.danger,
-                custom_id=f"{PREFIX}:delete:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-        /,
-    ) -> Self:
-        return cls(int(match["job"]))
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _guarded(interaction, "delete", delete(interaction, self.job_id))
-
-
-class CancelButton(discord.ui.DynamicItem[Button], template=rf"{PREFIX}:cancel:(?P<job>[0-9]+)"):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Cancel",
-                emoji="✖️",
-                style=discord.ButtonStyle.danger,
-                custom_id=f"{PREFIX}:cancel:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-        /,
-    ) -> Self:
-        return cls(int(match["job"]))
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _guarded(interaction, "cancel", cancel(interaction, self.job_id))
 
 
 DYNAMIC_ITEMS: Final = (RerollButton, UpscaleButton, EditButton, DeleteButton, CancelButton)
