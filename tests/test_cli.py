@@ -238,3 +238,30 @@ def test_policy_check_rejects_an_unknown_channel(capsys: pytest.CaptureFixture[s
     code, _, err = run_cli(["policy", "check", "--channel", "lobby", "x"], capsys)
     assert code == 2
     assert "invalid choice: 'lobby'" in err
+
+
+def test_db_upgrade_and_current(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "bot.db"
+    monkeypatch.setenv("ANIMAGINE_DATABASE__URL", f"sqlite:///{db}")
+    code, out, _ = run_cli(["db", "current"], capsys)
+    assert code == 0
+    assert "empty (no schema)" in out
+    code, out, _ = run_cli(["db", "upgrade"], capsys)
+    assert code == 0
+    assert str(db) in out
+    code, out, _ = run_cli(["db", "current"], capsys)
+    assert "(up to date)" in out
+
+
+def test_db_upgrade_names_a_corrupt_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "bot.db"
+    db.write_bytes(b"this is not a database " * 100)
+    monkeypatch.setenv("ANIMAGINE_DATABASE__URL", f"sqlite:///{db}")
+    code, _, err = run_cli(["db", "upgrade"], capsys)
+    assert code == 1
+    assert str(db) in err
+    assert "not an SQLite database" in err
