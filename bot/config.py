@@ -312,6 +312,10 @@ class QueueSettings(_Section):
     job_timeout_s: Annotated[StrictFloat, Field(gt=0.0, le=86_400.0)] = 600.0
     initial_step_seconds: Annotated[StrictFloat, Field(gt=0.0, le=600.0)] = 0.15
     priority_roles: list[QueueSettings.PriorityRole] = Field(default_factory=list)
+    # Micro-batching: the most images one pipeline call may hold (1 = off), and how many of
+    # the next jobs in fair order may be looked at for ones compatible with the next job.
+    micro_batch_images: Annotated[StrictInt, Field(ge=1, le=8)] = 1
+    micro_batch_window: Annotated[StrictInt, Field(ge=1, le=64)] = 4
 
 
 class DiscordSettings(_Section):

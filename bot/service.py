@@ -323,7 +323,7 @@ class ImagineService:
 
     # ------------------------------------------------------------ queue view
     def _position(self, job_id: int) -> tuple[int, float]:
-        if self.worker.running_job_id == job_id:
+        if job_id in self.worker.running_job_ids:
             return 0, self.worker.remaining_seconds()
         eta = self.worker.remaining_seconds()
         for index, entry in enumerate(self.queue.order(), start=1):

@@ -1,11 +1,24 @@
-"""The engine: one SDXL pipeline, one job at a time, progress and cancellation per step.
+"""The engine: one SDXL pipeline, one call at a time, progress and cancellation per step.
 
-The engine is synchronous and owns the GPU: callers run :meth:`Engine.render` in a worker
-thread. A lock guarantees that two jobs never enter the pipeline at once. Each job gets a
+The engine is synchronous and owns the GPU: callers run :meth:`Engine.render` (one job) or
+:meth:`Engine.render_batch` (compatible jobs in one pipeline call, see below) in a worker
+thread. A lock guarantees that two calls never enter the pipeline at once. Each call gets a
 fresh scheduler, its own CPU generators (one per image, so each image's seed reproduces it
 alone), and optionally the hires pass (latent upscale, then img2img on the same
-components). A cancelled job stops within one step; an out-of-memory error fails only that
-job, and memory is released either way.
+components). A cancelled lone job stops within one step; an out-of-memory error fails only that
+call, and memory is released either way.
+
+Micro-batching: jobs with the same :func:`batch_key` (size, steps, CFG, sampler, hires)
+run as one call. Each job's prompts are encoded alone; the embeddings are stacked along the
+batch, one row per image. Jobs whose prompts take different numbers of 75-token chunks are
+padded to the longest with zero embeddings that an attention mask hides from the UNet's
+cross-attention (the padding of :mod:`bot.engine.optimize`, per row): the masked tokens get
+exactly zero attention weight, so every image is the one its job draws alone, up to float
+rounding of batched kernels. In a batch, a cancelled job stops costing work at the next
+phase boundary (after the base pass, before the decode), where its rows are dropped; inside
+a denoising loop the rows cannot be dropped (the scheduler's history and the generators
+are fixed for the loop), so the others keep going and the cancelled job's rows run along
+until then. The call stops within one step once every job in it is cancelled.
 """
 
 from __future__ import annotations
@@ -15,7 +28,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +43,7 @@ from bot.errors import EngineError
 from bot.images import Infotext
 from bot.prompts import PromptError
 from bot.prompts.encoder import PromptEmbeddings, PromptEncoder
-from bot.request import HiresOptions
+from bot.request import HiresOptions, find_sampler
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +117,23 @@ class RenderedImage:
 
 @dataclass
 class RenderResult:
+    """One job's images. In a batch, ``seconds`` and ``timings`` are the job's share of the
+    call (by image count); ``cancelled`` marks a job cancelled while others in its batch
+    went on (it has no images)."""
+
     images: list[RenderedImage]
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    cancelled: bool = False
+
+
+BatchKey = tuple[int, int, int, float, str, tuple[float, float] | None]
+
+
+def batch_key(job: RenderJob) -> BatchKey:
+    """What jobs must share to run in one pipeline call (the prompts need not match)."""
+    hires = None if job.hires is None else (job.hires.scale, job.hires.strength)
+    return (job.width, job.height, job.steps, job.cfg, find_sampler(job.sampler), hires)
 
 
 def _hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
@@ -117,6 +144,97 @@ def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+_EMBEDDINGS = (
+    "prompt_embeds",
+    "negative_prompt_embeds",
+    "pooled_prompt_embeds",
+    "negative_pooled_prompt_embeds",
+)
+
+
+class _BatchRows:
+    """The per-image inputs of one call, stacked job after job, and the mask of the padding.
+
+    Each job's embeddings are repeated once per image. Shorter prompts are padded at the
+    end of the sequence with zeros, and :meth:`mask_hook` hands the UNet a mask that hides
+    them from cross-attention (the UNet turns it into a -10000 bias, a softmax weight of
+    exactly 0), so a padded job draws what it draws alone. Jobs of equal length need no
+    mask, and a single job runs exactly as it always did.
+    """
+
+    def __init__(
+        self,
+        jobs: list[RenderJob],
+        embeds: dict[int, PromptEmbeddings],
+        generators: dict[int, list[torch.Generator]],
+    ) -> None:
+        self.jobs = jobs
+        self.embeds = embeds
+        self._generators = generators
+        self.active: list[int] = []
+        self.mask: torch.Tensor | None = None  # (images, tokens): 1 for a real token
+        self._tensors: dict[str, torch.Tensor] = {}
+
+    def select(self, active: list[int]) -> None:
+        """Stack the rows of the jobs ``active`` (indices into ``jobs``)."""
+        self.active = list(active)
+        lengths = {i: self.embeds[i].prompt_embeds.shape[1] for i in active}
+        tokens = max(lengths.values())
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in _EMBEDDINGS}
+        masks: list[torch.Tensor] = []
+        for i in active:
+            embeds, images, missing = self.embeds[i], len(self.jobs[i].seeds), tokens - lengths[i]
+            for name in _EMBEDDINGS:
+                tensor: torch.Tensor = getattr(embeds, name)
+                if tensor.dim() == 3 and missing:
+                    tensor = torch.nn.functional.pad(tensor, (0, 0, 0, missing))
+                parts[name].append(tensor.repeat(images, *([1] * (tensor.dim() - 1))))
+            mask = torch.zeros(images, tokens)
+            mask[:, : lengths[i]] = 1
+            masks.append(mask)
+        self._tensors = {name: torch.cat(parts[name]) for name in _EMBEDDINGS}
+        self.mask = torch.cat(masks) if len(set(lengths.values())) > 1 else None
+
+    def indices(self, jobs: list[int]) -> list[int]:
+        """The rows, in the current stacking, of the images of ``jobs``."""
+        rows: list[int] = []
+        row = 0
+        for i in self.active:
+            images = len(self.jobs[i].seeds)
+            if i in jobs:
+                rows.extend(range(row, row + images))
+            row += images
+        return rows
+
+    def embed_kwargs(self) -> dict[str, torch.Tensor]:
+        return dict(self._tensors)
+
+    def generators(self) -> list[torch.Generator]:
+        return [g for i in self.active for g in self._generators[i]]
+
+    def mask_hook(
+        self, _module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """A UNet pre-hook: mask each row's padding out of cross-attention."""
+        mask = self.mask
+        states = kwargs.get("encoder_hidden_states")
+        if mask is None or not isinstance(states, torch.Tensor):
+            return None
+        images = mask.shape[0]
+        if states.shape[0] == 2 * images:  # classifier-free guidance: negatives, positives
+            mask = torch.cat([mask, mask])
+        elif states.shape[0] != images:
+            raise RuntimeError(f"the UNet got {states.shape[0]} rows for {images} images")
+        mask = mask.to(states.device, states.dtype)
+        existing = kwargs.get("encoder_attention_mask")
+        if isinstance(existing, torch.Tensor):
+            # The compile padding hook already padded the sequence further, masked.
+            combined = existing.clone()
+            combined[:, : mask.shape[1]] *= mask
+            mask = combined
+        return args, {**kwargs, "encoder_attention_mask": mask}
 
 
 class Engine:
@@ -165,10 +283,42 @@ class Engine:
         cancel: CancelToken | None = None,
     ) -> RenderResult:
         """Render ``job``. Raises :class:`JobCancelled` or :class:`EngineError`."""
+        return self.render_batch(
+            [job], on_progress=[on_progress], cancels=[cancel or CancelToken()]
+        )[0]
+
+    def render_batch(
+        self,
+        jobs: Sequence[RenderJob],
+        *,
+        on_progress: Sequence[ProgressCallback | None] | None = None,
+        cancels: Sequence[CancelToken] | None = None,
+    ) -> list[RenderResult]:
+        """Render compatible ``jobs`` in one pipeline call; one result per job, in order.
+
+        Every job must have the same :func:`batch_key` (else :class:`ValueError`). Each
+        job's progress callback hears every step. A job whose token is cancelled gets a
+        result with ``cancelled`` set while the others finish; when every job is
+        cancelled the call stops within one step with :class:`JobCancelled`. Raises
+        :class:`EngineError` (out of memory, engine failure) for the whole call.
+        """
+        if not jobs:
+            raise ValueError("render_batch needs at least one job")
+        keys = {batch_key(job) for job in jobs}
+        if len(keys) > 1:
+            raise ValueError(
+                "jobs in one batch must share size, steps, CFG, sampler and hires settings"
+            )
+        callbacks: list[ProgressCallback | None] = (
+            list(on_progress) if on_progress is not None else [None] * len(jobs)
+        )
+        tokens = list(cancels) if cancels is not None else [CancelToken() for _ in jobs]
+        if len(callbacks) != len(jobs) or len(tokens) != len(jobs):
+            raise ValueError("one progress callback and one cancel token per job")
         with self._lock:
             started = time.perf_counter()
             try:
-                return self._render(job, on_progress, cancel or CancelToken(), started)
+                return self._render(list(jobs), callbacks, tokens, started)
             except JobCancelled as exc:
                 log.info("job cancelled")
                 self._release_memory(exc)
@@ -178,9 +328,10 @@ class Engine:
             except Exception as exc:
                 self._release_memory(exc)
                 if _is_oom(exc):
-                    w, h = job.output_size
+                    w, h = jobs[0].output_size
+                    count = sum(len(job.seeds) for job in jobs)
                     raise EngineError(
-                        f"the GPU ran out of memory rendering {len(job.seeds)} image(s) at "
+                        f"the GPU ran out of memory rendering {count} image(s) at "
                         f"{w}x{h}; try fewer images, a smaller size or no hires pass"
                     ) from exc
                 log.exception("engine failure")
@@ -199,89 +350,117 @@ class Engine:
 
     def _render(
         self,
-        job: RenderJob,
-        on_progress: ProgressCallback | None,
-        cancel: CancelToken,
+        jobs: list[RenderJob],
+        callbacks: list[ProgressCallback | None],
+        cancels: list[CancelToken],
         started: float,
-    ) -> RenderResult:
+    ) -> list[RenderResult]:
         from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
-        if cancel.cancelled:
+        # Jobs cancelled before the call are simply left out.
+        active = [i for i, token in enumerate(cancels) if not token.cancelled]
+        if not active:
             raise JobCancelled
+        first = jobs[0]
         timings: dict[str, float] = {}
-        total = job.steps + job.hires_steps
+        total = first.steps + first.hires_steps
         offset = 0
 
         def step_end(pipe: Any, step: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            if on_progress is not None:
-                phase = "base" if offset == 0 else "hires"
-                on_progress(Progress(min(offset + step + 1, total), total, phase))
-            if cancel.cancelled:
+            phase = "base" if offset == 0 else "hires"
+            progress = Progress(min(offset + step + 1, total), total, phase)
+            running = [i for i in active if not cancels[i].cancelled]
+            for i in running:
+                callback = callbacks[i]
+                if callback is not None:
+                    callback(progress)
+            if not running:
                 raise JobCancelled
             return kwargs
 
         t0 = time.perf_counter()
-        embeds = self.encoder.encode(job.prompt, job.negative_prompt)
+        embeds = {i: self.encoder.encode(jobs[i].prompt, jobs[i].negative_prompt) for i in active}
         timings["text_encoders"] = time.perf_counter() - t0
-        generators = [torch.Generator("cpu").manual_seed(s) for s in job.seeds]
+        generators = {
+            i: [torch.Generator("cpu").manual_seed(s) for s in jobs[i].seeds] for i in active
+        }
+        rows = _BatchRows(jobs, embeds, generators)
         components = {**self.pipeline.components}
-        components["scheduler"] = make_scheduler(job.sampler, self._scheduler_config)
+        components["scheduler"] = make_scheduler(first.sampler, self._scheduler_config)
         base = StableDiffusionXLPipeline(**components)
         base.set_progress_bar_config(disable=True)
-        t0 = time.perf_counter()
-        latents = base(
-            **self._embed_kwargs(embeds),
-            width=job.width,
-            height=job.height,
-            num_inference_steps=job.steps,
-            guidance_scale=job.cfg,
-            num_images_per_prompt=len(job.seeds),
-            generator=generators,
-            output_type="latent",
-            callback_on_step_end=step_end,
-        ).images
-        timings["base"] = time.perf_counter() - t0
-        if job.hires is not None:
-            offset = job.steps
-            out_w, out_h = job.output_size
-            latents = torch.nn.functional.interpolate(
-                latents, size=(out_h // 8, out_w // 8), mode="nearest-exact"
-            )
-            components["scheduler"] = make_scheduler(job.sampler, self._scheduler_config)
-            refine = StableDiffusionXLImg2ImgPipeline(**components)
-            refine.set_progress_bar_config(disable=True)
+        hook = self.pipeline.unet.register_forward_pre_hook(rows.mask_hook, with_kwargs=True)
+        try:
+            rows.select(active)
             t0 = time.perf_counter()
-            latents = refine(
-                **self._embed_kwargs(embeds),
-                image=latents,
-                strength=job.hires.strength,
-                num_inference_steps=job.steps,
-                guidance_scale=job.cfg,
-                num_images_per_prompt=len(job.seeds),
-                generator=generators,
+            latents = base(
+                **rows.embed_kwargs(),
+                width=first.width,
+                height=first.height,
+                num_inference_steps=first.steps,
+                guidance_scale=first.cfg,
+                num_images_per_prompt=1,
+                generator=rows.generators(),
                 output_type="latent",
                 callback_on_step_end=step_end,
             ).images
-            timings["hires"] = time.perf_counter() - t0
-        if cancel.cancelled:
-            raise JobCancelled
+            timings["base"] = time.perf_counter() - t0
+            if first.hires is not None:
+                latents, active = self._drop_cancelled(latents, rows, active, cancels)
+                offset = first.steps
+                out_w, out_h = first.output_size
+                latents = torch.nn.functional.interpolate(
+                    latents, size=(out_h // 8, out_w // 8), mode="nearest-exact"
+                )
+                components["scheduler"] = make_scheduler(first.sampler, self._scheduler_config)
+                refine = StableDiffusionXLImg2ImgPipeline(**components)
+                refine.set_progress_bar_config(disable=True)
+                t0 = time.perf_counter()
+                latents = refine(
+                    **rows.embed_kwargs(),
+                    image=latents,
+                    strength=first.hires.strength,
+                    num_inference_steps=first.steps,
+                    guidance_scale=first.cfg,
+                    num_images_per_prompt=1,
+                    generator=rows.generators(),
+                    output_type="latent",
+                    callback_on_step_end=step_end,
+                ).images
+                timings["hires"] = time.perf_counter() - t0
+        finally:
+            hook.remove()
+        latents, active = self._drop_cancelled(latents, rows, active, cancels)
         t0 = time.perf_counter()
-        images = self.decode(latents)
+        images = iter(self.decode(latents))
         timings["vae_decode"] = time.perf_counter() - t0
-        rendered = [
-            RenderedImage(image, seed, self.infotext(job, seed))
-            for image, seed in zip(images, job.seeds, strict=True)
-        ]
-        return RenderResult(rendered, time.perf_counter() - started, timings)
+        elapsed = time.perf_counter() - started
+        all_images = sum(len(job.seeds) for job in jobs)
+        results: list[RenderResult] = []
+        for i, job in enumerate(jobs):
+            share = len(job.seeds) / all_images
+            job_timings = {name: seconds * share for name, seconds in timings.items()}
+            if i not in active:
+                results.append(RenderResult([], elapsed * share, job_timings, cancelled=True))
+                continue
+            rendered = [
+                RenderedImage(next(images), seed, self.infotext(job, seed)) for seed in job.seeds
+            ]
+            results.append(RenderResult(rendered, elapsed * share, job_timings))
+        return results
 
     @staticmethod
-    def _embed_kwargs(embeds: PromptEmbeddings) -> dict[str, torch.Tensor]:
-        return {
-            "prompt_embeds": embeds.prompt_embeds,
-            "negative_prompt_embeds": embeds.negative_prompt_embeds,
-            "pooled_prompt_embeds": embeds.pooled_prompt_embeds,
-            "negative_pooled_prompt_embeds": embeds.negative_pooled_prompt_embeds,
-        }
+    def _drop_cancelled(
+        latents: torch.Tensor, rows: _BatchRows, active: list[int], cancels: list[CancelToken]
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Between phases: leave out the rows of jobs cancelled meanwhile."""
+        keep = [i for i in active if not cancels[i].cancelled]
+        if not keep:
+            raise JobCancelled
+        if keep != active:
+            latents = latents[rows.indices(keep)]
+            rows.select(keep)
+        return latents, keep
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:

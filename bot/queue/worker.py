@@ -5,6 +5,18 @@ it on a single dedicated thread, so the event loop never blocks: the gateway hea
 commands and progress edits keep flowing. When the pixels are ready, PNG encoding, the
 image rows and delivery to the member run as a separate task while the next job already
 renders: the GPU never waits on Discord. A per-job timeout cancels stuck jobs between steps.
+
+Micro-batching (``queue.micro_batch_images`` > 1): after taking the next job, the worker
+looks at the next ``queue.micro_batch_window`` jobs in fair order and takes those with the
+same :func:`~bot.engine.engine.batch_key` (read from the stored request) while the images
+add up to at most ``micro_batch_images``; they render in one engine call. Only jobs within
+the window may join, so no job runs more than that many places ahead of its turn; a job
+cancelled while it waits is never taken. Each job is then delivered exactly as alone (its
+own events, in fair order, its images, rows and recorded time, its share of the call's).
+A job cancelled during a batch ends as cancelled when the call ends (the engine drops its
+rows at the next phase boundary, the others go on); a batch that fails (out of memory, say)
+is retried one job at a time, so only a job at fault fails. The timeout of a batch is the
+per-job timeout times its number of jobs.
 """
 
 from __future__ import annotations
@@ -15,13 +27,23 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from PIL import Image
 
 from bot.config import Settings
-from bot.engine import CancelToken, Engine, EngineError, JobCancelled, Progress, RenderJob
+from bot.engine import (
+    CancelToken,
+    Engine,
+    EngineError,
+    JobCancelled,
+    Progress,
+    RenderedImage,
+    RenderJob,
+    RenderResult,
+)
+from bot.engine.engine import BatchKey, batch_key
 from bot.images import Infotext, encode_png
 from bot.moderation import RatingScores, Verdict, image_verdict
 from bot.planning import Plan
@@ -29,8 +51,9 @@ from bot.prompts import PromptError
 from bot.queue.base import JobQueue, QueueEntry
 from bot.request import GenerationRequest
 from bot.storage.database import Database
-from bot.storage.jobs import JobRecord, JobStateError, JobStore
+from bot.storage.jobs import JobNotFoundError, JobRecord, JobStateError, JobStore
 from bot.storage.members import MemberStore
+from bot.storage.models import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +130,9 @@ def work_units(job: RenderJob) -> float:
     return len(job.seeds) * (job.steps + hires) * megapixels
 
 
-def request_units(request: GenerationRequest) -> float:
-    """:func:`work_units` of the job a request becomes (no prompt building needed)."""
-    job = RenderJob(
+def _shape_job(request: GenerationRequest) -> RenderJob:
+    """The job a request becomes, without its prompts (no prompt building needed)."""
+    return RenderJob(
         "",
         "",
         request.width,
@@ -120,7 +143,24 @@ def request_units(request: GenerationRequest) -> float:
         tuple(range(request.count)),
         request.hires,
     )
-    return work_units(job)
+
+
+def request_units(request: GenerationRequest) -> float:
+    """:func:`work_units` of the job a request becomes (no prompt building needed)."""
+    return work_units(_shape_job(request))
+
+
+def stored_batch_shape(job: JobRecord) -> tuple[BatchKey, int] | None:
+    """The batch key and image count of a stored job; ``None`` if its request is unreadable.
+
+    Prompts need not match (the engine pads and masks prompts of other lengths exactly),
+    so the key holds only size, steps, CFG, sampler and hires settings.
+    """
+    try:
+        request = GenerationRequest.model_validate(job.request["request"])
+        return batch_key(_shape_job(request)), request.count
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 class DurationModel:
@@ -146,6 +186,16 @@ class DurationModel:
 
 
 Planner = Callable[[JobRecord], Awaitable[Plan]]
+
+
+@dataclass
+class _Running:
+    """The job, or micro-batch of jobs, on the engine now."""
+
+    tokens: dict[int, CancelToken]  # job id -> its token, in fair order
+    started: float
+    estimate: float
+    cancelled: set[int] = field(default_factory=set)  # asked by a member or moderator
 
 
 class Worker:
@@ -180,7 +230,7 @@ class Worker:
         self.timeout = settings.queue.job_timeout_s
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._deliveries: set[asyncio.Task[None]] = set()
-        self._current: tuple[int, CancelToken, float, float] | None = None
+        self._current: _Running | None = None
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -194,20 +244,30 @@ class Worker:
     # ----------------------------------------------------------------- control
     @property
     def running_job_id(self) -> int | None:
-        return None if self._current is None else self._current[0]
+        """The running job (the first of a micro-batch); ``None`` when idle."""
+        return next(iter(self.running_job_ids), None)
+
+    @property
+    def running_job_ids(self) -> tuple[int, ...]:
+        """Every job on the engine now: one, or a micro-batch in fair order."""
+        return () if self._current is None else tuple(self._current.tokens)
 
     def remaining_seconds(self) -> float:
-        """Estimated seconds until the running job is done (0 when idle)."""
+        """Estimated seconds until the running job (or batch) is done (0 when idle)."""
         if self._current is None:
             return 0.0
-        _, _, started, estimate = self._current
-        return max(0.0, estimate - (time.monotonic() - started))
+        return max(0.0, self._current.estimate - (time.monotonic() - self._current.started))
 
     def cancel(self, job_id: int) -> bool:
-        """Ask the running job to stop at its next step; ``False`` if it is not running."""
-        if self._current is None or self._current[0] != job_id:
+        """Ask a running job to stop; ``False`` if it is not running.
+
+        Alone it stops at its next step; in a micro-batch it ends as cancelled when the
+        call ends (see :meth:`bot.engine.Engine.render_batch`).
+        """
+        if self._current is None or job_id not in self._current.tokens:
             return False
-        self._current[1].cancel()
+        self._current.cancelled.add(job_id)
+        self._current.tokens[job_id].cancel()
         return True
 
     def start(self) -> None:
@@ -235,7 +295,7 @@ class Worker:
             if self._stopping:
                 self.queue.put_front(entry)
                 break
-            await self.run_one(entry)
+            await self.run_next(entry)
 
     async def run_burst(self) -> int:
         """Run every waiting job, then wait for their deliveries; returns how many ran.
@@ -245,8 +305,7 @@ class Worker:
         await self.warm_up()
         ran = 0
         while (entry := self.queue.get_nowait()) is not None:
-            await self.run_one(entry)
-            ran += 1
+            ran += await self.run_next(entry)
         await self.drain()
         return ran
 
@@ -266,11 +325,12 @@ class Worker:
         except TimeoutError:
             if self._current is not None:
                 log.warning(
-                    "job %s did not finish in %.0f s; it resumes at next start",
-                    self._current[0],
+                    "job(s) %s did not finish in %.0f s; they resume at next start",
+                    ", ".join(map(str, self._current.tokens)),
                     grace,
                 )
-                self._current[1].cancel()
+                for token in self._current.tokens.values():
+                    token.cancel()
                 await self._idle.wait()
         if self._task is not None:
             self._task.cancel()
@@ -278,63 +338,183 @@ class Worker:
         await self.drain()
         self._gpu.shutdown(wait=True)
 
-    # ----------------------------------------------------------------- one job
+    # ----------------------------------------------------------------- jobs
+    async def run_next(self, entry: QueueEntry) -> int:
+        """Run ``entry``, with compatible jobs from the window when micro-batching is on;
+        returns how many queue entries were taken (``entry`` included)."""
+        companions = await self.take_compatible(entry)
+        if not companions:
+            await self.run_one(entry)
+            return 1
+        await self.run_batch([entry, *companions])
+        return 1 + len(companions)
+
     async def run_one(self, entry: QueueEntry) -> None:
-        try:
-            job = await self.db.run(self.jobs.mark_started, entry.job_id)
-        except JobStateError:
-            return  # cancelled (or handled) while it waited
+        """Run one job alone."""
+        await self.run_batch([entry])
+
+    async def run_batch(self, entries: list[QueueEntry]) -> None:
+        """Run entries already taken from the queue as one engine call, in this order.
+
+        Each must be compatible (see :meth:`take_compatible`); one that was cancelled (or
+        handled) while it waited is skipped.
+        """
+        jobs: list[JobRecord] = []
+        for entry in entries:
+            try:
+                jobs.append(await self.db.run(self.jobs.mark_started, entry.job_id))
+            except JobStateError:
+                continue  # cancelled (or handled) while it waited
+        if not jobs:
+            return
         self._idle.clear()
         try:
-            await self._render(job)
+            await self._render(jobs)
         finally:
             self._current = None
             self._idle.set()
 
-    async def _render(self, job: JobRecord) -> None:
+    async def take_compatible(self, entry: QueueEntry) -> list[QueueEntry]:
+        """Waiting jobs to render with ``entry``, taken out of the queue (fair order).
+
+        Only the next ``micro_batch_window`` jobs in fair order are looked at; each must
+        still be queued, share ``entry``'s batch key and fit in ``micro_batch_images``.
+        """
+        settings = self.settings.queue
+        if settings.micro_batch_images <= 1:
+            return []
+        looked_at = self.queue.order()[: settings.micro_batch_window]
+        if not looked_at:
+            return []
+        ids = [entry.job_id, *(e.job_id for e in looked_at)]
+        shapes = await self.db.run(self._queued_shapes, ids)
+        head = shapes.get(entry.job_id)
+        if head is None:
+            return []
+        key, images = head
+        chosen: list[QueueEntry] = []
+        # The queue may have changed while the rows were read: look at the window as it is
+        # now (no await from here on, so nothing changes under the loop).
+        for candidate in self.queue.order()[: settings.micro_batch_window]:
+            shape = shapes.get(candidate.job_id)
+            if shape is None or shape[0] != key:
+                continue
+            if images + shape[1] > settings.micro_batch_images:
+                continue
+            if not self.queue.remove(candidate.job_id):
+                continue
+            chosen.append(candidate)
+            images += shape[1]
+            if images >= settings.micro_batch_images:
+                break
+        return chosen
+
+    def _queued_shapes(self, job_ids: list[int]) -> dict[int, tuple[BatchKey, int]]:
+        """Batch key and image count of each of ``job_ids`` that is still queued."""
+        shapes: dict[int, tuple[BatchKey, int]] = {}
+        for job_id in job_ids:
+            try:
+                job = self.jobs.get(job_id)
+            except JobNotFoundError:
+                continue
+            shape = stored_batch_shape(job) if job.status is JobStatus.QUEUED else None
+            if shape is not None:
+                shapes[job_id] = shape
+        return shapes
+
+    async def _render(self, jobs: list[JobRecord]) -> None:
+        planned: list[tuple[JobRecord, Plan]] = []
+        for job in jobs:
+            try:
+                planned.append((job, await self.planner(job)))
+            except Exception as exc:  # a stored request that no longer builds (wildcard gone)
+                await self._fail(job, f"the request cannot be rendered: {exc}")
+        groups: dict[BatchKey, list[tuple[JobRecord, Plan]]] = {}
+        for job, plan in planned:
+            groups.setdefault(batch_key(plan.job), []).append((job, plan))
+        for group in groups.values():
+            await self._render_group(group)
+
+    async def _render_group(
+        self, group: list[tuple[JobRecord, Plan]], *, announce: bool = True
+    ) -> None:
+        """Render planned, compatible jobs in one engine call, then deliver each."""
         loop = asyncio.get_running_loop()
-        try:
-            planned = await self.planner(job)
-        except Exception as exc:  # a stored request that no longer builds (e.g. wildcard gone)
-            await self._fail(job, f"the request cannot be rendered: {exc}")
-            return
-        plan = planned.job
-        cancel = CancelToken()
-        units = work_units(plan)
-        started = time.monotonic()
-        self._current = (job.id, cancel, started, self.durations.estimate(units))
-        await self._notify(self.events.on_started(job))
-
-        def progress(p: Progress) -> None:
-            loop.call_soon_threadsafe(self._spawn, self.events.on_progress(job, p))
-
-        future = loop.run_in_executor(
-            self._gpu, lambda: self.engine.render(plan, on_progress=progress, cancel=cancel)
+        tokens = [CancelToken() for _ in group]
+        units = [work_units(plan.job) for _, plan in group]
+        running = _Running(
+            {job.id: token for (job, _), token in zip(group, tokens, strict=True)},
+            time.monotonic(),
+            self.durations.estimate(sum(units)),
         )
+        self._current = running
+        if announce:
+            for job, _ in group:
+                await self._notify(self.events.on_started(job))
+
+        def reporter(job: JobRecord) -> Callable[[Progress], None]:
+            def progress(p: Progress) -> None:
+                loop.call_soon_threadsafe(self._spawn, self.events.on_progress(job, p))
+
+            return progress
+
+        renders = [plan.job for _, plan in group]
+        callbacks = [reporter(job) for job, _ in group]
+
+        def call() -> list[RenderResult]:
+            if len(group) == 1:  # the engine's one-job entry point (tests spy on it)
+                return [self.engine.render(renders[0], on_progress=callbacks[0], cancel=tokens[0])]
+            return self.engine.render_batch(renders, on_progress=callbacks, cancels=tokens)
+
+        future = loop.run_in_executor(self._gpu, call)
+        limit = self.timeout * len(group)
         try:
-            result = await asyncio.wait_for(asyncio.shield(future), self.timeout)
+            results = await asyncio.wait_for(asyncio.shield(future), limit)
         except TimeoutError:
-            cancel.cancel()
+            for token in tokens:
+                token.cancel()
             await asyncio.gather(future, return_exceptions=True)
-            await self._fail(job, f"the job took longer than {self.timeout:g} s and was stopped")
+            for job, _ in group:
+                await self._fail(job, f"the job took longer than {limit:g} s and was stopped")
             return
         except JobCancelled:
-            if self._stopping:
-                await self.db.run(self.jobs.requeue, job.id)
-                return
-            record = await self.db.run(self.jobs.mark_cancelled, job.id, "cancelled while running")
-            await self._notify(self.events.on_cancelled(record))
+            for job, _ in group:
+                await self._cancelled(job, running)
             return
         except (EngineError, PromptError) as exc:
-            await self._fail(job, str(exc))
+            if len(group) > 1:
+                log.warning("a batch of %d jobs failed (%s); rendering each alone", len(group), exc)
+                for member in group:
+                    if member[0].id in running.cancelled:
+                        await self._cancelled(member[0], running)
+                    else:
+                        await self._render_group([member], announce=False)
+                return
+            await self._fail(group[0][0], str(exc))
             return
         except Exception as exc:
-            log.exception("job %s failed", job.id)
-            await self._fail(job, f"internal error: {type(exc).__name__}")
+            log.exception("job(s) %s failed", ", ".join(str(job.id) for job, _ in group))
+            for job, _ in group:
+                await self._fail(job, f"internal error: {type(exc).__name__}")
             return
-        self.durations.record(units, result.seconds)
-        self.last_job_seconds[job.id] = {"render": result.seconds, **result.timings}
-        self._spawn(self._deliver(job, planned, result.images))
+        done: list[tuple[JobRecord, Plan, list[RenderedImage]]] = []
+        for (job, plan), job_units, result in zip(group, units, results, strict=True):
+            if result.cancelled:
+                await self._cancelled(job, running)
+                continue
+            self.durations.record(job_units, result.seconds)
+            self.last_job_seconds[job.id] = {"render": result.seconds, **result.timings}
+            done.append((job, plan, result.images))
+        if done:
+            self._spawn(self._deliver_all(done))
+
+    async def _cancelled(self, job: JobRecord, running: _Running) -> None:
+        """A running job stopped: cancelled, or back in the queue when the worker stops."""
+        if self._stopping and job.id not in running.cancelled:
+            await self.db.run(self.jobs.requeue, job.id)
+            return
+        record = await self.db.run(self.jobs.mark_cancelled, job.id, "cancelled while running")
+        await self._notify(self.events.on_cancelled(record))
 
     async def _fail(self, job: JobRecord, reason: str) -> None:
         record = await self.db.run(self.jobs.mark_failed, job.id, reason)
@@ -349,6 +529,11 @@ class Worker:
         except Exception as exc:
             log.warning("image classifier failed: %s", exc)
             return None, str(exc)
+
+    async def _deliver_all(self, done: list[tuple[JobRecord, Plan, list[RenderedImage]]]) -> None:
+        """Deliver finished jobs one after another: their events keep the fair order."""
+        for job, plan, rendered in done:
+            await self._notify(self._deliver(job, plan, rendered))
 
     async def _deliver(self, job: JobRecord, plan: Plan, rendered: list[Any]) -> None:
         started = time.perf_counter()
