@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
-import torch
 from sqlalchemy import select
 
 from bot.config import Settings
@@ -49,19 +48,6 @@ LOG_CHANNEL_ID: Final = 800_000_000_000_000_014
 MIA_ID: Final = 700_000_000_000_000_004
 """A moderator of :func:`moderated_guild`: the Moderator role only (Manage Messages; not an
 owner, not an admin)."""
-
-
-@pytest.fixture(scope="package", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """One intra-op torch thread while these tests run.
-
-    On a shared CPU (CI, parallel test runs) torch's spinning thread pool makes a tiny
-    render 10-20x slower, and these tests render while the event loop is busy.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
