@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -39,6 +40,9 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
+
+
+_DEFAULT_SCALE: Any = object()  # a bare --hires: the configured scale
 
 
 def _positive_int(text: str) -> int:
@@ -80,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--hires",
         nargs="?",
         type=_float,
-        const=-1.0,
+        const=_DEFAULT_SCALE,
         metavar="SCALE",
         help="hires pass; optional latent upscale factor 1.0-1.5 (default from config)",
     )
@@ -169,7 +173,7 @@ def request_from_args(args: argparse.Namespace, settings: Settings) -> Generatio
     height = args.height if args.height is not None else height
     hires = None
     if args.hires is not None:
-        scale = engine.hires_scale if args.hires == -1.0 else args.hires
+        scale = engine.hires_scale if args.hires is _DEFAULT_SCALE else args.hires
         hires = HiresOptions(scale=scale, strength=engine.hires_strength)
     request = GenerationRequest(
         prompt=args.prompt,
@@ -191,17 +195,35 @@ def request_from_args(args: argparse.Namespace, settings: Settings) -> Generatio
 
 
 def _output_paths(out: str | None, default_dir: str, seeds: Sequence[int]) -> list[Path]:
+    """Where the images go; checked (and folders made) before any weight is loaded."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     target = Path(out) if out else Path(default_dir)
-    if target.suffix.lower() == ".png":
+    if target.suffix and target.suffix.lower() != ".png" and not target.is_dir():
+        raise UsageError(f"generate: --out {target}: give a .png file name or a folder")
+    if target.suffix.lower() == ".png" and not target.is_dir():
+        folder = target.parent
         if len(seeds) == 1:
-            return [target]
-        return [target.with_name(f"{target.stem}-{i + 1}.png") for i in range(len(seeds))]
-    return [target / f"{stamp}-{seed}.png" for seed in seeds]
+            paths = [target]
+        else:
+            paths = [target.with_name(f"{target.stem}-{i + 1}.png") for i in range(len(seeds))]
+    else:
+        folder = target
+        paths = [target / f"{stamp}-{seed}.png" for seed in seeds]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"generate: --out {target}: cannot create {folder} ({exc.strerror})"
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"generate: --out {target}: {folder} is not writable")
+    return paths
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.engine.loading import load_tokenizer
     from bot.planning import plan_render, prompt_summary
+    from bot.prompts.encoder import check_chunks, check_lengths
 
     settings = _overrides(args, settings)
     request = request_from_args(args, settings).with_seed()
@@ -215,18 +237,27 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         else:
             for key, value in summary.items():
                 print(f"{key}: {value}")
+        check_chunks(summary["chunks"], settings.prompts.max_chunks, "prompt")
+        check_chunks(summary["negative_chunks"], settings.prompts.max_chunks, "negative prompt")
         return 0
-    return _render_and_save(job, args.out, settings)
+    paths = _output_paths(args.out, settings.output.dir, job.seeds)
+    # The prompt's length is checked with the tokenizer alone, before the weights load.
+    check_lengths(
+        load_tokenizer(settings.model),
+        job.prompt,
+        job.negative_prompt,
+        settings.prompts.max_chunks,
+    )
+    return _render_and_save(job, paths, settings)
 
 
-def _render_and_save(job: Any, out: str | None, settings: Settings) -> int:
+def _render_and_save(job: Any, paths: list[Path], settings: Settings) -> int:
     from tqdm import tqdm
 
     from bot.engine import Engine, Progress
     from bot.images import encode_png
 
     engine = Engine.load(settings)
-    paths = _output_paths(out, settings.output.dir, job.seeds)
     total = job.steps + job.hires_steps
     with tqdm(total=total, desc="rendering", unit="step", file=sys.stderr) as bar:
 
@@ -237,7 +268,6 @@ def _render_and_save(job: Any, out: str | None, settings: Settings) -> int:
 
         result = engine.render(job, on_progress=progress)
     for path, rendered in zip(paths, result.images, strict=True):
-        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(encode_png(rendered.image, rendered.infotext))
         print(f"{path}\tseed={rendered.seed}")
     return 0
@@ -246,7 +276,10 @@ def _render_and_save(job: Any, out: str | None, settings: Settings) -> int:
 def cmd_policy_check(args: argparse.Namespace, settings: Settings) -> int:
     from bot.moderation import policy_check_lines
     from bot.planning import wildcard_source
+    from bot.prompts import resolve_rating
 
+    if args.rating:
+        resolve_rating(args.rating)  # an unknown rating is a usage error, as in generate
     prompts = args.prompts or sys.stdin.read().splitlines()
     lines = policy_check_lines(
         prompts,

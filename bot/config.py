@@ -190,6 +190,13 @@ class EngineSettings(_Section):
     hires_strength: Annotated[StrictFloat, Field(gt=0.0, le=1.0)] = 0.55
     speed: SpeedSettings = Field(default_factory=SpeedSettings)
 
+    @field_validator("default_sampler")
+    @classmethod
+    def _known_sampler(cls, name: str) -> str:
+        from bot.request import find_sampler  # bot.request imports this module
+
+        return find_sampler(name)
+
     @model_validator(mode="after")
     def _check_bounds(self) -> EngineSettings:
         if self.min_side > self.max_side:
@@ -211,6 +218,21 @@ class PromptSettings(_Section):
     quality: StrictStr = "Standard v3.1"
     style: StrictStr = "(None)"
     wildcards_dir: StrictStr = ""
+
+    @field_validator("quality")
+    @classmethod
+    def _known_quality(cls, name: str) -> str:
+        from bot.prompts import get_quality_preset
+
+        return get_quality_preset(name).name
+
+    @field_validator("style")
+    @classmethod
+    def _known_style(cls, name: str) -> str:
+        from bot.prompts import get_style_preset
+
+        return get_style_preset(name).name
+
     max_chunks: Annotated[StrictInt, Field(ge=1, le=32)] = 8
 
 
@@ -232,6 +254,20 @@ class DatabaseSettings(_Section):
     pool_size: Annotated[StrictInt, Field(ge=1, le=64)] = Field(
         4, description="Connections (and worker threads) used for database work"
     )
+
+    @field_validator("url")
+    @classmethod
+    def _parses(cls, url: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(url)
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL (e.g. sqlite:///animagine.db or postgresql+psycopg://...)"
+            ) from None
+        return url
 
 
 class LimitsSettings(_Section):
@@ -387,8 +423,19 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def _env_names(environ: Mapping[str, str]) -> dict[str, str]:
+    """Dotted key -> the environment variable that set it."""
+    return {
+        ".".join(p.lower() for p in name[len(ENV_PREFIX) :].split("__")): name
+        for name in environ
+        if name.startswith(ENV_PREFIX) and "__" in name
+    }
+
+
+def _describe(error: Mapping[str, Any], env_names: Mapping[str, str]) -> str:
     loc = ".".join(str(p) for p in error["loc"] if p not in ("function-after", "function-before"))
+    if loc in env_names:
+        loc = f"{loc} (from {env_names[loc]})"
     kind = error["type"]
     if kind == "extra_forbidden":
         return f"{loc}: unknown key"
@@ -405,7 +452,7 @@ def load_settings(
     """Read ``path`` (optional), apply environment overrides, and validate everything."""
     env = os.environ if environ is None else environ
     data: dict[str, Any] = {}
-    where = "defaults"
+    where = "settings"
     if path is not None:
         where = str(path)
         try:
@@ -420,7 +467,8 @@ def load_settings(
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in exc.errors())
+        names = _env_names(env)
+        problems = "; ".join(_describe(e, names) for e in exc.errors())
         raise ConfigError(f"{where}: {problems}") from None
     token = _read_token(settings.discord, env, where)
     if token is not None:
@@ -437,11 +485,12 @@ def _read_token(discord: DiscordSettings, env: Mapping[str, str], where: str) ->
         try:
             text = Path(discord.token_file).expanduser().read_text(encoding="utf-8").strip()
         except OSError as exc:
+            # The path is not echoed: people sometimes paste the token itself there.
             raise ConfigError(
-                f"{where}: discord.token_file: cannot read {discord.token_file} "
+                f"{where}: discord.token_file: cannot read the file "
                 f"({exc.strerror or type(exc).__name__})"
             ) from None
         if not text:
-            raise ConfigError(f"{where}: discord.token_file: {discord.token_file} is empty")
+            raise ConfigError(f"{where}: discord.token_file: the file is empty")
         return SecretStr(text)
     return None

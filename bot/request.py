@@ -126,6 +126,11 @@ class GenerationRequest(BaseModel):
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.count)]
 
 
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The size the hires pass makes: each side scaled, floored to a multiple of 8."""
+    return int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
+
+
 def random_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
@@ -161,6 +166,12 @@ def validate_request(request: GenerationRequest, bounds: EngineSettings) -> Gene
         if not 0.0 < request.hires.strength <= 1.0:
             raise RequestError(
                 f"hires strength must be above 0 and at most 1 (got {request.hires.strength:g})"
+            )
+        out_w, out_h = hires_size(request.width, request.height, request.hires.scale)
+        if out_w * out_h > bounds.max_pixels:
+            raise RequestError(
+                f"the hires pass would make {out_w}x{out_h}, more than {bounds.max_pixels} "
+                "pixels: choose a smaller size or a smaller hires scale"
             )
     sampler = find_sampler(request.sampler)
     return request.model_copy(update={"sampler": sampler})

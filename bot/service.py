@@ -233,12 +233,14 @@ class ImagineService:
         request = validate_request(request, self.settings.engine).with_seed()
         channel = where.channel
         try:
-            plan_render(
+            plan = plan_render(
                 request, self.settings, channel=channel, policy=await self.policy(who.guild_id)
             )
         except PromptRefused as exc:
             await self._log_refusal(exc.decision, request, who, where)
             raise SubmitRefused(exc.decision.reason, decision=exc.decision) from None
+        # Too long for the encoder: say so now, not after the job waited in the queue.
+        self.worker.engine.encoder.check(plan.job.prompt, plan.job.negative_prompt)
         if len(self.queue) >= self.queue.max_length:
             raise SubmitRefused(str(QueueFull(self.queue.max_length)))
         new = NewJob(

@@ -265,3 +265,57 @@ def test_db_upgrade_names_a_corrupt_file(
     assert code == 1
     assert str(db) in err
     assert "not an SQLite database" in err
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("pic.jpg", "give a .png file name or a folder"),
+        ("afile/x.png", "cannot create"),
+    ],
+)
+def test_unusable_out_is_refused_before_the_model_loads(
+    env: Path,
+    tmp_path: Path,
+    out: str,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "afile").write_text("a file, not a folder", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+
+    def no_load(*_: object) -> None:
+        raise AssertionError("the model must not load for a bad --out")
+
+    monkeypatch.setattr("bot.engine.Engine.load", no_load)
+    code, _, err = run_cli(["generate", "1girl", *SMALL, "--out", out], capsys)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_too_long_prompt_is_refused_before_the_model_loads(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    long_prompt = ", ".join(f"tag{i}" for i in range(300))
+    code, out, err = run_cli(["generate", long_prompt, "--dry-run", "--json"], capsys)
+    assert code == 2
+    assert json.loads(out)["chunks"] > 8
+    assert "the limit is 8" in err
+
+    def no_load(*_: object) -> None:
+        raise AssertionError("the model must not load for a prompt that is too long")
+
+    monkeypatch.setattr("bot.engine.Engine.load", no_load)
+    code, _, err = run_cli(["generate", long_prompt, *SMALL, "--out", str(tmp_path)], capsys)
+    assert code == 2
+    assert "the limit is 8" in err
+
+
+def test_policy_check_refuses_an_unknown_rating(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(
+        ["policy", "check", "--channel", "plain", "--rating", "junk", "x"], capsys
+    )
+    assert code == 2
+    assert "junk" in err

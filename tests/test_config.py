@@ -75,7 +75,10 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
 
 
 def test_bad_environment_override_names_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"engine\.max_steps: Input should be a valid integer"):
+    with pytest.raises(
+        ConfigError,
+        match=r"engine\.max_steps \(from ANIMAGINE_ENGINE__MAX_STEPS\): Input should be a valid",
+    ):
         load_settings(environ={"ANIMAGINE_ENGINE__MAX_STEPS": "lots"})
 
 

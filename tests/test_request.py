@@ -70,3 +70,19 @@ def test_the_nine_card_resolutions() -> None:
     assert find_aspect("Portrait 13:19 (832x1216)").size == "832x1216"
     with pytest.raises(RequestError, match="unknown aspect '800x800'"):
         find_aspect("800x800")
+
+
+def test_hires_output_is_bounded_by_max_pixels() -> None:
+    bounds = EngineSettings(max_pixels=1536 * 1536)
+    for aspect in ASPECTS:  # every card size with the demo's 1.5 hires fits the default
+        validate_request(
+            GenerationRequest(
+                prompt="x", width=aspect.width, height=aspect.height, hires=HiresOptions(scale=1.5)
+            ),
+            bounds,
+        )
+    small = EngineSettings(max_pixels=1024 * 1024)
+    with pytest.raises(RequestError, match="the hires pass would make 1536x1536"):
+        validate_request(
+            GenerationRequest(prompt="x", width=1024, height=1024, hires=HiresOptions()), small
+        )

@@ -313,3 +313,16 @@ async def test_jobs_wait_for_the_warm_up_and_commands_are_answered_meanwhile(
         torch.compiler.set_stance("default")
         torch._dynamo.reset()
         set_attention_backend("auto")
+
+
+async def test_a_prompt_too_long_is_refused_before_it_is_queued(
+    world: tuple[ImagineService, Recorder, Database],
+) -> None:
+    from bot.prompts import PromptError
+
+    service, _, db = world
+    long_prompt = ", ".join(f"tag {i}" for i in range(400))
+    with pytest.raises(PromptError, match="chunks of 75 tokens; the limit is 8"):
+        await service.submit(request(prompt=long_prompt), ALICE, HERE)
+    assert JobStore(db).queued() == []
+    assert (await service.allowance(ALICE)).member.available_now == 20

@@ -16,6 +16,7 @@ import signal
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
+import aiohttp
 import discord
 import yarl
 from discord.gateway import DiscordWebSocket
@@ -161,6 +162,14 @@ async def _serve(
         return EXIT_FAILURE
     except discord.PrivilegedIntentsRequired:
         log.error("Discord refused the gateway intents")  # noqa: TRY400
+        return EXIT_FAILURE
+    except (aiohttp.ClientError, OSError) as exc:
+        log.error(  # noqa: TRY400 - one line is the point
+            "cannot reach Discord (REST %s, gateway %s): %s",
+            settings.discord.rest_url,
+            settings.discord.gateway_url,
+            exc,
+        )
         return EXIT_FAILURE
     finally:
         for signum in installed:

@@ -43,7 +43,7 @@ from bot.errors import EngineError
 from bot.images import Infotext
 from bot.prompts import PromptError
 from bot.prompts.encoder import PromptEmbeddings, PromptEncoder
-from bot.request import HiresOptions, find_sampler
+from bot.request import HiresOptions, find_sampler, hires_size
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class RenderJob:
     def output_size(self) -> tuple[int, int]:
         if self.hires is None:
             return self.width, self.height
-        return _hires_size(self.width, self.height, self.hires.scale)
+        return hires_size(self.width, self.height, self.hires.scale)
 
     @property
     def hires_steps(self) -> int:
@@ -134,10 +134,6 @@ def batch_key(job: RenderJob) -> BatchKey:
     """What jobs must share to run in one pipeline call (the prompts need not match)."""
     hires = None if job.hires is None else (job.hires.scale, job.hires.strength)
     return (job.width, job.height, job.steps, job.cfg, find_sampler(job.sampler), hires)
-
-
-def _hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    return int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -131,6 +131,8 @@ def _offline(enabled: bool) -> Iterator[None]:
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else type(exc).__name__
+    # diffusers points at a stack trace the one-line error does not show.
+    first = first.replace(" Please check out the root cause in the stacktrace above.", "")
     return f"{type(exc).__name__}: {first}"
 
 

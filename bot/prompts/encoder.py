@@ -76,6 +76,20 @@ def count_chunks(tokenizer: Any, text: str) -> int:
     return tokenize_chunks(tokenizer, text).count
 
 
+def check_chunks(chunks: int, max_chunks: int, what: str = "prompt") -> None:
+    if chunks > max_chunks:
+        raise PromptTooLong(
+            f"the {what} takes {chunks} chunks of {CHUNK_TOKENS} tokens; "
+            f"the limit is {max_chunks} ({max_chunks * CHUNK_TOKENS} tokens)"
+        )
+
+
+def check_lengths(tokenizer: Any, prompt: str, negative_prompt: str, max_chunks: int) -> None:
+    """Both prompts fit in ``max_chunks`` chunks (both SDXL tokenizers share a vocabulary)."""
+    check_chunks(count_chunks(tokenizer, prompt), max_chunks, "prompt")
+    check_chunks(count_chunks(tokenizer, negative_prompt), max_chunks, "negative prompt")
+
+
 def _pad_chunks(chunks: TokenChunks, count: int) -> TokenChunks:
     missing = count - chunks.count
     return TokenChunks(chunks.ids + [[]] * missing, chunks.weights + [[]] * missing)
@@ -108,11 +122,11 @@ class PromptEncoder:
         self.max_chunks = max_chunks
 
     def _check_length(self, chunks: int, what: str) -> None:
-        if chunks > self.max_chunks:
-            raise PromptTooLong(
-                f"the {what} takes {chunks} chunks of {CHUNK_TOKENS} tokens; "
-                f"the limit is {self.max_chunks} ({self.max_chunks * CHUNK_TOKENS} tokens)"
-            )
+        check_chunks(chunks, self.max_chunks, what)
+
+    def check(self, prompt: str, negative_prompt: str) -> None:
+        """Raise :class:`PromptTooLong` now, before a job waits in the queue for nothing."""
+        check_lengths(self.tokenizers[0], prompt, negative_prompt, self.max_chunks)
 
     @torch.no_grad()
     def encode(self, prompt: str, negative_prompt: str) -> PromptEmbeddings:

@@ -142,7 +142,27 @@ def create_engine(
     poolclass: type[Pool] | None = None,
 ) -> Engine:
     """An engine for ``url`` with the bot's connection settings (pragmas on SQLite)."""
-    url = make_url(url)
+    try:
+        url = make_url(url)
+    except sa.exc.ArgumentError:
+        raise DatabaseError(str(url), "database.url is not a database URL") from None
+    try:
+        return _create_engine(url, busy_timeout_ms, pool_size, foreign_keys, poolclass)
+    except (sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise DatabaseError(
+            describe_location(url),
+            f"database.url: no driver for {url.drivername!r} is installed ({exc}); "
+            "for PostgreSQL install psycopg (pip install 'psycopg[binary]')",
+        ) from None
+
+
+def _create_engine(
+    url: URL,
+    busy_timeout_ms: int,
+    pool_size: int,
+    foreign_keys: bool,
+    poolclass: type[Pool] | None,
+) -> Engine:
     kwargs: dict[str, Any] = {}
     if is_sqlite(url):
         kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000, "check_same_thread": False}
