@@ -24,7 +24,7 @@ $(VENV)/.dev: $(VENV)/.base pyproject.toml
 	touch $@
 
 run: $(VENV)/.run
-	@test -f $(CONFIG) || { cp config.example.toml $(CONFIG); echo "created $(CONFIG) from config.example.toml: edit it, then run again"; }
+	@test -f $(CONFIG) || { cp config.example.toml $(CONFIG); echo "created $(CONFIG) from config.example.toml (every key documented there); starting with it"; }
 	$(PY) -m bot run --config $(CONFIG)
 
 lint: $(VENV)/.dev
