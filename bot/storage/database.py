@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, Self, TypeVar
@@ -30,6 +31,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool, StaticPool
+
+from bot.storage.clock import Clock, as_utc, utc_now
 
 if TYPE_CHECKING:
     from bot.config import DatabaseSettings
@@ -302,3 +305,14 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.location!r})"
+
+
+class Store:
+    """A repository over :class:`Database` with an injectable clock (tests move time)."""
+
+    def __init__(self, db: Database, *, clock: Clock = utc_now) -> None:
+        self.db = db
+        self.clock = clock
+
+    def _now(self) -> datetime:
+        return as_utc(self.clock())

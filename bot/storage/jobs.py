@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
-from bot.storage.clock import Clock, as_utc, utc_now
-from bot.storage.database import Database
+from bot.storage.clock import as_utc
+from bot.storage.database import Store
 from bot.storage.models import ACTIVE_STATUSES, Image, Job, JobStatus, RateLimitState
 from bot.storage.ratelimit import member_key, refund_state, server_key
 
@@ -200,15 +200,8 @@ def refund_job(session: Session, job: Job, now: datetime) -> int:
     return job.cost
 
 
-class JobStore:
+class JobStore(Store):
     """Jobs and their images."""
-
-    def __init__(self, db: Database, *, clock: Clock = utc_now) -> None:
-        self.db = db
-        self.clock = clock
-
-    def _now(self) -> datetime:
-        return as_utc(self.clock())
 
     @staticmethod
     def _locked(session: Session, job_id: int) -> Job:

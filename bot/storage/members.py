@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.storage.clock import Clock, as_utc, utc_now
-from bot.storage.database import Database
+from bot.storage.clock import as_utc
+from bot.storage.database import Store
 from bot.storage.models import GuildSettings, Member, ModerationEvent
 
 EVERYWHERE = 0
@@ -142,15 +142,8 @@ def _guild_row(session: Session, guild_id: int, now: datetime) -> GuildSettings:
     return row
 
 
-class MemberStore:
+class MemberStore(Store):
     """Bans, tiers and notes of members, and the moderation log."""
-
-    def __init__(self, db: Database, *, clock: Clock = utc_now) -> None:
-        self.db = db
-        self.clock = clock
-
-    def _now(self) -> datetime:
-        return as_utc(self.clock())
 
     def get(self, guild_id: int, user_id: int) -> MemberRecord | None:
         with self.db.read() as session:
@@ -310,12 +303,8 @@ def _event(
 _UNCHANGED: Any = object()
 
 
-class GuildStore:
+class GuildStore(Store):
     """Per-server settings, including overrides of the configured limits."""
-
-    def __init__(self, db: Database, *, clock: Clock = utc_now) -> None:
-        self.db = db
-        self.clock = clock
 
     def get(self, guild_id: int) -> GuildRecord | None:
         with self.db.read() as session:
@@ -338,7 +327,7 @@ class GuildStore:
         Tier names and limit fields are checked by ``bot.limits`` when used: an unknown tier
         or an invalid override is ignored there (and logged), never fatal.
         """
-        now = as_utc(self.clock())
+        now = self._now()
         with self.db.transaction() as session:
             row = _guild_row(session, guild_id, now)
             if enabled is not _UNCHANGED:
@@ -364,7 +353,7 @@ class GuildStore:
     def set_moderation(self, guild_id: int, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """Replace the server's moderation overrides with ``overrides`` (already validated
         by :func:`bot.moderation.validate_overrides` or ``merge_overrides``)."""
-        now = as_utc(self.clock())
+        now = self._now()
         with self.db.transaction() as session:
             row = _guild_row(session, guild_id, now)
             row.moderation = dict(overrides)
@@ -378,7 +367,7 @@ class GuildStore:
     def set_defaults(self, guild_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
         """Merge ``values`` into the server's /imagine defaults; a ``None`` value removes a
         key (back to the configured default). Returns the defaults now in force."""
-        now = as_utc(self.clock())
+        now = self._now()
         with self.db.transaction() as session:
             row = _guild_row(session, guild_id, now)
             merged = dict(row.generation_defaults or {})
