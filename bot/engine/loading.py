@@ -218,6 +218,9 @@ def load_tokenizer(model: ModelSettings) -> Any:
         kwargs["revision"] = model.revision
     try:
         with _offline(model.offline):
-            return CLIPTokenizer.from_pretrained(where, subfolder="tokenizer", **kwargs)
+            tokenizer = CLIPTokenizer.from_pretrained(where, subfolder="tokenizer", **kwargs)
     except Exception as exc:
         raise ModelLoadError(f"cannot load the tokenizer of {source}: {_reason(exc)}") from exc
+    if len(tokenizer) <= 2:  # transformers may hand back an empty one when files are missing
+        raise ModelLoadError(f"cannot load the tokenizer of {source}: its files are missing")
+    return tokenizer
