@@ -97,10 +97,9 @@ class QueueStatus:
     warming_up: bool = False  # the engine is still compiling; jobs wait
 
 
-def stored_request(job: JobRecord) -> tuple[GenerationRequest, bool]:
-    """The request and the channel's age restriction, as stored with the job."""
-    data = job.request
-    return GenerationRequest.model_validate(data["request"]), bool(data.get("age_restricted"))
+def stored_request(job: JobRecord) -> GenerationRequest:
+    """The request as stored with the job (its channel: :func:`stored_channel`)."""
+    return GenerationRequest.model_validate(job.request["request"])
 
 
 def stored_channel(job: JobRecord) -> ChannelContext:
@@ -172,7 +171,7 @@ class ImagineService:
         for job in reversed(recent):
             if job.started_at is None or job.finished_at is None:
                 continue
-            units = request_units(stored_request(job)[0])
+            units = request_units(stored_request(job))
             seconds = (job.finished_at - job.started_at).total_seconds()
             self.worker.durations.record(units, seconds)
 
@@ -201,7 +200,7 @@ class ImagineService:
 
     async def plan(self, job: JobRecord) -> Plan:
         """Plan a stored job again (at render time, under the policy in force then)."""
-        request, _ = stored_request(job)
+        request = stored_request(job)
         policy = await self.policy(job.guild_id)
         return plan_render(request, self.settings, channel=stored_channel(job), policy=policy)
 
@@ -214,7 +213,7 @@ class ImagineService:
     def _entry(self, job: JobRecord, role_ids: frozenset[int] = frozenset()) -> QueueEntry:
         units = self._units.get(job.id)
         if units is None:
-            units = request_units(stored_request(job)[0])
+            units = request_units(stored_request(job))
             self._units[job.id] = units
         owner = f"{job.guild_id or 0}:{job.user_id}"
         return QueueEntry(job.id, owner, self._priority(role_ids), units)

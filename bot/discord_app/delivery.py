@@ -239,17 +239,17 @@ class Delivery:
 
     # ------------------------------------------------------------------ JobEvents
     async def on_started(self, job: JobRecord) -> None:
-        request, _ = stored_request(job)
+        request = stored_request(job)
         await self._progress_edit(job, formatting.started_text(job, request))
 
     async def on_progress(self, job: JobRecord, progress: Progress) -> None:
-        request, _ = stored_request(job)
+        request = stored_request(job)
         await self._progress_edit(job, formatting.progress_text(job, request, progress))
 
     async def on_finished(self, job: JobRecord, images: list[OutputImage]) -> None:
         started = time.perf_counter()
         track = await self._follow(job)
-        request, _ = stored_request(job)
+        request = stored_request(job)
         async with track.lock:
             track.stage = Stage.DONE
             await self._deliver_result(job, track, request, images)

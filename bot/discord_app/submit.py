@@ -114,5 +114,5 @@ async def submit_request(
         log.error("submitting a job failed: %s", exc)  # noqa: TRY400
         await retract(interaction, formatting.apology_text("the database is not available"))
         return
-    stored, _ = stored_request(submitted.job)
+    stored = stored_request(submitted.job)
     await bot.delivery.announce(interaction, submitted, stored)

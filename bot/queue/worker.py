@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ from bot.storage.members import MemberStore
 from bot.storage.models import JobStatus
 
 log = logging.getLogger(__name__)
+
+_TIMINGS_KEPT = 256
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,8 @@ class Worker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
-        self.last_job_seconds: dict[int, dict[str, float]] = {}
+        # Where the time of recent jobs went (render, encoders, decode, deliver), newest last.
+        self.last_job_seconds: OrderedDict[int, dict[str, float]] = OrderedDict()
         # Set once the engine is warmed up (compiled for the configured sizes); jobs wait.
         self.ready = asyncio.Event()
         if not engine.optimizations.compiled:
@@ -503,7 +507,7 @@ class Worker:
                 await self._cancelled(job, running)
                 continue
             self.durations.record(job_units, result.seconds)
-            self.last_job_seconds[job.id] = {"render": result.seconds, **result.timings}
+            self._record_seconds(job.id, {"render": result.seconds, **result.timings})
             done.append((job, plan, result.images))
         if done:
             self._spawn(self._deliver_all(done))
@@ -583,7 +587,12 @@ class Worker:
             )
         record = await self.db.run(self.jobs.mark_finished, job.id)
         await self._notify(self.events.on_finished(record, outputs))
-        self.last_job_seconds.setdefault(job.id, {})["deliver"] = time.perf_counter() - started
+        self._record_seconds(job.id, {"deliver": time.perf_counter() - started})
+
+    def _record_seconds(self, job_id: int, seconds: dict[str, float]) -> None:
+        self.last_job_seconds.setdefault(job_id, {}).update(seconds)
+        while len(self.last_job_seconds) > _TIMINGS_KEPT:  # a bot runs for months
+            self.last_job_seconds.popitem(last=False)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(self._notify(coro))

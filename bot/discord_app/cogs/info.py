@@ -111,7 +111,7 @@ class InfoCog(commands.Cog):
             return None
         if job.guild_id != interaction.guild_id:
             return None
-        request, _ = stored_request(job)
+        request = stored_request(job)
         embed = discord.Embed(title=f"Job #{job.id}", colour=formatting.COLOR)
         formatting.job_fields(embed, job, request)
         return embed

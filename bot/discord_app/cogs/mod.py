@@ -76,7 +76,7 @@ class ModCog(
                 "This is not an image message of this bot from this server.", ephemeral=True
             )
             return
-        request, _ = stored_request(job)
+        request = stored_request(job)
         images = await self.bot.db.run(self.bot.service.jobs.images, job.id)
         policy = await self.bot.modlog.policy(job.guild_id)
         guild = None if job.guild_id is None else self.bot.get_guild(job.guild_id)
