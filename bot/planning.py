@@ -71,18 +71,21 @@ def plan_render(
     *,
     channel: ChannelContext | None = None,
     policy: GuildPolicy | None = None,
+    tokenizer: object | None = None,
 ) -> Plan:
     """The engine job for ``request`` in ``channel``: presets applied, prompt checked
     against the policy (raises :class:`PromptRefused`), one seed per image.
 
     Without a channel (the CLI) the prompts are the demo's and only the hard block applies.
+    ``tokenizer`` is the loaded model's CLIP tokenizer, in whose pieces the final prompt is
+    read as well (None: the CLIP tokenizer shipped with the bot).
     """
     request = request.with_seed()
     policy = policy or GuildPolicy.from_settings(settings.moderation, {})
     local = channel is None
     channel = channel or _NO_CHANNEL
     built = build_for(request, settings, allow_nsfw=channel.age_restricted and not local)
-    decision = check_built(built, channel, policy)
+    decision = check_built(built, channel, policy, tokenizer=tokenizer)
     if not decision.allowed:
         raise PromptRefused(decision)
     negative = built.negative_prompt if local else decision.negative_prompt

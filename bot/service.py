@@ -202,7 +202,20 @@ class ImagineService:
         """Plan a stored job again (at render time, under the policy in force then)."""
         request = stored_request(job)
         policy = await self.policy(job.guild_id)
-        return plan_render(request, self.settings, channel=stored_channel(job), policy=policy)
+        return plan_render(
+            request,
+            self.settings,
+            channel=stored_channel(job),
+            policy=policy,
+            tokenizer=self.tokenizer,
+        )
+
+    @property
+    def tokenizer(self) -> object | None:
+        """The loaded model's CLIP tokenizer, which the policy reads prompts with (None when
+        the engine has none: the policy then uses the CLIP tokenizer shipped with it)."""
+        tokenizers = getattr(getattr(self.worker.engine, "encoder", None), "tokenizers", None)
+        return tokenizers[0] if tokenizers else None
 
     def _priority(self, role_ids: frozenset[int]) -> int:
         return max(
@@ -233,7 +246,11 @@ class ImagineService:
         channel = where.channel
         try:
             plan = plan_render(
-                request, self.settings, channel=channel, policy=await self.policy(who.guild_id)
+                request,
+                self.settings,
+                channel=channel,
+                policy=await self.policy(who.guild_id),
+                tokenizer=self.tokenizer,
             )
         except PromptRefused as exc:
             await self._log_refusal(exc.decision, request, who, where)

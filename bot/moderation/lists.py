@@ -20,24 +20,30 @@ those scripts do not put spaces between words.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Final
 
+from bot.moderation.sources import sourced_sexual_terms
+
 __all__ = [
+    "BUILTIN_BLOCKED_TAGS",
     "CHILD_SEXUAL_TERMS",
     "DEFAULT_BLOCKED_TAGS",
+    "HARMLESS_WORDS",
     "MINOR_TERMS",
+    "MULTILINGUAL_SEXUAL_TERMS",
     "RATING_TERMS",
     "SEXUAL_TERMS",
     "SUGGESTIVE_TERMS",
+    "TERM_CONTEXTS",
     "TERM_EXCEPTIONS",
 ]
 
 RATING_TERMS: Final[tuple[str, ...]] = ("nsfw", "explicit")
 """The model card's NSFW rating tags (``nsfw`` is questionable, ``explicit, nsfw`` explicit)."""
 
-DEFAULT_BLOCKED_TAGS: Final[tuple[str, ...]] = (
+BUILTIN_BLOCKED_TAGS: Final[tuple[str, ...]] = (
     # ratings and genres
     "nsfw",
     "explicit",
@@ -104,6 +110,7 @@ DEFAULT_BLOCKED_TAGS: Final[tuple[str, ...]] = (
     "breast grab",
     "molestation",
     "missionary",
+    "missionary position",
     "cowgirl position",
     "reverse cowgirl position",
     "doggystyle",
@@ -145,8 +152,214 @@ DEFAULT_BLOCKED_TAGS: Final[tuple[str, ...]] = (
     "中出し",
     "精液",
 )
-"""Common explicit and questionable Danbooru tags; a fresh install refuses them in plain
-channels before anyone configures anything."""
+"""Common explicit and questionable Danbooru tags, written for the bot."""
+
+MULTILINGUAL_SEXUAL_TERMS: Final[tuple[str, ...]] = (
+    # English words and phrases outside the Danbooru tags above
+    "no clothes",
+    "without clothes",
+    "wearing nothing",
+    "unclothed",
+    "undressed",
+    "disrobed",
+    "in the nude",
+    "birthday suit",
+    "skinny dipping",
+    "stripped naked",
+    "tits",
+    "titty",
+    "boobies",
+    "genitalia",
+    "x rated",
+    "xrated",
+    "adults only",
+    "porno",
+    "pornographic",
+    "sexual intercourse",
+    "having sex",
+    # Japanese (kana, kanji) and its romaji
+    "裸",
+    "半裸",
+    "裸体",
+    "全裸",
+    "えっち",
+    "エロ",
+    "エロい",
+    "おっぱい",
+    "ちんちん",
+    "おちんちん",
+    "性行為",
+    "18禁",
+    "成人向け",
+    "hadaka",
+    "zenra",
+    "hanra",
+    "ratai",
+    "sekkusu",
+    "etchi",
+    "eroi",
+    "oppai",
+    "chikubi",
+    "manko",
+    "omanko",
+    "chinko",
+    "chinchin",
+    "nakadashi",
+    "seieki",
+    "shasei",
+    "onani",
+    "ferachio",
+    # Chinese
+    "裸体",
+    "裸照",
+    "赤裸",
+    "裸露",
+    "脱光",
+    "黄图",
+    "露点",
+    "无码",
+    "成人内容",
+    # Korean
+    "누드",
+    "알몸",
+    "나체",
+    "야한",
+    "성인물",
+    "젖꼭지",
+    "음란",
+    "가슴노출",
+    # Spanish
+    "desnuda",
+    "desnudo",
+    "desnudez",
+    "sin ropa",
+    "tetas",
+    "pechos desnudos",
+    "pezones",
+    "pene",
+    "coito",
+    "masturbacion",
+    "erotico",
+    "erotica",
+    "pornografia",
+    "haciendo el amor",
+    # Portuguese
+    "nua",
+    "pelada",
+    "sem roupa",
+    "peitos",
+    "seios nus",
+    "mamilos",
+    "buceta",
+    "transando",
+    "erotica",
+    # French
+    "nue",
+    "toute nue",
+    "sans vetements",
+    "seins nus",
+    "tetons",
+    "sexe",
+    "penis",
+    "vagin",
+    "erotique",
+    "baise",
+    # German
+    "nackte",
+    "nackter",
+    "nacktheit",
+    "unbekleidet",
+    "entkleidet",
+    "ohne kleidung",
+    "brueste",
+    "bruste",
+    "nackte brueste",
+    "nackte bruste",
+    "geschlechtsverkehr",
+    "erotisch",
+    # Russian
+    "голая",
+    "голые",
+    "обнаженная",
+    "обнажённая",
+    "нагая",
+    "голышом",
+    "без одежды",
+    "соски",
+    "вагина",
+    "пенис",
+    "порно",
+    "эротика",
+    "трахать",
+    # Italian
+    "nuda",
+    "nudo",
+    "nudi",
+    "senza vestiti",
+    "seno nudo",
+    "capezzoli",
+    "sesso",
+    "erotico",
+)
+"""Sexual words in the bot's ten languages that the LDNOOBW lists lack (``desnuda``,
+``nackte``, ``裸体``), written for the bot."""
+
+CHILD_SEXUAL_TERMS: Final[tuple[str, ...]] = (
+    "lolicon",
+    "shotacon",
+    "toddlercon",
+    "cunny",
+    "jailbait",
+    "pedo",
+    "pedophile",
+    "pedophilia",
+    "paedophile",
+    "paedophilia",
+    "child porn",
+    "pthc",
+    "pedobear",
+    "ロリコン",
+    "ショタコン",
+    "児童ポルノ",
+    "児童性虐待",
+    "幼児性愛者",
+    "儿童色情",
+    "萝莉控",
+    "正太控",
+    "아동포르노",
+    "pornografia infantil",
+    "pornographie infantile",
+    "kinderporno",
+    "kinderpornografie",
+    "детское порно",
+    "pedopornografia",
+)
+"""Terms that sexualise minors by themselves: hard-blocked with no other term needed."""
+
+
+def _unique_terms(*groups: Iterable[str], exclude: Iterable[str] = ()) -> tuple[str, ...]:
+    """The terms of ``groups``, first spelling of each (as matching compares them)."""
+    from bot.moderation.matching import tag_key
+
+    seen: set[str] = {tag_key(term) for term in exclude}
+    out: list[str] = []
+    for term in (term for group in groups for term in group):
+        key = tag_key(term)
+        if key and key not in seen:
+            seen.add(key)
+            out.append(term)
+    return tuple(out)
+
+
+DEFAULT_BLOCKED_TAGS: Final[tuple[str, ...]] = _unique_terms(
+    BUILTIN_BLOCKED_TAGS,
+    MULTILINGUAL_SEXUAL_TERMS,
+    (term for term in sourced_sexual_terms() if term.casefold() != "missionary"),
+    exclude=CHILD_SEXUAL_TERMS,  # hard-blocked everywhere: never merely refused
+)
+"""What a fresh install refuses in plain channels before anyone configures anything: the
+bot's Danbooru tags, its multilingual additions and the sexual entries of the LDNOOBW lists
+(:func:`bot.moderation.sources.sourced_sexual_terms`)."""
 
 SUGGESTIVE_TERMS: Final[tuple[str, ...]] = (
     "sexy",
@@ -163,7 +376,7 @@ SUGGESTIVE_TERMS: Final[tuple[str, ...]] = (
 )
 """Not blocked on their own, but sexual next to a minor term."""
 
-SEXUAL_TERMS: Final[tuple[str, ...]] = (*DEFAULT_BLOCKED_TAGS, *SUGGESTIVE_TERMS)
+SEXUAL_TERMS: Final[tuple[str, ...]] = _unique_terms(DEFAULT_BLOCKED_TAGS, SUGGESTIVE_TERMS)
 """Sexual content for the hard block (fixed: server settings do not change it)."""
 
 MINOR_TERMS: Final[tuple[str, ...]] = (
@@ -205,7 +418,10 @@ MINOR_TERMS: Final[tuple[str, ...]] = (
     "middle school student",
     "junior high student",
     "randoseru",
-    # Japanese
+    "schoolchild",
+    "schoolchildren",
+    "infant girl",
+    # Japanese and its romaji
     "ロリ",
     "ショタ",
     "幼女",
@@ -217,26 +433,101 @@ MINOR_TERMS: Final[tuple[str, ...]] = (
     "子ども",
     "こども",
     "幼稚園",
+    "園児",
+    "女児",
+    "男児",
+    "幼い",
+    "未成年",
+    "赤ちゃん",
+    "乳児",
+    "ランドセル",
+    "rori",
+    "shouta",
+    "youjo",
+    "yojo",
+    "shougakusei",
+    "shogakusei",
+    "chuugakusei",
+    "chugakusei",
+    "kodomo",
+    "miseinen",
+    # Chinese
+    "萝莉",
+    "蘿莉",
+    "正太",
+    "儿童",
+    "兒童",
+    "小孩",
+    "孩子",
+    "女童",
+    "男童",
+    "初中生",
+    "幼儿",
+    "婴儿",
+    # Korean
+    "로리",
+    "쇼타",
+    "어린이",
+    "아동",
+    "초등학생",
+    "중학생",
+    "미성년자",
+    "미성년",
+    "유아",
+    # Spanish
+    "una nina",
+    "nina pequena",
+    "ninas pequenas",
+    "ninos pequenos",
+    "menor de edad",
+    "menores de edad",
+    # Portuguese
+    "crianca",
+    "criancas",
+    "menor de idade",
+    # French
+    "enfant",
+    "fillette",
+    "petite fille",
+    "petit garcon",
+    "mineure",
+    # German
+    "ein kind",
+    "kleines kind",
+    "kleine kinder",
+    "kleines maedchen",
+    "kleines madchen",
+    "kleiner junge",
+    "minderjaehrig",
+    "minderjahrig",
+    "minderjaehrige",
+    "minderjahrige",
+    "grundschuelerin",
+    "grundschulerin",
+    "grundschueler",
+    "grundschuler",
+    "kleinkind",
+    # Russian
+    "ребёнок",
+    "ребенок",
+    "дети",
+    "ребенка",
+    "маленькая девочка",
+    "малолетка",
+    "несовершеннолетняя",
+    "несовершеннолетний",
+    "лоли",
+    # Italian
+    "bambina",
+    "bambino",
+    "bambini",
+    "minorenne",
+    "ragazzina",
+    "ragazzino",
 )
 """Terms about minors for the hard block. Stated ages under 18 (``12 years old``, ``12yo``,
 ``aged 12``) count too; see :func:`bot.moderation.matching.minor_age_terms`."""
 
-CHILD_SEXUAL_TERMS: Final[tuple[str, ...]] = (
-    "lolicon",
-    "shotacon",
-    "toddlercon",
-    "cunny",
-    "jailbait",
-    "pedo",
-    "pedophile",
-    "pedophilia",
-    "paedophile",
-    "paedophilia",
-    "child porn",
-    "ロリコン",
-    "ショタコン",
-)
-"""Terms that sexualise minors by themselves: hard-blocked with no other term needed."""
 
 TERM_EXCEPTIONS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
@@ -254,6 +545,72 @@ TERM_EXCEPTIONS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         ),
         "minor": ("minor injury", "minor character"),
         "dick": ("dick grayson", "moby dick", "philip k dick", "dick tracy"),
+        "裸": ("裸足", "裸眼", "裸子植物", "赤裸々"),
+        "cum": ("summa cum laude", "magna cum laude", "cum laude"),
+        "pussy": ("pussy willow", "pussy willows", "pussycat", "pussy cat"),
+        "oral": (
+            "oral hygiene",
+            "oral care",
+            "oral health",
+            "oral presentation",
+            "oral exam",
+            "oral history",
+            "oral surgery",
+            "oral tradition",
+        ),
+        "cock": ("cock robin", "cock a doodle doo", "weathercock", "cock of the walk"),
+        "missionary": ("missionary priest", "christian missionary", "catholic missionary"),
     }
 )
 """Innocent tags that contain a term; a match inside one of them does not count."""
+
+TERM_CONTEXTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        "cock": ("rooster", "chicken", "hen", "chick", "bird", "poultry", "farm", "barnyard"),
+        "missionary": (
+            "priest",
+            "nun",
+            "monk",
+            "church",
+            "chapel",
+            "cathedral",
+            "bible",
+            "pastor",
+            "preacher",
+            "christian",
+            "catholic",
+            "religion",
+            "religious",
+            "mission",
+        ),
+        "pussy": ("cat", "cats", "kitten", "kitty", "willow"),
+        "oral": ("dentist", "toothbrush", "teeth", "hygiene", "exam", "presentation"),
+    }
+)
+"""A term that makes a tag on its own is innocent when another tag of the prompt holds one
+of these words: ``rooster, cock`` is a bird, ``missionary, priest`` a vocation. The same
+term inside a longer tag (``big cock``) is judged as usual."""
+
+HARMLESS_WORDS: Final[tuple[str, ...]] = (
+    "middlesex",
+    "penistone",
+    "scunthorpe",
+    "hancock",
+    "titania",
+    "shotaro",
+    "cockatiel",
+    "cockatoo",
+    "cockroach",
+    "peacock",
+    "shuttlecock",
+    "woodcock",
+    "hitchcock",
+    "babcock",
+    "cumberland",
+    "cumbria",
+    "sussex",
+    "wessex",
+    "essex",
+)
+"""Words (place and character names among them) that hold a term inside them; a glued run
+of letters is read as one of them, or as a dictionary word, before any term inside it."""

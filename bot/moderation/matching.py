@@ -31,15 +31,21 @@ Stated ages under 18 (``12 years old``, ``12-year-old``, ``12yo``, ``aged 12``,
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
+
+from bot.moderation.sources import confusable_letters, dictionary_words, romanize
+from bot.moderation.tokens import LetterRuns, PieceReader, letter_runs, piece_reader
 
 __all__ = [
     "ScannedPrompt",
     "TermSet",
+    "harmless_words",
     "minor_age_terms",
     "normalize_text",
     "scan",
@@ -57,7 +63,7 @@ _HOMOGLYPHS: Final[Mapping[str, str]] = {
     **dict(zip("ıȷɑɡɩ", "ijagi", strict=True)),
     **dict(zip("ᴀʙᴄᴅᴇғɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ", "abcdefghijklmnoprstuvwyz", strict=True)),
 }
-_HOMOGLYPH_TABLE: Final = str.maketrans(dict(_HOMOGLYPHS))
+_HOMOGLYPH_TABLE: Final = str.maketrans({**confusable_letters(), **_HOMOGLYPHS})
 _KANA_VOICING: Final = frozenset("\u3099\u309a")  # dakuten, handakuten: keep them
 
 _LEET_MARKS: Final = "@$!"
@@ -95,8 +101,49 @@ _NUMBER_WORDS: Final[Mapping[str, int]] = {
         ]
     )
 }
+_MORE_NUMBER_WORDS: Final[Mapping[str, int]] = {
+    word: value
+    for words in (
+        # Spanish, Portuguese, French, German, Italian and Russian (as transliterated), 1-17
+        "uno dos tres cuatro cinco seis siete ocho nueve diez once doce trece catorce quince "
+        "dieciseis diecisiete",
+        "um dois tres quatro cinco seis sete oito nove dez onze doze treze catorze quinze "
+        "dezesseis dezessete",
+        "un deux trois quatre cinq six sept huit neuf dix onze douze treize quatorze quinze "
+        "seize dixsept",
+        "eins zwei drei vier funf sechs sieben acht neun zehn elf zwolf dreizehn vierzehn "
+        "funfzehn sechzehn siebzehn",
+        "uno due tre quattro cinque sei sette otto nove dieci undici dodici tredici "
+        "quattordici quindici sedici diciassette",
+        "odin dva tri chetyre pyat shest sem vosem devyat desyat odinnadtsat dvenadtsat "
+        "trinadtsat chetyrnadtsat pyatnadtsat shestnadtsat semnadtsat",
+    )
+    for value, word in enumerate(words.split(), start=1)
+}
 _AGE_WORD: Final = re.compile(r"(\d{1,2})(?:yo|yr|yrs|yearold|yearsold)")
 _YEAR_WORDS: Final = frozenset({"year", "years", "yr", "yrs"})
+# Units that state an age by themselves after a number, in the bot's languages (as
+# transliterated: 歳/岁 read "sui", 才 "cai", 살 "sal", 세 "se", лет "let", года "goda").
+_AGE_UNITS: Final = frozenset(
+    {
+        "sai",
+        "sui",
+        "cai",
+        "sal",
+        "se",
+        "anos",
+        "ano",
+        "ans",
+        "anni",
+        "jahre",
+        "jahrig",
+        "jaehrig",
+        "let",
+        "goda",
+    }
+)
+_KANJI_DIGITS: Final = {c: i for i, c in enumerate("〇一二三四五六七八九")}
+_CJK_AGE: Final = re.compile(r"([0-9]{1,3}|[〇一二三四五六七八九十]{1,3})\s*(?:歳|才|岁|살|세)")
 ADULT_AGE: Final = 18
 
 
@@ -171,12 +218,45 @@ def _leet(words: list[str], table: Mapping[int, int]) -> tuple[str, ...]:
     return tuple(out)
 
 
+_LETTERS_DIGITS: Final = re.compile(r"\d+|[^\d]+")
+_BREAK: Final = re.compile(r"\bBREAK\b")
+
+
+def _split_digits(words: tuple[str, ...]) -> tuple[str, ...]:
+    """Letters and digits apart, as CLIP's tokenizer splits them: ``loli1`` -> ``loli 1``."""
+    return tuple(part for word in words for part in _LETTERS_DIGITS.findall(word))
+
+
+def _kanji_number(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    tens, _, ones = text.partition("十")
+    if "十" not in text:
+        return int("".join(str(_KANJI_DIGITS[c]) for c in text))
+    return (_KANJI_DIGITS.get(tens, 1) if tens else 1) * 10 + (
+        _KANJI_DIGITS.get(ones, 0) if ones else 0
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ScannedPrompt:
     """Every view of every tag of a prompt, as word tuples (see the module docstring)."""
 
     sequences: tuple[tuple[str, ...], ...]
     plain: tuple[tuple[str, ...], ...]  # the views without leetspeak (digits kept)
+    segments: tuple[str, ...] = ()  # each tag, normalised, for the tokenizer's view
+    cjk_ages: tuple[int, ...] = ()  # ages stated as 10歳, 十歳, 10살
+    words: frozenset[str] = field(default_factory=frozenset)  # every word of every view
+    _runs: dict[int, tuple[LetterRuns, ...]] = field(default_factory=dict, compare=False)
+
+    def letter_runs(self, read: PieceReader) -> tuple[LetterRuns, ...]:
+        """The tokenizer's view of each tag (computed once per reader)."""
+        key = id(read)
+        runs = self._runs.get(key)
+        if runs is None:
+            runs = tuple(letter_runs(segment, read) for segment in self.segments)
+            self._runs[key] = runs
+        return runs
 
 
 def scan(text: str) -> ScannedPrompt:
@@ -184,20 +264,37 @@ def scan(text: str) -> ScannedPrompt:
     normalized = normalize_text(text)
     sequences: dict[tuple[str, ...], None] = {}
     plain: dict[tuple[str, ...], None] = {}
-    for glue in (False, True):
-        for segment in _SEGMENT_BREAK.split(_demarkup(normalized, glue=glue)):
-            words = _words(segment)
-            if not words:
-                continue
-            for view in (words, _collapse(words, digits=True), _collapse(words, digits=False)):
-                literal = _literal(view)
-                plain[literal] = None
-                sequences[literal] = None
-                sequences[_leet(view, _LEET_I)] = None
-                sequences[_leet(view, _LEET_L)] = None
+    segments: dict[str, None] = {}
+    text = _BREAK.sub(" ", text)  # A1111's chunk break: not a word the model reads
+    romanized = romanize(unicodedata.normalize("NFKC", text).casefold())
+    sources = [normalized] if romanized is None else [normalized, normalize_text(romanized)]
+    for source in sources:
+        for glue in (False, True):
+            for segment in _SEGMENT_BREAK.split(_demarkup(source, glue=glue)):
+                words = _words(segment)
+                if not words:
+                    continue
+                segments[segment] = None
+                for view in (
+                    words,
+                    _collapse(words, digits=True),
+                    _collapse(words, digits=False),
+                ):
+                    literal = _literal(view)
+                    split = _split_digits(literal)
+                    plain[literal] = None
+                    plain[split] = None
+                    sequences[literal] = None
+                    sequences[split] = None
+                    sequences[_leet(view, _LEET_I)] = None
+                    sequences[_leet(view, _LEET_L)] = None
+    ages = tuple(_kanji_number(m.group(1)) for m in _CJK_AGE.finditer(normalized))
     return ScannedPrompt(
         sequences=tuple(seq for seq in sequences if seq),
         plain=tuple(seq for seq in plain if seq),
+        segments=tuple(segments),
+        cjk_ages=ages,
+        words=frozenset(word for seq in sequences for word in seq),
     )
 
 
@@ -224,19 +321,117 @@ def _contains(seq: tuple[str, ...], part: tuple[str, ...]) -> list[int]:
     return [i for i in range(len(seq) - n + 1) if seq[i : i + n] == part]
 
 
+_KNOWN_TERMS: set[str] = set()  # the letters of every compiled term (for glued runs)
+_STOPWORDS: Final = frozenset(
+    {
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "by",
+        "is",
+        "as",
+        "it",
+        "be",
+        "or",
+        "and",
+        "i",
+        "no",
+        "my",
+        "de",
+        "la",
+        "le",
+        "el",
+        "en",
+        "un",
+        "al",
+    }
+)
+_SHORT_TERM: Final = 3
+
+
+@functools.cache
+def harmless_words() -> frozenset[str]:
+    """Dictionary words and :data:`~bot.moderation.lists.HARMLESS_WORDS`: a glued run of
+    letters that is one of them is read as that word (``cocktail``, ``middlesex``)."""
+    from bot.moderation.lists import HARMLESS_WORDS
+
+    return dictionary_words() | {tag_key(word).replace(" ", "") for word in HARMLESS_WORDS}
+
+
+@functools.lru_cache(maxsize=8192)
+def _segmentable(text: str) -> bool:
+    """``text`` is a run of words (dictionary words or terms of 3 letters or more)."""
+    if not text:
+        return True
+    words = harmless_words()
+    for end in range(len(text), 2, -1):
+        head = text[:end]
+        if (head in words or head in _KNOWN_TERMS) and _segmentable(text[end:]):
+            return True
+    return False
+
+
+def _without(text: str, innocent: tuple[str, ...]) -> str:
+    for phrase in innocent:
+        text = text.replace(phrase, "\0")
+    return text
+
+
+def _glued_match(runs: LetterRuns, key: str, start: int) -> bool:
+    """Whether the model reads ``key`` at ``start`` in a tag's letters (module docstring of
+    :mod:`bot.moderation.tokens`): inside one word, the word is no dictionary word and the
+    term lies on piece boundaries or between other words; across words (``nu de``), the
+    pieces are short fragments that start and end words."""
+    end = start + len(key)
+    letters = runs.letters
+    word_start = max((b for b in runs.word_ends if b <= start), default=0)
+    word_end = min((b for b in runs.word_ends if b >= end), default=len(letters))
+    words_inside = [b for b in runs.word_ends if start < b < end]
+    if not words_inside:
+        word = letters[word_start:word_end]
+        if (word_start, word_end) == (start, end):
+            return True
+        harmless = harmless_words()
+        if word in harmless or (word.endswith("s") and word[:-1] in harmless):
+            return False
+        rest = _segmentable(letters[word_start:start]) and _segmentable(letters[end:word_end])
+        aligned = runs.aligned(start, end)
+        return (aligned and rest) if len(key) <= _SHORT_TERM else (aligned or rest)
+    if word_start != start or word_end != end:
+        return False
+    bounds = sorted({start, *words_inside, end})
+    parts = [letters[a:b] for a, b in itertools.pairwise(bounds)]
+    return all(len(part) <= _SHORT_TERM for part in parts) and not all(
+        part in _STOPWORDS for part in parts
+    )
+
+
 class TermSet:
     """A list of terms, compiled once, matched against prompts (see the module docstring)."""
 
     def __init__(
-        self, terms: Iterable[str], exceptions: Mapping[str, Iterable[str]] | None = None
+        self,
+        terms: Iterable[str],
+        exceptions: Mapping[str, Iterable[str]] | None = None,
+        contexts: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         exceptions = exceptions or {}
         excepted_by_key = {tag_key(term): tuple(found) for term, found in exceptions.items()}
+        contexts_by_key = {tag_key(term): tuple(found) for term, found in (contexts or {}).items()}
         self._terms: list[str] = []
         self._keys: set[str] = set()
         self._index: dict[str, list[tuple[tuple[str, ...], int]]] = {}
         self._substrings: list[tuple[str, int]] = []
+        self._substring_exceptions: dict[int, tuple[str, ...]] = {}
         self._exceptions: dict[int, list[tuple[str, ...]]] = {}
+        self._glued: list[tuple[str, int]] = []  # (letters of an ASCII term, number)
+        self._glued_exceptions: dict[int, tuple[str, ...]] = {}
+        self._contexts: dict[int, frozenset[str]] = {}
         for term in terms:
             key = tag_key(term)
             if not key or key in self._keys:
@@ -246,6 +441,9 @@ class TermSet:
             self._terms.append(term.strip())
             if _is_cjk(key):
                 self._substrings.append((key.replace(" ", ""), number))
+                self._substring_exceptions[number] = tuple(
+                    tag_key(text).replace(" ", "") for text in excepted_by_key.get(key, ())
+                )
                 continue
             words = tuple(key.split())
             # a multi-word term also matches written as one word ("buttplug", or spelled
@@ -258,6 +456,17 @@ class TermSet:
                 self._exceptions[number] = [
                     form for words in innocent if words for form in _plurals(words)
                 ]
+            letters = "".join(words)
+            if letters.isascii() and letters.isalpha() and len(letters) >= _SHORT_TERM:
+                self._glued.append((letters, number))
+                _KNOWN_TERMS.add(letters)
+                self._glued_exceptions[number] = tuple(
+                    "".join(words) for words in self._exceptions.get(number, ())
+                )
+            if key in contexts_by_key:
+                self._contexts[number] = frozenset(
+                    word for text in contexts_by_key[key] for word in tag_key(text).split()
+                )
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -277,36 +486,79 @@ class TermSet:
                     return True
         return False
 
-    def find(self, prompt: str | ScannedPrompt) -> tuple[str, ...]:
-        """The terms found in ``prompt``, in list order."""
+    def _glued_excepted(self, number: int, letters: str, start: int, length: int) -> bool:
+        for innocent in self._glued_exceptions.get(number, ()):
+            at = letters.find(innocent)
+            while at >= 0:
+                if at <= start and start + length <= at + len(innocent):
+                    return True
+                at = letters.find(innocent, at + 1)
+        return False
+
+    def find(
+        self, prompt: str | ScannedPrompt, *, tokenizer: object | None = None
+    ) -> tuple[str, ...]:
+        """The terms found in ``prompt``, in list order.
+
+        Words are matched as the module docstring says; letters are also read the way the
+        model reads them, as CLIP pieces (``tokenizer``: any CLIP tokenizer, by default the
+        shipped one), so ``1girlnude`` holds ``nude`` while ``cocktail`` holds no ``cock``.
+        """
         scanned = scan(prompt) if isinstance(prompt, str) else prompt
         found: set[int] = set()
+        inside: set[int] = set()  # terms seen as part of a longer tag
         for seq in scanned.sequences:
             for start, word in enumerate(seq):
                 for variant, number in self._index.get(word, ()):
                     length = len(variant)
-                    if (
-                        number not in found
-                        and seq[start : start + length] == variant
-                        and not self._excepted(number, seq, start, length)
+                    if seq[start : start + length] == variant and not self._excepted(
+                        number, seq, start, length
                     ):
                         found.add(number)
+                        if length != len(seq):
+                            inside.add(number)
             if self._substrings:
                 joined = "".join(seq)
-                found.update(number for text, number in self._substrings if text in joined)
+                for text, number in self._substrings:
+                    if text in joined and text in _without(
+                        joined, self._substring_exceptions.get(number, ())
+                    ):
+                        found.add(number)
+        if self._glued and scanned.segments:
+            read = piece_reader(tokenizer)
+            for runs in scanned.letter_runs(read):
+                letters = runs.letters
+                for key, number in self._glued:
+                    at = letters.find(key)
+                    while at >= 0:
+                        if not self._glued_excepted(number, letters, at, len(key)) and _glued_match(
+                            runs, key, at
+                        ):
+                            found.add(number)
+                            if len(key) != len(letters):
+                                inside.add(number)
+                        at = letters.find(key, at + 1)
+        for number, context in self._contexts.items():
+            if number in found and number not in inside and context & scanned.words:
+                found.discard(number)
         return tuple(self._terms[number] for number in sorted(found))
 
 
 def _number(word: str) -> int | None:
     if word.isdigit() and len(word) <= 3:
         return int(word)
-    return _NUMBER_WORDS.get(word)
+    number = _NUMBER_WORDS.get(word)
+    return _MORE_NUMBER_WORDS.get(word) if number is None else number
 
 
 def minor_age_terms(prompt: str | ScannedPrompt) -> tuple[str, ...]:
-    """Stated ages under 18 in ``prompt``, as ``"12 years old"`` (sorted, no duplicates)."""
+    """Stated ages under 18 in ``prompt``, as ``"12 years old"`` (sorted, no duplicates).
+
+    Read in the bot's languages: ``12 years old``, ``12yo``, ``aged 12``, ``10 sai``,
+    ``10歳``, ``十歳``, ``10살``, ``10 años``, ``10 Jahre``, ``10 лет``, ``dix ans``...
+    """
     scanned = scan(prompt) if isinstance(prompt, str) else prompt
-    ages: set[int] = set()
+    ages: set[int] = set(scanned.cjk_ages)
     for seq in scanned.plain:
         for i, word in enumerate(seq):
             if match := _AGE_WORD.fullmatch(word):
@@ -316,6 +568,7 @@ def minor_age_terms(prompt: str | ScannedPrompt) -> tuple[str, ...]:
             if age is not None and (
                 (len(after) == 2 and after[0] in _YEAR_WORDS and after[1] == "old")
                 or after[:1] in (("yo",), ("yrs",))
+                or (after[:1] and after[0] in _AGE_UNITS)
             ):
                 ages.add(age)
             if word in ("age", "aged") and i + 1 < len(seq):

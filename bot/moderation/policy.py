@@ -55,6 +55,7 @@ from bot.moderation.lists import (
     MINOR_TERMS,
     RATING_TERMS,
     SEXUAL_TERMS,
+    TERM_CONTEXTS,
     TERM_EXCEPTIONS,
 )
 from bot.moderation.matching import TermSet, minor_age_terms, scan, tag_key
@@ -107,7 +108,7 @@ ALWAYS_NEGATIVE: Final = "nsfw"
 _T = TypeVar("_T")
 
 _RATING_TERMS: Final = TermSet(RATING_TERMS)
-_SEXUAL_TERMS: Final = TermSet(SEXUAL_TERMS, TERM_EXCEPTIONS)
+_SEXUAL_TERMS: Final = TermSet(SEXUAL_TERMS, TERM_EXCEPTIONS, TERM_CONTEXTS)
 _MINOR_TERMS: Final = TermSet(MINOR_TERMS, TERM_EXCEPTIONS)
 _CHILD_SEXUAL_TERMS: Final = TermSet(CHILD_SEXUAL_TERMS, TERM_EXCEPTIONS)
 
@@ -272,7 +273,7 @@ def merge_overrides(
 
 @functools.lru_cache(maxsize=128)
 def _compile(tags: tuple[str, ...]) -> TermSet:
-    return TermSet(tags, TERM_EXCEPTIONS)
+    return TermSet(tags, TERM_EXCEPTIONS, TERM_CONTEXTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +409,7 @@ def check_prompt(
     policy: GuildPolicy,
     *,
     expand: Callable[[str], str] | None = None,
+    tokenizer: object | None = None,
 ) -> PromptDecision:
     """Decide on ``prompt`` (see the module docstring for the rules and their order).
 
@@ -415,10 +417,14 @@ def check_prompt(
     rating tags and presets applied); ``expand``, when given, is applied to it first (for
     callers holding unexpanded text). ``negative`` is the final negative prompt. ``rating``
     is the request's rating option (any spelling :func:`~bot.prompts.resolve_rating` takes).
-    Raises :class:`~bot.prompts.PromptError` for an unknown rating.
+    ``tokenizer`` is the loaded model's CLIP tokenizer: terms are also read in its pieces,
+    as the model reads them (``1girlnude``); without one the shipped CLIP tokenizer is used
+    (:mod:`bot.moderation.tokens`). Raises :class:`~bot.prompts.PromptError` for an
+    unknown rating.
     """
     text = expand(prompt) if expand is not None else prompt
     scanned = scan(text)
+    blocked = policy.blocked
     rating_name = None if rating is None else resolve_rating(rating)
     nsfw_rating = rating_name in NSFW_RATINGS
     if channel.age_restricted:
@@ -426,15 +432,22 @@ def check_prompt(
     else:
         final_negative = ensure_negatives(negative, (ALWAYS_NEGATIVE, *policy.extra_negatives))
 
-    minors = _unique(_MINOR_TERMS.find(scanned), minor_age_terms(scanned))
-    sexual = _unique(rating_tags(rating_name) if nsfw_rating else (), _SEXUAL_TERMS.find(scanned))
-    child_sexual = _CHILD_SEXUAL_TERMS.find(scanned)
+    minors = _unique(_MINOR_TERMS.find(scanned, tokenizer=tokenizer), minor_age_terms(scanned))
+    sexual = _unique(
+        rating_tags(rating_name) if nsfw_rating else (),
+        _SEXUAL_TERMS.find(scanned, tokenizer=tokenizer),
+    )
+    child_sexual = _CHILD_SEXUAL_TERMS.find(scanned, tokenizer=tokenizer)
     if child_sexual or (minors and sexual):
         matched = _unique(child_sexual, sexual if minors else (), minors)
+        if child_sexual:
+            why = f"terms that sexualise minors: {', '.join(child_sexual)}"
+        else:
+            why = f"sexual: {', '.join(sexual)}; minor: {', '.join(minors)}"
         return PromptDecision(
             Decision.HARD_BLOCK,
             "sexual content involving minors is never allowed, in any channel; the attempt "
-            f"is logged for moderators (matched: {', '.join(matched)})",
+            f"is logged for moderators ({why})",
             matched,
             final_negative,
             minors,
@@ -450,8 +463,8 @@ def check_prompt(
     if not channel.age_restricted:
         matched = _unique(
             rating_tags(rating_name) if nsfw_rating else (),
-            _RATING_TERMS.find(scanned),
-            policy.blocked.find(scanned),
+            _RATING_TERMS.find(scanned, tokenizer=tokenizer),
+            blocked.find(scanned, tokenizer=tokenizer),
         )
         if nsfw_rating:
             reason = f"the {rating_name} rating is only allowed in age-restricted channels"
@@ -465,9 +478,18 @@ def check_prompt(
     )
 
 
-def check_built(built: BuiltPrompt, channel: ChannelContext, policy: GuildPolicy) -> PromptDecision:
-    """:func:`check_prompt` on a built prompt: its final prompt, negative and rating."""
-    return check_prompt(built.prompt, built.negative_prompt, built.rating, channel, policy)
+def check_built(
+    built: BuiltPrompt,
+    channel: ChannelContext,
+    policy: GuildPolicy,
+    *,
+    tokenizer: object | None = None,
+) -> PromptDecision:
+    """:func:`check_prompt` on a built prompt: its final prompt, negative and rating, read
+    also in ``tokenizer``'s pieces (the loaded model's; None: the shipped CLIP tokenizer)."""
+    return check_prompt(
+        built.prompt, built.negative_prompt, built.rating, channel, policy, tokenizer=tokenizer
+    )
 
 
 # --- images -----------------------------------------------------------------------------

@@ -84,7 +84,7 @@ INNOCENT = [
     "hatsune miku, twintails, aqua eyes",
     "ganyu \\(genshin impact\\), souryuu asuka langley",
     "o_o, ^_^, 0_0, >_<, =_=, -_-",
-    "explicitly stated, penistone, nudibranch, condominium, direction, porno rosso",
+    "explicitly stated, penistone, nudibranch, condominium, direction, porco rosso",
     "sexy pose",  # suggestive, but not on the blocked list
     "score_9, score_8_up, masterpiece, best quality, very aesthetic, absurdres",
     "newest, safe, sensitive",
