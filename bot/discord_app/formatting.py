@@ -484,13 +484,22 @@ def log_withheld_text(
     *,
     forwarded: bool,
 ) -> str:
-    """Images that were not posted, for the moderation log."""
+    """Images that were not posted, for the moderation log (hard blocks: the prompt behind
+    a spoiler, and a note that the image is forwarded to nobody)."""
     where = f" in <#{job.channel_id}>" if job.channel_id is not None else ""
-    lines = [f"🙈 **Image withheld** · job #{job.id} · <@{job.user_id}>{where}"]
+    hard = any(i.verdict.hard_block for i in withheld)
+    title = "🛑 **Hard block (image)**" if hard else "🙈 **Image withheld**"
+    lines = [f"{title} · job #{job.id} · <@{job.user_id}>{where}"]
     lines += [f"Image {i.index + 1} (seed {i.seed}): {i.verdict.reason}" for i in withheld]
-    lines.append(f"Prompt: {_log_prompt(request.prompt, hide=False)}")
+    lines.append(f"Prompt: {_log_prompt(request.prompt, hide=hard)}")
+    if any(i.verdict.quarantined for i in withheld):
+        lines.append("Hard-blocked or unchecked sexual images are not attached: never forwarded.")
     if forwarded:
-        lines.append("The images are attached behind spoilers.")
+        lines.append(
+            "The other images are attached behind spoilers."
+            if hard
+            else "The images are attached behind spoilers."
+        )
     return "\n".join(lines)
 
 

@@ -10,7 +10,9 @@ extra messages of a result split to fit the upload limit, its first line
 
 The log channel (``/settings moderation set log_channel``) receives refused prompts (hard
 blocks included), withheld images (attached behind spoilers when ``forward_withheld`` is
-on), bans, unbans and purges. Posting there is best effort: a log channel the bot cannot
+on), bans, unbans and purges. Images the image check hard-blocked (sexual content with a
+minor), and sexual images nobody could check for minors, are described there but never
+attached: they are forwarded to nobody. Posting there is best effort: a log channel the bot cannot
 post in never breaks what members see (the database keeps every event either way).
 """
 
@@ -207,6 +209,7 @@ class ModLog:
             files = [
                 (f"SPOILER_animagine_{job.id}_{image.index + 1}_{image.seed}.png", image.png)
                 for image in held
+                if image.verdict.forwardable and image.png
             ]
         text = formatting.log_withheld_text(job, request, held, forwarded=bool(files))
         await self.post(job.guild_id, text, files=files, policy=policy)

@@ -120,9 +120,22 @@ async def load_classifier(settings: Settings) -> tuple[Classifier | None, str | 
     try:
         tagger = await asyncio.to_thread(Tagger.from_settings, config)
     except ClassifierUnavailable as exc:
-        log.warning("%s; images count as unchecked", exc)
+        log.error(  # noqa: TRY400 - the message says it all
+            "%s; images count as unchecked and the image-side hard block cannot run", exc
+        )
         return None, str(exc)
-    log.info("image classifier %s loaded", config.source)
+    if tagger.problem is not None:
+        # Loud: the bot still serves, but sexual images are withheld everywhere.
+        log.error(
+            "image classifier %s: the hard block is incomplete: %s", config.source, tagger.problem
+        )
+    else:
+        log.info(
+            "image classifier %s loaded; hard block watches %d minor and %d sexual tags",
+            config.source,
+            len(tagger.minor_tags),
+            len(tagger.sexual_tags),
+        )
     return tagger, None
 
 

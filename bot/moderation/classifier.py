@@ -1,4 +1,5 @@
-"""The image classifier: a WD14-style anime tagger (ONNX) read for its rating scores.
+"""The image classifier: a WD14-style anime tagger (ONNX) read for its rating scores and for
+the tags of the image-side hard block.
 
 SmilingWolf's taggers (``wd-vit-tagger-v3`` and its siblings) ship ``model.onnx`` and
 ``selected_tags.csv`` (``tag_id,name,category,count``); the rows with category 9 are the
@@ -16,6 +17,31 @@ event loop. The session uses a few CPU threads (``moderation.classifier.threads`
 it does not starve the engine. Every failure, at load or at run time, raises
 :class:`ClassifierUnavailable`, whose message names the classifier's source; the caller
 then decides with ``scores=None`` (see :func:`bot.moderation.policy.image_verdict`).
+
+**The image-side hard block.** Besides the ratings, the tagger scores thousands of Danbooru
+tags. :meth:`Tagger.rate` reads two groups of them (names as in ``selected_tags.csv``,
+category 0): :data:`MINOR_TAGS`, tags that show a minor, and :data:`SEXUAL_TAGS`, tags of
+nudity, genitals and sex acts. An image whose minor tag passes
+``hard_block.minor_threshold`` and that has a sexual signal (a sexual tag over
+``hard_block.sexual_tag_threshold``, or a questionable/explicit score over the hard block's
+own, lower, rating thresholds) is a hard block in every channel. The tag choice:
+
+* minors: ``loli``, ``shota``, ``child`` (required: without them the tagger cannot judge
+  minors at all), and where the tag list has them ``female_child``, ``male_child``,
+  ``toddler``, ``baby``, ``aged_down`` (a character drawn younger than canon, on Danbooru
+  as a child), ``oppai_loli``, ``onee-shota``, ``child_on_child``, ``kindergarten_uniform``
+  and ``randoseru`` (the elementary-school satchel: in a sexual image, the loli trope);
+* left out on purpose, because they describe adults as often as children: ``petite``,
+  ``flat_chest``, ``small_breasts``, ``school_uniform``, ``serafuku``, ``age_difference``,
+  ``mother_and_daughter``, ``chibi``;
+* sexual: nudity and genitals (``nude``, ``completely_nude``, ``nipples``, ``pussy``,
+  ``penis``, ...), sex acts and fluids (``sex``, ``fellatio``, ``cum``, ...) and the
+  sexualising shots ``pantyshot``, ``upskirt`` and ``cameltoe``; not ``topless``,
+  ``swimsuit`` or ``underwear``, which a harmless beach or bath picture shows too.
+
+:attr:`Tagger.missing_tags` lists the required minor tags the tag list lacks; then every
+image's :attr:`~bot.moderation.policy.RatingScores.minors_checked` is False and sexual
+images are withheld everywhere (fail closed), and :attr:`Tagger.problem` says why.
 """
 
 from __future__ import annotations
@@ -32,23 +58,83 @@ import numpy.typing as npt
 from PIL import Image
 
 from bot.moderation.policy import RatingScores
-from bot.moderation.settings import ClassifierSettings
+from bot.moderation.settings import ClassifierSettings, ImageHardBlockSettings
 
 __all__ = [
+    "MINOR_TAGS",
     "MODEL_FILE",
     "RATING_CATEGORY",
     "RATING_NAMES",
+    "REQUIRED_MINOR_TAGS",
+    "SEXUAL_TAGS",
     "TAGS_FILE",
     "ClassifierUnavailable",
     "Tagger",
     "prepare",
     "read_rating_rows",
+    "read_tag_names",
 ]
 
 MODEL_FILE: Final = "model.onnx"
 TAGS_FILE: Final = "selected_tags.csv"
 RATING_CATEGORY: Final = 9
 RATING_NAMES: Final = ("general", "sensitive", "questionable", "explicit")
+
+REQUIRED_MINOR_TAGS: Final = ("loli", "shota", "child")
+"""Without these three the tagger cannot judge minors: the hard block fails closed."""
+MINOR_TAGS: Final = (
+    *REQUIRED_MINOR_TAGS,
+    "female_child",
+    "male_child",
+    "toddler",
+    "baby",
+    "aged_down",
+    "oppai_loli",
+    "onee-shota",
+    "child_on_child",
+    "kindergarten_uniform",
+    "randoseru",
+)
+"""Tags that show a minor (those the tag list lacks, beyond the required ones, are skipped)."""
+SEXUAL_TAGS: Final = (
+    "nude",
+    "completely_nude",
+    "nipples",
+    "areola_slip",
+    "breasts_out",
+    "pussy",
+    "penis",
+    "testicles",
+    "anus",
+    "clitoris",
+    "erection",
+    "bottomless",
+    "spread_pussy",
+    "cameltoe",
+    "pantyshot",
+    "upskirt",
+    "sex",
+    "vaginal",
+    "anal",
+    "oral",
+    "fellatio",
+    "cunnilingus",
+    "paizuri",
+    "handjob",
+    "footjob",
+    "fingering",
+    "masturbation",
+    "group_sex",
+    "rape",
+    "sex_toy",
+    "object_insertion",
+    "cum",
+    "pussy_juice",
+    "ejaculation",
+    "after_sex",
+    "ahegao",
+)
+"""Tags of nudity, genitals and sex acts: each is a sexual signal for the hard block."""
 
 _REPO_ID: Final = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -86,24 +172,10 @@ def prepare(image: Image.Image, size: int) -> npt.NDArray[np.float32]:
 
 def read_rating_rows(path: Path, source: str) -> tuple[int, tuple[int, int, int, int]]:
     """The number of tags in ``selected_tags.csv`` and the rows of the four ratings."""
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ClassifierUnavailable(source, f"cannot read {path}: {exc}") from None
-    if not rows or "name" not in rows[0] or "category" not in rows[0]:
-        raise ClassifierUnavailable(
-            source, f"{path} is not a tag list: expected the columns name and category"
-        )
+    rows = _read_rows(path, source)
     ratings: dict[str, int] = {}
     for number, row in enumerate(rows):
-        try:
-            category = int(row["category"] or "")
-        except ValueError:
-            raise ClassifierUnavailable(
-                source, f"{path}, row {number + 2}: category {row['category']!r} is not a number"
-            ) from None
-        if category == RATING_CATEGORY:
+        if _category(row, number, path, source) == RATING_CATEGORY:
             ratings[(row["name"] or "").strip().casefold()] = number
     if sorted(ratings) != sorted(RATING_NAMES):
         found = ", ".join(sorted(ratings)) or "none"
@@ -114,6 +186,42 @@ def read_rating_rows(path: Path, source: str) -> tuple[int, tuple[int, int, int,
         )
     general, sensitive, questionable, explicit = (ratings[name] for name in RATING_NAMES)
     return len(rows), (general, sensitive, questionable, explicit)
+
+
+def tag_name(name: str) -> str:
+    """A tag as the tag lists write it: ``Aged down`` is ``aged_down``."""
+    return name.strip().replace(" ", "_").casefold()
+
+
+def read_tag_names(path: Path, source: str) -> dict[str, int]:
+    """Every tag of ``selected_tags.csv`` that is not a rating: name -> row."""
+    names: dict[str, int] = {}
+    for number, row in enumerate(_read_rows(path, source)):
+        if _category(row, number, path, source) != RATING_CATEGORY:
+            names.setdefault(tag_name(row["name"] or ""), number)
+    return names
+
+
+def _category(row: dict[str, str], number: int, path: Path, source: str) -> int:
+    try:
+        return int(row["category"] or "")
+    except ValueError:
+        raise ClassifierUnavailable(
+            source, f"{path}, row {number + 2}: category {row['category']!r} is not a number"
+        ) from None
+
+
+def _read_rows(path: Path, source: str) -> list[dict[str, str]]:
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ClassifierUnavailable(source, f"cannot read {path}: {exc}") from None
+    if not rows or "name" not in rows[0] or "category" not in rows[0]:
+        raise ClassifierUnavailable(
+            source, f"{path} is not a tag list: expected the columns name and category"
+        )
+    return rows
 
 
 def _hub_download(
@@ -207,8 +315,29 @@ def _read_graph(session: Any, tag_count: int, source: str) -> _Graph:
     return _Graph(inputs[0].name, outputs[0].name, int(shape[1]))
 
 
+@dataclass(frozen=True, slots=True)
+class _Watch:
+    """The tags the hard block reads: name -> row, and the thresholds."""
+
+    minors: dict[str, int]
+    sexual: dict[str, int]
+    missing: tuple[str, ...]  # required minor tags the tag list lacks
+    settings: ImageHardBlockSettings
+
+    @classmethod
+    def of(cls, names: dict[str, int], settings: ImageHardBlockSettings) -> _Watch:
+        minor_tags = dict.fromkeys([*MINOR_TAGS, *settings.extra_minor_tags])
+        sexual_tags = dict.fromkeys([*SEXUAL_TAGS, *settings.extra_sexual_tags])
+        return cls(
+            minors={tag: names[tag] for tag in minor_tags if tag in names},
+            sexual={tag: names[tag] for tag in sexual_tags if tag in names},
+            missing=tuple(tag for tag in REQUIRED_MINOR_TAGS if tag not in names),
+            settings=settings,
+        )
+
+
 class Tagger:
-    """A loaded tagger; :meth:`rate` gives an image's rating scores."""
+    """A loaded tagger; :meth:`rate` gives an image's rating scores and hard-block signals."""
 
     def __init__(
         self,
@@ -218,12 +347,41 @@ class Tagger:
         graph: _Graph,
         tag_count: int,
         ratings: tuple[int, int, int, int],
+        watch: _Watch,
     ) -> None:
         self._session = session
         self._graph = graph
         self._tag_count = tag_count
         self._ratings = ratings
+        self._watch = watch
         self.source = source
+
+    @property
+    def missing_tags(self) -> tuple[str, ...]:
+        """Required minor tags (:data:`REQUIRED_MINOR_TAGS`) the tag list lacks."""
+        return self._watch.missing
+
+    @property
+    def minor_tags(self) -> tuple[str, ...]:
+        """The minor-related tags this tagger scores (the hard block reads these)."""
+        return tuple(self._watch.minors)
+
+    @property
+    def sexual_tags(self) -> tuple[str, ...]:
+        """The sexual tags this tagger scores."""
+        return tuple(self._watch.sexual)
+
+    @property
+    def problem(self) -> str | None:
+        """Why the image-side hard block cannot work with this tagger, or None."""
+        if not self._watch.missing:
+            return None
+        return (
+            f"the tagger's {TAGS_FILE} lacks the tags {', '.join(self._watch.missing)}: it "
+            "cannot tell whether an image shows a minor, so images with a sexual signal are "
+            "withheld in every channel (fail closed); configure a WD14 tagger such as "
+            "SmilingWolf/wd-vit-tagger-v3"
+        )
 
     @property
     def size(self) -> int:
@@ -240,9 +398,13 @@ class Tagger:
         offline: bool = False,
         threads: int = 2,
         device: str = "cpu",
+        hard_block: ImageHardBlockSettings | None = None,
     ) -> Tagger:
         """Load from a folder, an ``.onnx`` file or a hub repo id; raises
-        :class:`ClassifierUnavailable` naming ``source`` when anything is missing or broken."""
+        :class:`ClassifierUnavailable` naming ``source`` when anything is missing or broken.
+
+        A tag list without the hard block's required minor tags still loads: check
+        :attr:`problem` (the bot logs it as an error and shows it in ``/settings show``)."""
         if threads < 1:
             raise ValueError(f"threads must be at least 1 (got {threads})")
         model_path, tags_path = _locate(
@@ -255,6 +417,7 @@ class Tagger:
             if not path.is_file():
                 raise ClassifierUnavailable(source, f"{path.name} not found at {path}")
         tag_count, ratings = read_rating_rows(tags_path, source)
+        watch = _Watch.of(read_tag_names(tags_path, source), hard_block or ImageHardBlockSettings())
         try:
             ort = importlib.import_module("onnxruntime")
         except ImportError:
@@ -276,7 +439,9 @@ class Tagger:
                 source, f"cannot load {model_path}: {type(exc).__name__}: {exc}"
             ) from None
         graph = _read_graph(session, tag_count, source)
-        return cls(session, source=source, graph=graph, tag_count=tag_count, ratings=ratings)
+        return cls(
+            session, source=source, graph=graph, tag_count=tag_count, ratings=ratings, watch=watch
+        )
 
     @classmethod
     def from_settings(cls, settings: ClassifierSettings) -> Tagger:
@@ -288,10 +453,12 @@ class Tagger:
             offline=settings.offline,
             threads=settings.threads,
             device=settings.device,
+            hard_block=settings.hard_block,
         )
 
     def rate(self, image: Image.Image) -> RatingScores:
-        """The four rating scores of ``image`` (blocking: call it from a worker thread)."""
+        """The four rating scores of ``image`` and its hard-block signals (see the module
+        docstring); blocking: call it from a worker thread."""
         batch = prepare(image, self.size)
         try:
             outputs = self._session.run([self._graph.output_name], {self._graph.input_name: batch})
@@ -307,4 +474,32 @@ class Tagger:
                 "are not numbers",
             )
         general, sensitive, questionable, explicit = (float(scores[i]) for i in self._ratings)
-        return RatingScores(general, sensitive, questionable, explicit)
+        watch = self._watch
+        limits = watch.settings
+        minors = {
+            tag: float(scores[row])
+            for tag, row in watch.minors.items()
+            if scores[row] > limits.minor_threshold
+        }
+        sexual = {
+            f"rating:{name}": score
+            for name, score, limit in (
+                ("explicit", explicit, limits.explicit_threshold),
+                ("questionable", questionable, limits.questionable_threshold),
+            )
+            if score > limit
+        }
+        sexual.update(
+            (tag, float(scores[row]))
+            for tag, row in watch.sexual.items()
+            if scores[row] > limits.sexual_tag_threshold
+        )
+        return RatingScores(
+            general,
+            sensitive,
+            questionable,
+            explicit,
+            minors=minors,
+            sexual=sexual,
+            minors_checked=not watch.missing,
+        )

@@ -29,6 +29,8 @@ questionable or explicit score is above the server's threshold is withheld, and 
 image when the classifier could not run, unless ``fail_closed`` is off. In age-restricted
 channels images are posted, as spoilers per the server's spoiler policy, except when the
 prompt mentions minors (:attr:`PromptDecision.minors`): then the plain-channel rules apply.
+First of all, in every channel: an image the classifier sees as sexual and as showing a
+minor is a hard block, never posted nor forwarded (see :func:`image_verdict`).
 """
 
 from __future__ import annotations
@@ -495,23 +497,47 @@ def check_built(
 # --- images -----------------------------------------------------------------------------
 
 
+MINOR_KEY: Final = "minor:"
+SEXUAL_KEY: Final = "sexual:"
+
+
 @dataclass(frozen=True, slots=True)
 class RatingScores:
-    """The classifier's four rating scores (0-1), stored with each image."""
+    """The classifier's four rating scores (0-1), stored with each image, and what it saw
+    of the image-side hard block.
+
+    ``minors`` are the minor-related tags the tagger scored over its threshold, ``sexual``
+    the sexual signals over theirs (sexual tags, and ``rating:questionable`` /
+    ``rating:explicit`` when a rating passes the hard block's own rating threshold), each
+    with its score (see :mod:`bot.moderation.classifier`). ``minors_checked`` is False when
+    the tagger lacks the minor tags it needs: then nobody can tell whether a sexual image
+    shows a minor, and :func:`image_verdict` withholds sexual images everywhere.
+    """
 
     general: float
     sensitive: float
     questionable: float
     explicit: float
+    minors: Mapping[str, float] = field(default_factory=dict)
+    sexual: Mapping[str, float] = field(default_factory=dict)
+    minors_checked: bool = True
+
+    @property
+    def hard_block(self) -> bool:
+        """The image shows, to the tagger, both a minor and sexual content."""
+        return bool(self.minors) and bool(self.sexual)
 
     def as_dict(self) -> dict[str, float]:
-        """For ``Image.moderation_scores``."""
-        return {
+        """For ``Image.moderation_scores`` (hard-block signals as ``minor:x``/``sexual:x``)."""
+        out = {
             "general": self.general,
             "sensitive": self.sensitive,
             "questionable": self.questionable,
             "explicit": self.explicit,
         }
+        out.update({f"{MINOR_KEY}{tag}": score for tag, score in self.minors.items()})
+        out.update({f"{SEXUAL_KEY}{tag}": score for tag, score in self.sexual.items()})
+        return out
 
     @classmethod
     def from_dict(cls, scores: Mapping[str, float]) -> RatingScores:
@@ -520,6 +546,16 @@ class RatingScores:
             sensitive=float(scores["sensitive"]),
             questionable=float(scores["questionable"]),
             explicit=float(scores["explicit"]),
+            minors={
+                k.removeprefix(MINOR_KEY): float(v)
+                for k, v in scores.items()
+                if k.startswith(MINOR_KEY)
+            },
+            sexual={
+                k.removeprefix(SEXUAL_KEY): float(v)
+                for k, v in scores.items()
+                if k.startswith(SEXUAL_KEY)
+            },
         )
 
     @property
@@ -551,6 +587,8 @@ class Verdict:
     action: Action
     reason: str
     flagged: bool = False  # rated over a threshold
+    hard_block: bool = False  # sexual content and a minor, to the image classifier
+    quarantined: bool = False  # never leaves the bot: not even to the moderation log
 
     @property
     def posted(self) -> bool:
@@ -561,9 +599,21 @@ class Verdict:
         return self.action is Action.SPOILER
 
     @property
+    def forwardable(self) -> bool:
+        """A withheld image that may go to the moderation log channel (never a hard
+        block, nor a sexual image nobody could check for minors)."""
+        return not self.posted and not self.quarantined
+
+    @property
     def event_kind(self) -> str | None:
         """The ``ModerationEvent.kind`` to record, or None."""
+        if self.hard_block:
+            return "image_hard_blocked"
         return "image_withheld" if self.action is Action.WITHHOLD else None
+
+
+def _signals(found: Mapping[str, float]) -> str:
+    return ", ".join(f"{tag} {score:.2f}" for tag, score in found.items())
 
 
 def image_verdict(
@@ -580,7 +630,33 @@ def image_verdict(
     prompt decision's ``minors``: an image whose prompt mentions minors is held to the rules
     of a plain channel even in an age-restricted one (the model can make NSFW images
     unprompted, and sexual images of minors are never posted).
+
+    Before anything else, in every channel and whatever the settings: an image the
+    classifier sees as sexual and as showing a minor (:attr:`RatingScores.hard_block`) is
+    a hard block: withheld, quarantined (forwarded to nobody) and logged as
+    ``image_hard_blocked``. When the classifier cannot check for minors
+    (:attr:`RatingScores.minors_checked` is False), an image with a sexual signal is
+    withheld and quarantined in every channel, age-restricted ones included.
     """
+    if scores is not None and scores.hard_block:
+        return Verdict(
+            Action.WITHHOLD,
+            f"hard block: the image check sees sexual content ({_signals(scores.sexual)}) "
+            f"and a minor ({_signals(scores.minors)}); sexual images of minors are never "
+            "posted, in any channel, and this is logged for moderators",
+            flagged=True,
+            hard_block=True,
+            quarantined=True,
+        )
+    if scores is not None and not scores.minors_checked and scores.sexual:
+        return Verdict(
+            Action.WITHHOLD,
+            f"withheld: the image looks sexual ({_signals(scores.sexual)}) and the image "
+            "classifier cannot check it for minors (its tag list lacks the tags the hard "
+            "block needs)",
+            flagged=True,
+            quarantined=True,
+        )
     if channel.is_dm and not policy.dm_allowed:
         return Verdict(Action.WITHHOLD, "the bot does not post images in direct messages")
     strict = not channel.age_restricted or bool(minors)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from bot.moderation.matching import tag_key
 
-__all__ = ["ClassifierSettings", "ModerationSettings", "SpoilerPolicy"]
+__all__ = ["ClassifierSettings", "ImageHardBlockSettings", "ModerationSettings", "SpoilerPolicy"]
 
 SpoilerPolicy = Literal["never", "flagged", "always"]
 """How images are posted in age-restricted channels: never as spoilers, as spoilers when the
@@ -38,6 +38,64 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+HardBlockFraction = Annotated[float, Field(ge=0.05, le=0.6, allow_inf_nan=False)]
+"""A hard-block threshold: bounded above so that no setting can switch the hard block off."""
+
+
+def check_tag_names(tags: list[str]) -> list[str]:
+    """Tagger tag names, trimmed (``aged down`` and ``aged_down`` are the same tag)."""
+    out: list[str] = []
+    for tag in tags:
+        name = tag.strip().replace(" ", "_").casefold()
+        if not name:
+            raise ValueError(f"{tag!r} is not a tag name")
+        out.append(name)
+    return out
+
+
+class ImageHardBlockSettings(_Section):
+    """The image side of the hard block: which tagger scores make an image sexual, which
+    show a minor (see :mod:`bot.moderation.classifier` for the built-in tag lists).
+
+    An image with both signals is never posted nor forwarded, in every channel. The
+    thresholds are capped at 0.6 and the built-in tags cannot be removed: owners can make
+    the check stricter (lower thresholds, more tags), never switch it off.
+    """
+
+    minor_threshold: HardBlockFraction = Field(
+        0.35,
+        description="A minor-related tag (loli, shota, child, ...) scored above this means "
+        "the image shows a minor",
+    )
+    sexual_tag_threshold: HardBlockFraction = Field(
+        0.35,
+        description="A sexual tag (nude, nipples, pussy, sex, ...) scored above this is a "
+        "sexual signal",
+    )
+    questionable_threshold: HardBlockFraction = Field(
+        0.3,
+        description="A 'questionable' rating score above this is a sexual signal for the "
+        "hard block (lower than the withhold thresholds: with a minor, less is enough)",
+    )
+    explicit_threshold: HardBlockFraction = Field(
+        0.2,
+        description="An 'explicit' rating score above this is a sexual signal for the hard block",
+    )
+    extra_minor_tags: list[TagText] = Field(
+        default_factory=list,
+        description="Tags of the tagger's list added to the built-in minor-related tags",
+    )
+    extra_sexual_tags: list[TagText] = Field(
+        default_factory=list,
+        description="Tags of the tagger's list added to the built-in sexual tags",
+    )
+
+    @field_validator("extra_minor_tags", "extra_sexual_tags")
+    @classmethod
+    def _names(cls, tags: list[str]) -> list[str]:
+        return check_tag_names(tags)
+
+
 class ClassifierSettings(_Section):
     """The image classifier: a WD14-style tagger run through onnxruntime."""
 
@@ -56,6 +114,10 @@ class ClassifierSettings(_Section):
     )
     threads: Annotated[StrictInt, Field(ge=1, le=64)] = Field(
         2, description="CPU threads of the classifier, kept small so it does not starve the engine"
+    )
+    hard_block: ImageHardBlockSettings = Field(
+        default_factory=ImageHardBlockSettings,
+        description="The image side of the hard block (sexual content with a minor)",
     )
 
 

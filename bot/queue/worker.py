@@ -66,7 +66,9 @@ class OutputImage:
     """One finished image, encoded, with what the reply shows about it.
 
     ``verdict`` says whether the channel may see it: an adapter never uploads an image whose
-    verdict is ``withhold`` to the member's channel.
+    verdict is ``withhold`` to the member's channel. A quarantined image (a hard block, or
+    a sexual image nobody could check for minors) goes nowhere at all: its ``png`` is
+    empty, the bytes never leave the worker.
     """
 
     index: int
@@ -89,6 +91,11 @@ class Classifier(Protocol):
     """Rates an image (the WD14 tagger in production); synchronous, run in a thread."""
 
     def rate(self, image: Image.Image) -> RatingScores: ...
+
+    @property
+    def problem(self) -> str | None:
+        """Why the image-side hard block cannot work with this classifier, or None."""
+        ...
 
 
 class JobEvents(Protocol):
@@ -506,6 +513,9 @@ class Worker:
             if result.cancelled:
                 await self._cancelled(job, running)
                 continue
+            if result.error is not None:  # a broken image: failed and refunded, never posted
+                await self._fail(job, result.error)
+                continue
             self.durations.record(job_units, result.seconds)
             self._record_seconds(job.id, {"render": result.seconds, **result.timings})
             done.append((job, plan, result.images))
@@ -549,6 +559,15 @@ class Worker:
             )
             png = await asyncio.to_thread(encode_png, item.image, item.infotext)
             digest = hashlib.sha256(png).hexdigest()
+            if verdict.quarantined:
+                png = b""  # never uploaded, never forwarded: do not even keep the bytes
+            if verdict.hard_block:
+                log.warning(
+                    "job %s, image %d: hard block from the image check (%s)",
+                    job.id,
+                    index + 1,
+                    verdict.reason,
+                )
             width, height = item.image.size
             row = await self.db.run(
                 self.jobs.add_image,
@@ -569,7 +588,11 @@ class Worker:
                     reason=verdict.reason,
                     job_id=job.id,
                     image_id=row.id,
-                    details={"prompt": plan.job.prompt, "seed": item.seed},
+                    details={
+                        "prompt": plan.job.prompt,
+                        "seed": item.seed,
+                        **({} if scores is None else {"scores": scores.as_dict()}),
+                    },
                 )
             outputs.append(
                 OutputImage(

@@ -11,17 +11,28 @@ import numpy as np
 import onnx
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
 from bot.moderation import (
     Action,
     ClassifierSettings,
     GuildPolicy,
     ModerationSettings,
+    RatingScores,
     channel_context,
     image_verdict,
 )
 from bot.moderation import classifier as classifier_module
-from bot.moderation.classifier import ClassifierUnavailable, Tagger, prepare
+from bot.moderation.classifier import (
+    MINOR_TAGS,
+    REQUIRED_MINOR_TAGS,
+    SEXUAL_TAGS,
+    ClassifierUnavailable,
+    Tagger,
+    prepare,
+)
+from bot.moderation.settings import ImageHardBlockSettings
+from tests.support import tiny_tagger
 from tests.support.tiny_tagger import flagged_image, safe_image, save_tiny_tagger
 
 PLAIN = channel_context(False)
@@ -244,7 +255,7 @@ def _dynamic_size(folder: Path) -> None:
                 "tag_id,name,category,count\n"
                 "1,general,9,1\n2,sensitive,9,1\n3,questionable,9,1\n4,explicit,9,1\n"
             ),
-            "the model scores 8 tags but selected_tags.csv lists 4",
+            "tags but selected_tags.csv lists 4",
         ),
         (_dynamic_size, "expected an input of shape [N, size, size, 3] with a fixed size"),
     ],
@@ -297,3 +308,160 @@ def test_run_failure_is_unavailable(tagger: Tagger, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(tagger, "_session", Broken())
     with pytest.raises(ClassifierUnavailable, match="failed on an image: RuntimeError"):
         tagger.rate(safe_image())
+
+
+# --- the image-side hard block ------------------------------------------------------------
+
+AGE_RESTRICTED = channel_context(True)
+THREAD = channel_context(False, parent_nsfw=False)
+AGE_RESTRICTED_THREAD = channel_context(False, parent_nsfw=True)
+DM = channel_context(False, is_dm=True)
+DM_POLICY = GuildPolicy.from_settings(ModerationSettings(dm_allowed=True))
+EVERY_CHANNEL = [
+    (PLAIN, POLICY),
+    (THREAD, POLICY),
+    (AGE_RESTRICTED, POLICY),
+    (AGE_RESTRICTED_THREAD, POLICY),
+    (DM, DM_POLICY),
+    (DM, POLICY),
+]
+LENIENT = GuildPolicy.from_settings(
+    ModerationSettings(questionable_threshold=1.0, explicit_threshold=1.0, fail_closed=False)
+)
+
+
+def hard_block_tagger(tmp_path: Path, name: str, **options: Any) -> Tagger:
+    return Tagger.load(str(save_tiny_tagger(tmp_path / name, **options)))
+
+
+def test_the_tiny_tag_list_is_a_subset_of_the_bots_lists() -> None:
+    # The tiny tagger stands for the real tag list: every minor and sexual tag it lists is
+    # one the bot watches, and the ones it leaves out (petite, ...) are not watched.
+    assert set(tiny_tagger.MINOR_TAGS) <= set(MINOR_TAGS)
+    assert set(tiny_tagger.SEXUAL_TAGS) <= set(SEXUAL_TAGS)
+    assert set(REQUIRED_MINOR_TAGS) <= set(tiny_tagger.MINOR_TAGS)
+    assert not set(tiny_tagger.NEIGHBOUR_TAGS) & {*MINOR_TAGS, *SEXUAL_TAGS}
+
+
+def test_the_tagger_finds_the_hard_block_tags_by_name(tagger: Tagger) -> None:
+    assert tagger.missing_tags == ()
+    assert tagger.problem is None
+    assert set(tagger.minor_tags) == set(tiny_tagger.MINOR_TAGS)
+    assert set(tagger.sexual_tags) == set(tiny_tagger.SEXUAL_TAGS)
+
+
+def test_minor_and_sexual_signals_follow_the_thresholds(tmp_path: Path) -> None:
+    tagger = hard_block_tagger(
+        tmp_path,
+        "t",
+        scores={"questionable": 0.32, "explicit": 0.1},
+        tags={"loli": 0.9, "child": 0.3, "nude": 0.5, "petite": 0.99, "cum": 0.2},
+    )
+    scores = tagger.rate(safe_image())
+    assert scores.minors_checked
+    assert set(scores.minors) == {"loli"}  # child 0.3 is under 0.35; petite is no minor tag
+    assert scores.minors["loli"] == pytest.approx(0.9, abs=1e-4)
+    assert set(scores.sexual) == {"rating:questionable", "nude"}  # explicit 0.1 < 0.2
+    assert scores.hard_block
+
+    stricter = ImageHardBlockSettings(
+        minor_threshold=0.25,
+        sexual_tag_threshold=0.15,
+        questionable_threshold=0.5,
+        extra_minor_tags=["Petite"],
+    )
+    strict = Tagger.load(str(tmp_path / "t"), hard_block=stricter).rate(safe_image())
+    assert set(strict.minors) == {"loli", "child", "petite"}
+    assert set(strict.sexual) == {"nude", "cum"}
+
+
+def test_a_minor_alone_or_sexual_content_alone_is_no_hard_block(tmp_path: Path) -> None:
+    family = hard_block_tagger(
+        tmp_path, "family", scores={"general": 0.95}, tags={"child": 0.95, "baby": 0.8}
+    ).rate(safe_image())
+    assert family.minors
+    assert not family.sexual
+    assert image_verdict(family, PLAIN, POLICY).action is Action.POST
+    adult = hard_block_tagger(
+        tmp_path, "adult", scores={"explicit": 0.95}, tags={"nude": 0.9}
+    ).rate(safe_image())
+    assert adult.sexual
+    assert not adult.minors
+    verdict = image_verdict(adult, AGE_RESTRICTED, POLICY)
+    assert (verdict.action, verdict.hard_block) == (Action.SPOILER, False)
+
+
+@pytest.mark.parametrize(("channel", "policy"), EVERY_CHANNEL)
+@pytest.mark.parametrize("guild_policy", ["default", "lenient"])
+def test_sexual_image_of_a_minor_is_a_hard_block_everywhere(
+    tmp_path: Path, channel: Any, policy: GuildPolicy, guild_policy: str
+) -> None:
+    tagger = hard_block_tagger(tmp_path, "t", scores={"explicit": 0.9}, tags={"shota": 0.8})
+    scores = tagger.rate(safe_image())
+    if guild_policy == "lenient":  # nothing a server can set lets it through
+        policy = LENIENT
+    verdict = image_verdict(scores, channel, policy)
+    assert verdict.action is Action.WITHHOLD
+    assert verdict.hard_block
+    assert verdict.quarantined
+    assert not verdict.forwardable
+    assert verdict.event_kind == "image_hard_blocked"
+    assert verdict.reason.startswith("hard block: the image check sees sexual content")
+    assert "rating:explicit 0.90" in verdict.reason
+    assert "shota 0.80" in verdict.reason
+
+
+def test_ordinary_withheld_images_stay_forwardable(tagger: Tagger) -> None:
+    verdict = image_verdict(tagger.rate(flagged_image()), PLAIN, POLICY)
+    assert verdict.action is Action.WITHHOLD
+    assert verdict.forwardable
+    assert not verdict.hard_block
+    assert verdict.event_kind == "image_withheld"
+
+
+def test_a_tagger_without_minor_tags_fails_closed_for_sexual_images(tmp_path: Path) -> None:
+    tagger = hard_block_tagger(tmp_path, "old", hard_block_tags=False)
+    assert tagger.missing_tags == REQUIRED_MINOR_TAGS
+    assert tagger.problem is not None
+    assert "lacks the tags loli, shota, child" in tagger.problem
+    flagged = tagger.rate(flagged_image())  # red: explicit 0.998
+    assert not flagged.minors_checked
+    for channel, policy in [*EVERY_CHANNEL, (AGE_RESTRICTED, LENIENT)]:
+        verdict = image_verdict(flagged, channel, policy)
+        assert verdict.action is Action.WITHHOLD, channel
+        assert verdict.quarantined
+        assert not verdict.hard_block
+        assert verdict.event_kind == "image_withheld"
+    assert "cannot check it for minors" in image_verdict(flagged, AGE_RESTRICTED, POLICY).reason
+    # Images without a sexual signal are still posted as usual.
+    safe = tagger.rate(safe_image())
+    assert image_verdict(safe, AGE_RESTRICTED, POLICY).posted
+    assert image_verdict(safe, PLAIN, POLICY).posted
+
+
+def test_hard_block_settings_cannot_switch_it_off() -> None:
+    for key in (
+        "minor_threshold",
+        "sexual_tag_threshold",
+        "questionable_threshold",
+        "explicit_threshold",
+    ):
+        with pytest.raises(ValidationError, match=r"less than or equal to 0\.6"):
+            ImageHardBlockSettings.model_validate({key: 0.99})
+    with pytest.raises(ValidationError, match="extra"):
+        ImageHardBlockSettings.model_validate({"minor_tags": []})
+    settings = ClassifierSettings.model_validate(
+        {"hard_block": {"extra_minor_tags": ["Aged Down "]}}
+    )
+    assert settings.hard_block.extra_minor_tags == ["aged_down"]
+
+
+def test_signals_are_stored_with_the_scores() -> None:
+    scores = RatingScores(
+        0.1, 0.1, 0.2, 0.9, minors={"loli": 0.8}, sexual={"rating:explicit": 0.9, "nude": 0.7}
+    )
+    stored = scores.as_dict()
+    assert stored["minor:loli"] == 0.8
+    assert stored["sexual:nude"] == 0.7
+    assert RatingScores.from_dict(stored) == scores
+    assert RatingScores.from_dict(stored).hard_block

@@ -15,10 +15,19 @@ ratings ``general, sensitive, questionable, explicit``. Its arithmetic is trivia
 * **fixed mode** (``scores={"questionable": 0.7}``): every image gets these rating scores
   (ratings not named get 0.01), for tests whose images come from a real pipeline.
 
+Besides the ratings, the tag list holds, as the real v3 taggers' ``selected_tags.csv`` does
+(same names, category 0), the minor-related tags and sexual tags the image-side hard block
+reads (:data:`MINOR_TAGS`, :data:`SEXUAL_TAGS`) and a few harmless neighbours
+(:data:`NEIGHBOUR_TAGS`: ``petite``, ``flat_chest``, ...). Every such tag scores a fixed
+0.01 unless ``tags`` names it (``tags={"loli": 0.9, "nude": 0.8}``); in red mode too.
+``hard_block_tags=False`` leaves the minor tags out of the list (a tagger that cannot
+judge minors, like an old or foreign tag list).
+
 Use::
 
     folder = save_tiny_tagger(tmp_path / "tagger")             # red mode, 64x64 input
     folder = save_tiny_tagger(tmp_path / "t", scores={"explicit": 0.9})
+    folder = save_tiny_tagger(tmp_path / "t", scores={"explicit": 0.9}, tags={"loli": 0.9})
     Tagger.load(str(folder)).rate(flagged_image())             # explicit ~0.998
 
 ``ratings_last=True`` puts the rating rows after the other tags (the parser must find them
@@ -41,6 +50,34 @@ from PIL import Image
 RATINGS: Final = ("general", "sensitive", "questionable", "explicit")
 OTHER_TAGS: Final = (("1girl", 0), ("solo", 0), ("red theme", 0), ("hatsune miku", 4))
 STEEPNESS: Final = 12.0
+# Written out here, not imported from the bot: this list stands for the real taggers' one
+# (each name is in SmilingWolf's v3 selected_tags.csv), which the bot must find its tags in.
+MINOR_TAGS: Final = (
+    "loli",
+    "shota",
+    "child",
+    "aged_down",
+    "oppai_loli",
+    "onee-shota",
+    "child_on_child",
+    "baby",
+    "kindergarten_uniform",
+    "randoseru",
+)
+SEXUAL_TAGS: Final = (
+    "nude",
+    "completely_nude",
+    "nipples",
+    "pussy",
+    "penis",
+    "sex",
+    "vaginal",
+    "fellatio",
+    "cum",
+    "pantyshot",
+)
+NEIGHBOUR_TAGS: Final = ("petite", "flat_chest", "school_uniform", "topless", "swimsuit")
+LOW: Final = 0.01
 
 
 def _logit(p: float) -> float:
@@ -53,6 +90,8 @@ def save_tiny_tagger(
     *,
     size: int = 64,
     scores: Mapping[str, float] | None = None,
+    tags: Mapping[str, float] | None = None,
+    hard_block_tags: bool = True,
     ratings_last: bool = False,
     input_name: str = "input_1",
     output_name: str = "predictions_sigmoid",
@@ -81,15 +120,23 @@ def save_tiny_tagger(
         "red theme": (STEEPNESS * redness, -STEEPNESS * 0.3),
         "hatsune miku": (np.zeros(3), -3.0),
     }
+    listed = [*(MINOR_TAGS if hard_block_tags else ()), *SEXUAL_TAGS, *NEIGHBOUR_TAGS]
+    fixed = dict(tags or {})
+    unknown_tags = set(fixed) - set(listed)
+    if unknown_tags:
+        raise ValueError(f"tags {sorted(unknown_tags)} are not in this tagger's list")
+    for name in listed:
+        other_weights[name] = (np.zeros(3), _logit(fixed.get(name, LOW)))
     rows: list[tuple[str, int, tuple[np.ndarray, float]]] = [
         (name, 9, rating_weights[name]) for name in RATINGS
     ]
     others = [(name, category, other_weights[name]) for name, category in OTHER_TAGS]
+    others += [(name, 0, other_weights[name]) for name in listed]
     rows = [*others, *rows] if ratings_last else [*rows, *others]
 
     weights = np.stack([w for _, _, (w, _) in rows], axis=1).astype(np.float32)  # [3, T]
     bias = np.array([b for _, _, (_, b) in rows], dtype=np.float32)  # [T]
-    tags = len(rows)
+    tag_count = len(rows)
 
     graph = helper.make_graph(
         [
@@ -101,7 +148,7 @@ def save_tiny_tagger(
         ],
         "tiny_wd14_tagger",
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", size, size, 3])],
-        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", tags])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", tag_count])],
         initializer=[
             numpy_helper.from_array(np.array(1 / 255, dtype=np.float32), "scale"),
             numpy_helper.from_array(weights, "weights"),

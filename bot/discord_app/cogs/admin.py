@@ -141,10 +141,17 @@ class AdminCog(
             policy = GuildPolicy.from_settings(settings)
             log.warning("guild %s: stored moderation settings are invalid: %s", guild_id, exc)
         worker = self.bot.service.worker
-        if worker.classifier is not None:
-            classifier = f"loaded ({settings.classifier.source})"
-        else:
+        if worker.classifier is None:
             classifier = f"not available: {worker.classifier_error or 'none configured'}"
+        elif (problem := worker.classifier.problem) is not None:
+            classifier = (
+                f"⚠ loaded ({settings.classifier.source}), hard block incomplete: {problem}"
+            )
+        else:
+            classifier = (
+                f"loaded ({settings.classifier.source}); the image hard block (sexual content "
+                "with a minor) is on in every channel"
+            )
         return formatting.moderation_embed(
             policy,
             overrides,
