@@ -8,11 +8,13 @@ bounds and raises :class:`RequestError` with a message meant for the person who 
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.config import EngineSettings
+from bot.prompts.emphasis import WeightOutOfRange, check_weights
 
 MAX_SEED = 2_147_483_647
 """Seeds are drawn from 0..MAX_SEED, as in the official Animagine demo."""
@@ -135,10 +137,25 @@ def random_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
 
+def is_blank(text: str) -> bool:
+    """Nothing a model could read: only whitespace, NUL, control or format characters
+    (``"\\x00\\x01"``, zero-width spaces) or no character at all."""
+    return all(c.isspace() or unicodedata.category(c)[0] in "CZ" for c in text)
+
+
 def validate_request(request: GenerationRequest, bounds: EngineSettings) -> GenerationRequest:
-    """Check ``request`` against ``bounds``; return it with its sampler name made canonical."""
-    if not request.prompt.strip():
+    """Check ``request`` against ``bounds``; return it with its sampler name made canonical.
+
+    A prompt of only control characters counts as empty; emphasis weights must lie within
+    :data:`~bot.prompts.emphasis.MIN_WEIGHT`..:data:`~bot.prompts.emphasis.MAX_WEIGHT`.
+    """
+    if is_blank(request.prompt):
         raise RequestError("the prompt is empty: describe the image with Danbooru tags")
+    try:
+        check_weights(request.prompt, "prompt")
+        check_weights(request.negative_prompt, "negative prompt")
+    except WeightOutOfRange as exc:
+        raise RequestError(str(exc)) from None
     for name, side in (("width", request.width), ("height", request.height)):
         if side % 8:
             raise RequestError(f"{name} must be a multiple of 8 (got {side})")

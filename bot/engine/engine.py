@@ -19,6 +19,13 @@ phase boundary (after the base pass, before the decode), where its rows are drop
 a denoising loop the rows cannot be dropped (the scheduler's history and the generators
 are fixed for the loop), so the others keep going and the cancelled job's rows run along
 until then. The call stops within one step once every job in it is cancelled.
+
+Broken images are never returned as pictures: before PNG encoding, every decoded image is
+checked (:func:`image_problem`); one with NaN or infinite values, or whose pixels are all
+the same colour (the black square an overflowing fp16 pass leaves), fails its job with the
+reason (:attr:`RenderResult.error`; :meth:`Engine.render` raises :class:`EngineError`), and
+the worker refunds it. Emphasis weights out of range are refused before the text encoders
+run (:func:`bot.prompts.emphasis.check_weights`), for prompts that wildcards expanded too.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from bot.engine.samplers import make_scheduler
 from bot.errors import EngineError
 from bot.images import Infotext
 from bot.prompts import PromptError
+from bot.prompts.emphasis import check_weights
 from bot.prompts.encoder import PromptEmbeddings, PromptEncoder
 from bot.request import HiresOptions, find_sampler, hires_size
 
@@ -119,12 +127,47 @@ class RenderedImage:
 class RenderResult:
     """One job's images. In a batch, ``seconds`` and ``timings`` are the job's share of the
     call (by image count); ``cancelled`` marks a job cancelled while others in its batch
-    went on (it has no images)."""
+    went on (it has no images); ``error`` says why a job failed while the others of its
+    batch went on (a broken image: it has no images either)."""
 
     images: list[RenderedImage]
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     cancelled: bool = False
+    error: str | None = None
+
+
+CONSTANT_RANGE = 1 / 255
+"""An image whose values (0-1) all lie within this of each other is one flat colour."""
+
+
+def image_problem(image: torch.Tensor) -> str | None:
+    """Why a decoded image (``[3, H, W]``, VAE output in -1..1) is not a picture, or None.
+
+    Non-finite values (NaN, infinity) and a single flat colour (all pixels within one
+    8-bit step of each other after the 0-1 mapping, as when an fp16 pass overflowed) are
+    broken; anything else is an image.
+    """
+    values = image.detach().float()
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        share = 1.0 - float(finite.float().mean())
+        return f"the image came out as NaN or infinite values ({share:.0%} of them)"
+    pixels = (values / 2 + 0.5).clamp(0, 1)
+    spread = float(pixels.max() - pixels.min())
+    if spread < CONSTANT_RANGE:
+        colour = round(float(pixels.mean()) * 255)
+        return f"the image came out as one flat colour (every pixel about {colour}/255)"
+    return None
+
+
+def broken_image_reason(problem: str, index: int, count: int) -> str:
+    which = "the image" if count == 1 else f"image {index + 1} of {count}"
+    return (
+        f"{which} came out broken and was not posted: {problem.removeprefix('the image ')}; "
+        "an emphasis weight or setting the model cannot handle, or a damaged model or VAE, "
+        "does this"
+    )
 
 
 BatchKey = tuple[int, int, int, float, str, tuple[float, float] | None]
@@ -278,10 +321,14 @@ class Engine:
         on_progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> RenderResult:
-        """Render ``job``. Raises :class:`JobCancelled` or :class:`EngineError`."""
-        return self.render_batch(
+        """Render ``job``. Raises :class:`JobCancelled`, :class:`EngineError` (a broken image
+        included: see :func:`image_problem`) or :class:`PromptError` (weights out of range)."""
+        result = self.render_batch(
             [job], on_progress=[on_progress], cancels=[cancel or CancelToken()]
         )[0]
+        if result.error is not None:
+            raise EngineError(result.error)
+        return result
 
     def render_batch(
         self,
@@ -296,7 +343,9 @@ class Engine:
         job's progress callback hears every step. A job whose token is cancelled gets a
         result with ``cancelled`` set while the others finish; when every job is
         cancelled the call stops within one step with :class:`JobCancelled`. Raises
-        :class:`EngineError` (out of memory, engine failure) for the whole call.
+        :class:`EngineError` (out of memory, engine failure) or :class:`PromptError` (an
+        emphasis weight out of range) for the whole call; a job with a broken image gets a
+        result with ``error`` set and no images while the others keep theirs.
         """
         if not jobs:
             raise ValueError("render_batch needs at least one job")
@@ -374,6 +423,9 @@ class Engine:
                 raise JobCancelled
             return kwargs
 
+        for i in active:  # before any work: wildcards may have expanded to such weights
+            check_weights(jobs[i].prompt, "prompt")
+            check_weights(jobs[i].negative_prompt, "negative prompt")
         t0 = time.perf_counter()
         embeds = {i: self.encoder.encode(jobs[i].prompt, jobs[i].negative_prompt) for i in active}
         timings["text_encoders"] = time.perf_counter() - t0
@@ -428,7 +480,8 @@ class Engine:
             hook.remove()
         latents, active = self._drop_cancelled(latents, rows, active, cancels)
         t0 = time.perf_counter()
-        images = iter(self.decode(latents))
+        decoded, problems = self.decode_checked(latents)
+        images, checks = iter(decoded), iter(problems)
         timings["vae_decode"] = time.perf_counter() - t0
         elapsed = time.perf_counter() - started
         all_images = sum(len(job.seeds) for job in jobs)
@@ -442,6 +495,14 @@ class Engine:
             rendered = [
                 RenderedImage(next(images), seed, self.infotext(job, seed)) for seed in job.seeds
             ]
+            found = [next(checks) for _ in job.seeds]
+            broken = [(n, problem) for n, problem in enumerate(found) if problem is not None]
+            if broken:
+                n, problem = broken[0]
+                reason = broken_image_reason(problem, n, len(job.seeds))
+                log.warning("a job's image is broken (seed %d): %s", job.seeds[n], problem)
+                results.append(RenderResult([], elapsed * share, job_timings, error=reason))
+                continue
             results.append(RenderResult(rendered, elapsed * share, job_timings))
         return results
 
@@ -458,13 +519,19 @@ class Engine:
             rows.select(keep)
         return latents, keep
 
-    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
-        """Decode latents to images without NaN/black output in fp16.
+        """Decode latents to images (see :meth:`decode_checked`; no check here)."""
+        return self.decode_checked(latents)[0]
+
+    @torch.no_grad()
+    def decode_checked(self, latents: torch.Tensor) -> tuple[list[Image.Image], list[str | None]]:
+        """Decode latents to images without NaN/black output in fp16, and say of each
+        image what is wrong with it (:func:`image_problem`; None for a good one).
 
         As diffusers does, a VAE whose config asks for it (``force_upcast``, the stock SDXL
         VAE) decodes in float32; a half-precision decode that still yields non-finite
-        values is redone in float32 (the fp16-fix VAE never needs that).
+        values is redone in float32 (the fp16-fix VAE never needs that). The check reads
+        the float32 tensor, before the 8-bit conversion hides NaN as black.
         """
         vae = self.pipeline.vae
         half = vae.dtype in (torch.float16, torch.bfloat16)
@@ -473,10 +540,13 @@ class Engine:
         if dtype != torch.float32 and not torch.isfinite(decoded).all():
             log.warning("VAE decode in %s overflowed; decoding again in float32", dtype)
             decoded = self._decode_as(latents, torch.float32)
+        problems = [image_problem(image) for image in decoded]
+        if any(problems):  # broken images are never shown: convert without NaN warnings
+            decoded = torch.nan_to_num(decoded, nan=0.0, posinf=1.0, neginf=-1.0)
         images: list[Image.Image] = self.pipeline.image_processor.postprocess(
             decoded, output_type="pil"
         )
-        return images
+        return images, problems
 
     def _decode_as(self, latents: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         vae = self.pipeline.vae

@@ -20,14 +20,38 @@ The one deviation: A1111 raises ``ValueError`` when the number of an explicit we
 not a number (``(a:1.2.3)``, ``(a:.)``); here that text stays literal and the ``)`` closes
 the parenthesis with the usual 1.1, as if the ``:`` had been any other character. The
 parser never raises.
+
+**Bounds.** The parser returns any weight, as A1111 does, but the bot renders only weights
+from :data:`MIN_WEIGHT` to :data:`MAX_WEIGHT` (0 to 3, after nesting: ``((x:2))`` is 2.2):
+:func:`check_weights` refuses anything else with :class:`WeightOutOfRange`, naming the text
+and its weight, and refuses weights that are not finite (``(x:999...9)`` parses to
+infinity). Nothing is clamped: a weight of 70000 does not draw a tag "very strongly", it
+overflows half precision and draws a black or NaN image, so the member is told to fix the
+prompt instead. The ``BREAK`` marker is not a weight and is never checked.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Final
 
-__all__ = ["BREAK_MARKER", "ROUND_MULTIPLIER", "SQUARE_MULTIPLIER", "parse_emphasis"]
+from bot.prompts.tags import PromptError
+
+__all__ = [
+    "BREAK_MARKER",
+    "MAX_WEIGHT",
+    "MIN_WEIGHT",
+    "ROUND_MULTIPLIER",
+    "SQUARE_MULTIPLIER",
+    "WeightOutOfRange",
+    "check_weights",
+    "parse_emphasis",
+]
+
+MIN_WEIGHT: Final = 0.0
+MAX_WEIGHT: Final = 3.0
+"""A1111 users weight tags from about 0.5 to 1.6; 3 leaves room and keeps fp16 finite."""
 
 ROUND_MULTIPLIER: Final = 1.1
 SQUARE_MULTIPLIER: Final = 1 / 1.1
@@ -99,3 +123,35 @@ def parse_emphasis(text: str) -> list[tuple[str, float]]:
         else:
             merged.append((chunk, weight))
     return merged or [("", 1.0)]
+
+
+class WeightOutOfRange(PromptError):
+    """An emphasis weight the bot does not render; the message names the text and weight."""
+
+
+def _shown(fragment: str) -> str:
+    text = " ".join(fragment.split())
+    return text if len(text) <= 40 else f"{text[:39]}…"
+
+
+def check_weights(text: str, what: str = "prompt") -> None:
+    """Refuse ``text`` when a run of it has a weight outside ``MIN_WEIGHT..MAX_WEIGHT`` or
+    one that is not finite (weights are the products of nesting, as the encoder uses them).
+
+    Raises :class:`WeightOutOfRange`, e.g. ``the prompt weights '1girl' by 999 (after
+    nesting); weights must be between 0 and 3``.
+    """
+    for fragment, weight in parse_emphasis(text):
+        if (fragment == BREAK_MARKER[0] and weight < 0) or not fragment.strip():
+            continue
+        if not math.isfinite(weight):
+            raise WeightOutOfRange(
+                f"the {what} weights {_shown(fragment)!r} by a number too large to use "
+                f"(not finite); weights must be between {MIN_WEIGHT:g} and {MAX_WEIGHT:g}"
+            )
+        if not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+            raise WeightOutOfRange(
+                f"the {what} weights {_shown(fragment)!r} by {weight:.4g} (after nesting); "
+                f"weights must be between {MIN_WEIGHT:g} and {MAX_WEIGHT:g}, e.g. "
+                f"({_shown(fragment)}:1.2)"
+            )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -12,7 +13,11 @@ import pytest
 import torch
 
 from bot.engine import CancelToken, Engine, EngineError, JobCancelled, Progress, RenderJob
+from bot.engine.engine import image_problem
+from bot.prompts.emphasis import WeightOutOfRange
 from bot.request import SAMPLERS, HiresOptions
+from tests.conftest import tiny_settings
+from tests.support.broken_sdxl import save_broken_model
 
 
 def job(**changes: Any) -> RenderJob:
@@ -229,3 +234,79 @@ def test_overflowing_half_precision_decode_is_redone_in_float32(
         torch.nn.Module.to(vae, torch.float32)
     assert np.asarray(images[0]).std() > 0
     assert "decoding again in float32" in caplog.text
+
+
+# --- broken images and weights --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nan_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    root = tmp_path_factory.mktemp("nan-vae")
+    return Engine.load(tiny_settings(save_broken_model(root, "nan")))
+
+
+@pytest.fixture(scope="module")
+def flat_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    root = tmp_path_factory.mktemp("flat-vae")
+    return Engine.load(tiny_settings(save_broken_model(root, "flat")))
+
+
+def test_image_problem_finds_nan_and_flat_images() -> None:
+    good = torch.rand(3, 8, 8) * 2 - 1
+    assert image_problem(good) is None
+    nan = good.clone()
+    nan[0, 0, 0] = float("nan")
+    assert "NaN or infinite" in (image_problem(nan) or "")
+    inf = good.clone()
+    inf[1, 2, 3] = float("inf")
+    assert image_problem(inf) is not None
+    black = torch.full((3, 8, 8), -4.0)  # far below -1: clamped to black
+    assert image_problem(black) == "the image came out as one flat colour (every pixel about 0/255)"
+    grey = torch.zeros(3, 8, 8)
+    grey[0, 0, 0] = 1 / 255  # well within one 8-bit step (0-1 scale: 1/510)
+    assert "flat colour" in (image_problem(grey) or "")
+    almost = torch.zeros(3, 8, 8)
+    almost[0, 0, 0] = 4 / 255  # two 8-bit steps apart: a (very faint) picture
+    assert image_problem(almost) is None
+
+
+def test_a_vae_that_decodes_to_nan_fails_the_job(nan_engine: Engine) -> None:
+    with pytest.raises(EngineError) as info:
+        nan_engine.render(job(width=64, height=64, steps=2))
+    message = str(info.value)
+    assert message.startswith("the image came out broken and was not posted: came out as NaN")
+
+
+def test_a_vae_that_decodes_to_one_colour_fails_the_job(flat_engine: Engine) -> None:
+    with pytest.raises(EngineError, match=r"one flat colour \(every pixel about 0/255\)"):
+        flat_engine.render(job(width=64, height=64, steps=2))
+
+
+def test_in_a_batch_broken_images_fail_their_job_not_the_call(nan_engine: Engine) -> None:
+    results = nan_engine.render_batch(
+        [job(width=64, height=64, steps=2), job(width=64, height=64, steps=2, seeds=(1, 2))]
+    )
+    assert [r.images for r in results] == [[], []]
+    assert results[0].error is not None
+    assert results[0].error.startswith("the image came out")
+    assert results[1].error is not None
+    assert results[1].error.startswith("image 1 of 2 came out")
+
+
+@pytest.mark.parametrize(
+    ("prompt", "negative", "message"),
+    [
+        ("(1girl:" + "9" * 400 + ")", "", "weights '1girl' by a number too large"),
+        ("(1girl:70000)", "", "weights '1girl' by 7e+04"),
+        ("1girl", "((((lowres:2.9))))", "negative prompt weights 'lowres' by 3.86"),
+    ],
+)
+def test_weights_out_of_range_are_refused_before_any_work(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, prompt: str, negative: str, message: str
+) -> None:
+    def no_encoding(*_: object) -> None:
+        raise AssertionError("nothing is encoded for a refused prompt")
+
+    monkeypatch.setattr(engine.encoder, "encode", no_encoding)
+    with pytest.raises(WeightOutOfRange, match=re.escape(message)):
+        engine.render(job(prompt=prompt, negative_prompt=negative, width=64, height=64))
