@@ -9,8 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.prompts import parse_emphasis
-from bot.prompts.emphasis import BREAK_MARKER
+from bot.prompts import PromptError, parse_emphasis
+from bot.prompts.emphasis import (
+    BREAK_MARKER,
+    MAX_WEIGHT,
+    MIN_WEIGHT,
+    WeightOutOfRange,
+    check_weights,
+)
 
 UP = 1.1
 DOWN = 1 / 1.1
@@ -223,3 +229,53 @@ def test_adjacent_runs_differ_in_weight(text: str) -> None:
 )
 def test_strip_markup_itself(text: str, stripped: str) -> None:
     assert strip_markup(text) == stripped
+
+
+# --- bounds ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1girl, (smile:1.2), [blush], ((long hair))",
+        "(1girl:0), (solo:3)",
+        "(1girl:3.0)",
+        "((x:2))",  # 2.2 after nesting
+        "a BREAK b",
+        "(a BREAK b:2)",  # a marker inside brackets is not a weight
+        "(:5)",  # no text to weight
+        "(a:1.2.3)",  # literal text, 1.1
+        "",
+    ],
+)
+def test_weights_within_bounds_pass(text: str) -> None:
+    check_weights(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("(1girl:" + "9" * 400 + ")", "weights '1girl' by a number too large to use"),
+        ("(1girl:1" + "0" * 309 + ")", "weights '1girl' by a number too large to use"),
+        ("(1girl:1" + "0" * 308 + ")", "weights '1girl' by 1e+308"),
+        ("(1girl:70000)", "weights '1girl' by 7e+04 (after nesting)"),
+        ("(1girl:3.01)", "weights '1girl' by 3.01"),
+        ("((((((((((((x))))))))))))", "weights 'x' by 3.138"),  # 1.1 ** 12
+        ("((x:2.8))", "weights 'x' by 3.08"),
+        ("(x:-0.5)", "weights 'x' by -0.5"),
+        ("(" + "a" * 60 + ":9)", "weights '" + "a" * 39 + "…' by 9"),
+    ],
+)
+def test_weights_out_of_bounds_are_refused_naming_text_and_weight(text: str, message: str) -> None:
+    with pytest.raises(WeightOutOfRange) as info:
+        check_weights(text, "prompt")
+    assert message in str(info.value)
+    assert str(info.value).startswith("the prompt weights")
+    assert "weights must be between 0 and 3" in str(info.value)
+    assert isinstance(info.value, PromptError)
+
+
+def test_the_bounds_are_documented_numbers() -> None:
+    assert (MIN_WEIGHT, MAX_WEIGHT) == (0.0, 3.0)
+    with pytest.raises(WeightOutOfRange, match="the negative prompt weights"):
+        check_weights("(bad:4)", "negative prompt")
