@@ -4,7 +4,8 @@ Every key is documented with its default in ``config.example.toml``. Loading val
 whole file at once; any unknown key, wrong type or out-of-range value raises
 :class:`ConfigError` whose message names the key by its dotted path (``engine.max_steps``)
 and says what was expected. Secrets are held as :class:`~pydantic.SecretStr` and never
-appear in messages.
+appear in messages; a value that looks like a Discord bot token is redacted from every
+error message, whatever key it was given to (:func:`redact_tokens`).
 
 Environment overrides use ``ANIMAGINE_<SECTION>__<KEY>`` (for example
 ``ANIMAGINE_ENGINE__DEVICE=cpu``); values are read as TOML literals when they parse as one
@@ -43,8 +44,30 @@ PositiveInt = Annotated[StrictInt, Field(gt=0)]
 StrictFloat = Annotated[float, Field(strict=False)]
 
 
+DISCORD_TOKEN_PATTERN = re.compile(
+    r"(?<![A-Za-z0-9_-])(?:mfa\.[A-Za-z0-9_-]{20,}"
+    r"|[A-Za-z0-9_-]{18,}\.[A-Za-z0-9_-]{5,8}\.[A-Za-z0-9_-]{25,})(?![A-Za-z0-9_-])"
+)
+"""A Discord bot token: the base64 user id, a dot, a 6-character timestamp, a dot, an HMAC
+of 27 characters or more (old ``mfa.`` tokens too). Lengths are kept loose on purpose."""
+REDACTED = "[redacted: looks like a Discord token]"
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with everything that looks like a Discord token replaced by a marker."""
+    return DISCORD_TOKEN_PATTERN.sub(REDACTED, text)
+
+
 class ConfigError(Exception):
-    """The configuration cannot be used; the message names the key and the problem."""
+    """The configuration cannot be used; the message names the key and the problem.
+
+    The message never holds a value that looks like a Discord token: it is redacted here,
+    so that no error path (pydantic's messages, TOML errors, a value echoed for any key)
+    can print one.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact_tokens(message))
 
 
 class _Section(BaseModel):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import REDACTED, ConfigError, Settings, load_settings, redact_tokens
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
 
@@ -111,3 +111,53 @@ def test_unreadable_token_file_names_the_key(tmp_path: Path) -> None:
     path = write(tmp_path, f"[discord]\ntoken_file = '{tmp_path / 'missing'}'\n")
     with pytest.raises(ConfigError, match=r"discord\.token_file: cannot read"):
         load_settings(path, environ={})
+
+
+# A token of the right shape (base64 id . 6 chars . 27+ chars); made up, never a real one.
+FAKE_TOKEN = "MTEyMzQ1Njc4OTAxMjM0NTY3OA.GxYzAb.abcDEFghiJKLmnoPQRstuVWXyz0123456_-"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"[engine]\ndefault_sampler = '{FAKE_TOKEN}'\n",  # echoed by the validator's message
+        f"[engine]\ndevice = '{FAKE_TOKEN}'\n",  # a Literal: echoed as the input
+        f"[model]\nsource = ['{FAKE_TOKEN}']\n",  # inside a list
+        f"[discord]\ndev_guilds = ['{FAKE_TOKEN}']\n",
+        f"[moderation]\nblocked_tags = '{FAKE_TOKEN}'\n",
+        f"[engnie]\nx = '{FAKE_TOKEN}'\n",
+        f"[model]\nsource = {FAKE_TOKEN}\n",  # not even valid TOML
+    ],
+)
+def test_a_value_that_looks_like_a_token_is_never_echoed(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), environ={})
+    message = str(info.value)
+    assert FAKE_TOKEN not in message
+    assert FAKE_TOKEN.split(".")[2] not in message
+    assert str(tmp_path) in message  # still a useful message
+
+
+def test_a_token_in_an_environment_override_is_never_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"ANIMAGINE_ENGINE__DEFAULT_SAMPLER": FAKE_TOKEN})
+    message = str(info.value)
+    assert FAKE_TOKEN not in message
+    assert "engine.default_sampler (from ANIMAGINE_ENGINE__DEFAULT_SAMPLER)" in message
+    assert REDACTED in message
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        (f"got {FAKE_TOKEN}!", True),
+        (f"'{FAKE_TOKEN}'", True),
+        ("mfa.abcdefghijklmnopqrstuvwxyz0123", True),
+        ("cagliostrolab/animagine-xl-3.1", False),
+        ("model.fp16.safetensors", False),
+        ("sqlite:///bot.db", False),
+        ("1.2.3", False),
+    ],
+)
+def test_redact_tokens(text: str, redacted: bool) -> None:
+    assert (redact_tokens(text) != text) is redacted
