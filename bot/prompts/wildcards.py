@@ -12,7 +12,9 @@ seed and files gives the same text.
 
 Names are letters, digits, ``_`` and ``-``, in folders separated by ``/``; anything that
 looks like a wildcard but names a path outside the folder (``__../x__``, ``__/etc/x__``,
-``__a\\b__``) is refused with :class:`InvalidWildcardNameError`.
+``__a\\b__``) is refused with :class:`InvalidWildcardNameError`. Symbolic links are
+followed only while they stay inside the folder: a file or subfolder that links out of it
+(``colors.txt -> /etc/passwd``) is refused with :class:`WildcardOutsideFolderError`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "WildcardError",
     "WildcardFolder",
     "WildcardLimitError",
+    "WildcardOutsideFolderError",
     "WildcardSource",
     "WildcardsNotConfiguredError",
     "expand_wildcards",
@@ -68,6 +71,10 @@ class UnknownWildcardError(WildcardError):
 
 class EmptyWildcardError(WildcardError):
     """A wildcard file with no usable line."""
+
+
+class WildcardOutsideFolderError(WildcardError):
+    """A wildcard file that is, or lies under, a symbolic link out of the folder."""
 
 
 class WildcardsNotConfiguredError(WildcardError):
@@ -117,6 +124,16 @@ class WildcardFolder:
         if not path.is_file():
             raise UnknownWildcardError(
                 name, f"unknown wildcard __{name}__: no {name}.txt in {self.root}"
+            )
+        try:
+            inside = path.resolve(strict=True).is_relative_to(self.root.resolve(strict=True))
+        except (OSError, RuntimeError):  # a link loop, or the file vanished meanwhile
+            inside = False
+        if not inside:
+            raise WildcardOutsideFolderError(
+                name,
+                f"wildcard __{name}__ is refused: {name}.txt is a symbolic link (or lies under "
+                f"one) that leads out of the wildcard folder {self.root}",
             )
         try:
             text = path.read_text(encoding="utf-8-sig")

@@ -19,7 +19,11 @@ from bot.prompts import (
     WildcardSource,
     expand_wildcards,
 )
-from bot.prompts.wildcards import find_wildcards, is_valid_wildcard_name
+from bot.prompts.wildcards import (
+    WildcardOutsideFolderError,
+    find_wildcards,
+    is_valid_wildcard_name,
+)
 
 COLORS = [f"color{i}" for i in range(20)]
 
@@ -189,3 +193,53 @@ def test_the_source_is_asked_by_name() -> None:
     source = DictSource({"a": ["x"], "b/c": ["y"]})
     assert expand_wildcards("__a__ __b/c__", source, seed=0) == "x y"
     assert source.asked == ["a", "b/c"]
+
+
+# --- symbolic links -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> tuple[WildcardFolder, Path]:
+    """A wildcard folder with links inside it and links leading out of it."""
+    root = tmp_path / "wildcards"
+    (root / "colors").mkdir(parents=True)
+    (root / "colors" / "warm.txt").write_text("red\norange\n", encoding="utf-8")
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "secret.txt").write_text("the owner's private notes\n", encoding="utf-8")
+    (outside / "deep" / "more.txt").write_text("more private notes\n", encoding="utf-8")
+    (root / "alias.txt").symlink_to(root / "colors" / "warm.txt")  # stays inside: fine
+    (root / "hues").symlink_to(root / "colors", target_is_directory=True)  # inside too
+    (root / "secret.txt").symlink_to(outside / "secret.txt")
+    (root / "escape").symlink_to(outside / "deep", target_is_directory=True)
+    (root / "relative.txt").symlink_to(Path("..") / "outside" / "secret.txt")
+    return WildcardFolder(root), outside
+
+
+def test_links_inside_the_folder_are_followed(linked: tuple[WildcardFolder, Path]) -> None:
+    folder, _ = linked
+    assert folder.options("alias") == ["red", "orange"]
+    assert folder.options("hues/warm") == ["red", "orange"]
+
+
+@pytest.mark.parametrize("name", ["secret", "escape/more", "relative"])
+def test_links_out_of_the_folder_are_refused(
+    linked: tuple[WildcardFolder, Path], name: str
+) -> None:
+    folder, _ = linked
+    with pytest.raises(WildcardOutsideFolderError) as info:
+        expand_wildcards(f"1girl, __{name}__", folder, seed=1)
+    message = str(info.value)
+    assert f"wildcard __{name}__ is refused" in message
+    assert "leads out of the wildcard folder" in message
+    assert "private notes" not in message
+    assert isinstance(info.value, PromptError)
+
+
+def test_a_link_loop_is_refused_not_followed(tmp_path: Path) -> None:
+    root = tmp_path / "wildcards"
+    root.mkdir()
+    (root / "a.txt").symlink_to(root / "b.txt")
+    (root / "b.txt").symlink_to(root / "a.txt")
+    with pytest.raises(WildcardError):
+        WildcardFolder(root).options("a")
