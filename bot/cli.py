@@ -1,7 +1,12 @@
 """The command line: ``python -m bot`` and the ``animagine-bot`` console script.
 
 Exit status 0 on success, 2 for bad options or configuration (with a one-line reason on
-stderr), 1 when the work itself fails (model cannot load, engine error).
+stderr), 1 when the work itself fails (model cannot load, engine error, a broken image).
+
+``generate --dry-run`` prints the final prompts (``--json``: one JSON object) only when a
+real run would go ahead; a prompt that is too long, has emphasis weights out of range or
+cannot be built prints nothing on stdout, one line on stderr, and exits 2. Stdout never
+holds JSON from a run that exits 2.
 """
 
 from __future__ import annotations
@@ -223,6 +228,7 @@ def _output_paths(out: str | None, default_dir: str, seeds: Sequence[int]) -> li
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from bot.engine.loading import load_tokenizer
     from bot.planning import plan_render, prompt_summary
+    from bot.prompts.emphasis import check_weights
     from bot.prompts.encoder import check_chunks, check_lengths
 
     settings = _overrides(args, settings)
@@ -230,15 +236,20 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     if args.json and not args.dry_run:
         raise UsageError("generate: --json only goes with --dry-run")
     job = plan_render(request, settings).job
+    # Wildcards may have expanded to weights the engine refuses: say so before any work.
+    check_weights(job.prompt, "prompt")
+    check_weights(job.negative_prompt, "negative prompt")
     if args.dry_run:
         summary = prompt_summary(job, settings)
+        # Checked before printing: a dry run shows what a real run would render, or fails
+        # with one line and exit status 2, never both.
+        check_chunks(summary["chunks"], settings.prompts.max_chunks, "prompt")
+        check_chunks(summary["negative_chunks"], settings.prompts.max_chunks, "negative prompt")
         if args.json:
             print(json.dumps(summary, ensure_ascii=False))
         else:
             for key, value in summary.items():
                 print(f"{key}: {value}")
-        check_chunks(summary["chunks"], settings.prompts.max_chunks, "prompt")
-        check_chunks(summary["negative_chunks"], settings.prompts.max_chunks, "negative prompt")
         return 0
     paths = _output_paths(args.out, settings.output.dir, job.seeds)
     # The prompt's length is checked with the tokenizer alone, before the weights load.

@@ -12,6 +12,7 @@ import pytest
 
 from bot.cli import main
 from bot.images import read_infotext
+from tests.support.broken_sdxl import save_broken_model
 
 SMALL = ["--device", "cpu", "--width", "64", "--height", "64", "--steps", "2"]
 
@@ -301,8 +302,8 @@ def test_too_long_prompt_is_refused_before_the_model_loads(
     long_prompt = ", ".join(f"tag{i}" for i in range(300))
     code, out, err = run_cli(["generate", long_prompt, "--dry-run", "--json"], capsys)
     assert code == 2
-    assert json.loads(out)["chunks"] > 8
-    assert "the limit is 8" in err
+    assert out == ""  # no JSON from a run that exits 2
+    assert "the prompt takes 28 chunks of 75 tokens; the limit is 8" in err
 
     def no_load(*_: object) -> None:
         raise AssertionError("the model must not load for a prompt that is too long")
@@ -319,3 +320,107 @@ def test_policy_check_refuses_an_unknown_rating(capsys: pytest.CaptureFixture[st
     )
     assert code == 2
     assert "junk" in err
+
+
+def test_dry_run_json_prints_one_json_object_and_exits_0(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(
+        ["generate", "1girl, (smile:1.2)", "--dry-run", "--json", "--seed", "5", "--count", "2"],
+        capsys,
+    )
+    assert (code, err) == (0, "")
+    summary = json.loads(out)  # the whole of stdout is one JSON object
+    assert summary["prompt"].startswith("1girl, (smile:1.2), masterpiece")
+    assert summary["seeds"] == [5, 6]
+    assert summary["chunks"] >= 1
+    assert summary["max_chunks"] == 8
+
+
+def test_dry_run_json_as_a_subprocess(env: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "generate", "1girl", "--dry-run", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["prompt"].startswith("1girl")
+
+
+@pytest.mark.parametrize("dry", [["--dry-run"], ["--dry-run", "--json"], [*SMALL]])
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("(1girl:" + "9" * 400 + ")", "error: the prompt weights '1girl' by a number too large"),
+        ("(1girl:70000)", "error: the prompt weights '1girl' by 7e+04 (after nesting); weights"),
+        ("\x00\x00", "error: the prompt is empty"),
+        ("\x01\x1f\u200b ", "error: the prompt is empty"),
+    ],
+)
+def test_weights_out_of_range_and_blank_prompts_are_refused(
+    env: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    dry: list[str],
+    prompt: str,
+    message: str,
+) -> None:
+    def no_load(*_: object) -> None:
+        raise AssertionError("the model must not load for a refused prompt")
+
+    monkeypatch.setattr("bot.engine.Engine.load", no_load)
+    code, out, err = run_cli(["generate", prompt, *dry], capsys)
+    assert code == 2
+    assert out == ""
+    assert err.startswith(message)
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_weights_from_a_wildcard_are_refused_before_the_model_loads(
+    env: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "boost.txt").write_text("(1girl:500)\n", encoding="utf-8")
+
+    def no_load(*_: object) -> None:
+        raise AssertionError("the model must not load for a refused prompt")
+
+    monkeypatch.setattr("bot.engine.Engine.load", no_load)
+    for extra in (["--dry-run", "--json"], SMALL):
+        code, out, err = run_cli(
+            ["generate", "__boost__", "--wildcards", str(tmp_path), *extra], capsys
+        )
+        assert (code, out) == (2, "")
+        assert "error: the prompt weights '1girl' by 500" in err
+
+
+def test_a_wildcard_linking_out_of_its_folder_is_refused(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "wildcards"
+    folder.mkdir()
+    (tmp_path / "private.txt").write_text("secret line\n", encoding="utf-8")
+    (folder / "hair.txt").symlink_to(tmp_path / "private.txt")
+    code, out, err = run_cli(
+        ["generate", "1girl, __hair__", "--wildcards", str(folder), "--dry-run", "--json"], capsys
+    )
+    assert (code, out) == (2, "")
+    assert "__hair__ is refused" in err
+    assert "secret line" not in err
+
+
+def test_a_broken_image_exits_1_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANIMAGINE_ENGINE__MIN_SIDE", "64")
+    monkeypatch.setenv("ANIMAGINE_MODEL__SOURCE", str(save_broken_model(tmp_path, "nan")))
+    out_dir = tmp_path / "out"
+    code, out, err = run_cli(["generate", "1girl", *SMALL, "--out", str(out_dir)], capsys)
+    assert code == 1
+    assert out == ""
+    assert "error: the image came out broken and was not posted: came out as NaN" in err
+    assert list(out_dir.iterdir()) == []
