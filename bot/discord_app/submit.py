@@ -26,6 +26,7 @@ from bot.discord_app import formatting
 from bot.discord_app.context import bot_of, destination, reply, requester
 from bot.planning import build_for
 from bot.prompts import PromptError
+from bot.prompts.emphasis import check_weights
 from bot.request import GenerationRequest, RequestError, validate_request
 from bot.service import NotAllowed, SubmitRefused, stored_request
 from bot.storage import DatabaseError
@@ -39,14 +40,18 @@ RequestMaker = Callable[[], Awaitable[GenerationRequest]]
 def precheck(interaction: discord.Interaction[Any], request: GenerationRequest) -> str | None:
     """Why ``request`` cannot be rendered as asked, from the request alone (no I/O).
 
-    Bounds, presets, rating and year names, wildcards. The channel's moderation policy needs
-    the server's settings: the core applies it when the job is submitted.
+    Bounds, presets, rating and year names, wildcards, emphasis weights. The channel's
+    moderation policy needs the server's settings: the core applies it when the job is
+    submitted.
     """
     bot = bot_of(interaction)
     channel = destination(interaction).channel
     try:
         checked = validate_request(request, bot.settings.engine).with_seed()
-        build_for(checked, bot.settings, allow_nsfw=channel.age_restricted)
+        built = build_for(checked, bot.settings, allow_nsfw=channel.age_restricted)
+        # Wildcards may expand to weights out of range: refused now, not after queueing.
+        check_weights(built.prompt, "prompt")
+        check_weights(built.negative_prompt, "negative prompt")
     except (RequestError, PromptError) as exc:
         return formatting.bad_request_text(str(exc))
     return None
