@@ -5,11 +5,13 @@ anything is queued or charged."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bot.engine import Engine
+from bot.engine import Engine, RenderJob, RenderResult
 from bot.request import RequestError
 from bot.service import ImagineService
 from bot.storage import JobStatus, JobStore, prepare_database
@@ -69,5 +71,43 @@ async def test_out_of_range_weights_are_refused_before_queueing(
         assert JobStore(db).active() == []  # nothing queued, nothing charged
         fine = await service.submit(request(prompt="(1girl:1.4), ((smile)), [blush]"), ALICE, HERE)
         assert fine.job.status is JobStatus.QUEUED
+    finally:
+        db.close()
+
+
+async def test_in_a_micro_batch_each_job_with_a_broken_image_fails_and_is_refunded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = save_broken_model(tmp_path / "broken", "nan")
+    settings = make_settings(
+        model,
+        tmp_path,
+        ANIMAGINE_QUEUE__MICRO_BATCH_IMAGES="4",
+        ANIMAGINE_QUEUE__MICRO_BATCH_WINDOW="4",
+    )
+    engine = Engine.load(settings)
+    db = prepare_database(settings)
+    events = Recorder()
+    service = ImagineService(settings, db, engine, events)
+    calls: list[int] = []
+    original = engine.render_batch
+
+    def counting(jobs: Sequence[RenderJob], **options: Any) -> list[RenderResult]:
+        calls.append(len(jobs))
+        return original(jobs, **options)
+
+    monkeypatch.setattr(engine, "render_batch", counting)
+    try:
+        jobs = [
+            (await service.submit(request(prompt=f"1girl, {n}"), ALICE, HERE)).job
+            for n in ("a", "b")
+        ]
+        await service.run_burst()
+        assert calls == [2]  # one call for both: each failed on its own result
+        for job in jobs:
+            assert ("failed", job.id) in events.log
+            assert events.reasons[job.id].startswith("the image came out broken")
+            assert JobStore(db).get(job.id).refunded_at is not None
+        assert events.images == {}
     finally:
         db.close()
