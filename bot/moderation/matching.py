@@ -121,6 +121,17 @@ _MORE_NUMBER_WORDS: Final[Mapping[str, int]] = {
     for value, word in enumerate(words.split(), start=1)
 }
 _AGE_WORD: Final = re.compile(r"(\d{1,2})(?:yo|yr|yrs|yearold|yearsold)")
+_AGE_GLUED: Final = frozenset({"yo", "yr", "yrs", "yearold", "yearsold"})
+_NUMBER_PATTERN: Final = "|".join(
+    ["\\d{1,2}", *sorted({*_NUMBER_WORDS, *_MORE_NUMBER_WORDS}, key=len, reverse=True)]
+)
+_GLUED_AGE: Final = re.compile(
+    f"(?<!\\d)(?P<number>{_NUMBER_PATTERN})(?:years?old|yrs?old|yo|sai|anos|ans|anni|jahre|let)"
+    f"|aged?(?P<aged>\\d{{1,2}})"
+)
+_SPELLED_AGE: Final = re.compile(
+    "(" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + ")(?:yearsold|yearold|yo)"
+)
 _YEAR_WORDS: Final = frozenset({"year", "years", "yr", "yrs"})
 # Units that state an age by themselves after a number, in the bot's languages (as
 # transliterated: 歳/岁 read "sui", 才 "cai", 살 "sal", 세 "se", лет "let", года "goda").
@@ -211,7 +222,7 @@ def _literal(words: list[str]) -> tuple[str, ...]:
 def _leet(words: list[str], table: Mapping[int, int]) -> tuple[str, ...]:
     out: list[str] = []
     for word in words:
-        if any(ch.isalpha() for ch in word):
+        if any(ch.isalpha() or ch in _LEET_MARKS for ch in word):
             out.append(word.translate(table))
         else:
             out.extend(part for part in _LEET_SPLIT.split(word) if part)
@@ -246,6 +257,7 @@ class ScannedPrompt:
     plain: tuple[tuple[str, ...], ...]  # the views without leetspeak (digits kept)
     segments: tuple[str, ...] = ()  # each tag, normalised, for the tokenizer's view
     cjk_ages: tuple[int, ...] = ()  # ages stated as 10歳, 十歳, 10살
+    plain_segments: tuple[str, ...] = ()  # the segments without leetspeak
     words: frozenset[str] = field(default_factory=frozenset)  # every word of every view
     _runs: dict[int, tuple[LetterRuns, ...]] = field(default_factory=dict, compare=False)
 
@@ -261,11 +273,12 @@ class ScannedPrompt:
 
 def scan(text: str) -> ScannedPrompt:
     """Reduce ``text`` to the word sequences that terms are matched against."""
+    text = _BREAK.sub(" ", text)  # A1111's chunk break: not a word the model reads
     normalized = normalize_text(text)
     sequences: dict[tuple[str, ...], None] = {}
     plain: dict[tuple[str, ...], None] = {}
     segments: dict[str, None] = {}
-    text = _BREAK.sub(" ", text)  # A1111's chunk break: not a word the model reads
+    plain_segments: dict[str, None] = {}
     romanized = romanize(unicodedata.normalize("NFKC", text).casefold())
     sources = [normalized] if romanized is None else [normalized, normalize_text(romanized)]
     for source in sources:
@@ -275,6 +288,9 @@ def scan(text: str) -> ScannedPrompt:
                 if not words:
                     continue
                 segments[segment] = None
+                plain_segments[segment] = None
+                for table in (_LEET_I, _LEET_L):  # leetspeak glued to tags: v1br470rnight
+                    segments[" ".join(_leet(words, table))] = None
                 for view in (
                     words,
                     _collapse(words, digits=True),
@@ -294,6 +310,7 @@ def scan(text: str) -> ScannedPrompt:
         plain=tuple(seq for seq in plain if seq),
         segments=tuple(segments),
         cjk_ages=ages,
+        plain_segments=tuple(plain_segments),
         words=frozenset(word for seq in sequences for word in seq),
     )
 
@@ -364,16 +381,25 @@ def harmless_words() -> frozenset[str]:
 
 
 @functools.lru_cache(maxsize=8192)
-def _segmentable(text: str) -> bool:
-    """``text`` is a run of words (dictionary words or terms of 3 letters or more)."""
+def _segmentable(text: str, *, terms_only: bool = False) -> bool:
+    """``text`` is a run of words: dictionary words and terms of 3 letters or more, and
+    short words such as ``on`` (only terms with ``terms_only``)."""
     if not text:
         return True
-    words = harmless_words()
-    for end in range(len(text), 2, -1):
+    words: frozenset[str] = frozenset() if terms_only else harmless_words()
+    for end in range(len(text), 1, -1):
         head = text[:end]
-        if (head in words or head in _KNOWN_TERMS) and _segmentable(text[end:]):
+        if end > 2:
+            known = head in words or head in _KNOWN_TERMS
+        else:
+            known = not terms_only and head in _STOPWORDS
+        if known and _segmentable(text[end:], terms_only=terms_only):
             return True
     return False
+
+
+def _real_word(part: str) -> bool:
+    return part in _STOPWORDS or (len(part) >= _SHORT_TERM and part in harmless_words())
 
 
 def _without(text: str, innocent: tuple[str, ...]) -> str:
@@ -382,16 +408,24 @@ def _without(text: str, innocent: tuple[str, ...]) -> str:
     return text
 
 
-def _glued_match(runs: LetterRuns, key: str, start: int) -> bool:
+def _glued_match(runs: LetterRuns, key: str, start: int, inner: frozenset[int]) -> bool:
     """Whether the model reads ``key`` at ``start`` in a tag's letters (module docstring of
-    :mod:`bot.moderation.tokens`): inside one word, the word is no dictionary word and the
-    term lies on piece boundaries or between other words; across words (``nu de``), the
-    pieces are short fragments that start and end words."""
+    :mod:`bot.moderation.tokens`). ``inner`` holds the offsets, inside ``key``, where its
+    own words meet (``little|girl``).
+
+    * inside one word: the word is no dictionary word, and the term lies on piece
+      boundaries or between other words or terms (``1girlnude``, ``lolinude``); a term of
+      three letters needs both, or terms around it;
+    * across words: the words inside are not all real words (``nu de``, ``uncen.sored``,
+      not ``pen is``), or they are the term's own words; letters glued on either side are
+      other words (``outdoorswithout clothes``).
+    """
     end = start + len(key)
     letters = runs.letters
     word_start = max((b for b in runs.word_ends if b <= start), default=0)
     word_end = min((b for b in runs.word_ends if b >= end), default=len(letters))
-    words_inside = [b for b in runs.word_ends if start < b < end]
+    words_inside = sorted(b for b in runs.word_ends if start < b < end)
+    prefix, suffix = letters[word_start:start], letters[end:word_end]
     if not words_inside:
         word = letters[word_start:word_end]
         if (word_start, word_end) == (start, end):
@@ -399,16 +433,21 @@ def _glued_match(runs: LetterRuns, key: str, start: int) -> bool:
         harmless = harmless_words()
         if word in harmless or (word.endswith("s") and word[:-1] in harmless):
             return False
-        rest = _segmentable(letters[word_start:start]) and _segmentable(letters[end:word_end])
         aligned = runs.aligned(start, end)
-        return (aligned and rest) if len(key) <= _SHORT_TERM else (aligned or rest)
-    if word_start != start or word_end != end:
+        if len(key) <= _SHORT_TERM:
+            terms_around = _segmentable(prefix, terms_only=True) and _segmentable(
+                suffix, terms_only=True
+            )
+            return terms_around or (aligned and _segmentable(prefix) and _segmentable(suffix))
+        return aligned or (_segmentable(prefix) and _segmentable(suffix))
+    if not (_segmentable(prefix) and _segmentable(suffix)):
         return False
-    bounds = sorted({start, *words_inside, end})
+    own_words = {start + offset for offset in inner}
+    if set(words_inside) <= own_words:
+        return True
+    bounds = [start, *words_inside, end]
     parts = [letters[a:b] for a, b in itertools.pairwise(bounds)]
-    return all(len(part) <= _SHORT_TERM for part in parts) and not all(
-        part in _STOPWORDS for part in parts
-    )
+    return not all(_real_word(part) for part in parts)
 
 
 class TermSet:
@@ -429,7 +468,8 @@ class TermSet:
         self._substrings: list[tuple[str, int]] = []
         self._substring_exceptions: dict[int, tuple[str, ...]] = {}
         self._exceptions: dict[int, list[tuple[str, ...]]] = {}
-        self._glued: list[tuple[str, int]] = []  # (letters of an ASCII term, number)
+        # (letters of an ASCII term, number, offsets where its words meet)
+        self._glued: list[tuple[str, int, frozenset[int]]] = []
         self._glued_exceptions: dict[int, tuple[str, ...]] = {}
         self._contexts: dict[int, frozenset[str]] = {}
         for term in terms:
@@ -458,7 +498,8 @@ class TermSet:
                 ]
             letters = "".join(words)
             if letters.isascii() and letters.isalpha() and len(letters) >= _SHORT_TERM:
-                self._glued.append((letters, number))
+                joints = itertools.accumulate(len(w) for w in words[:-1])
+                self._glued.append((letters, number, frozenset(joints)))
                 _KNOWN_TERMS.add(letters)
                 self._glued_exceptions[number] = tuple(
                     "".join(words) for words in self._exceptions.get(number, ())
@@ -528,11 +569,11 @@ class TermSet:
             read = piece_reader(tokenizer)
             for runs in scanned.letter_runs(read):
                 letters = runs.letters
-                for key, number in self._glued:
+                for key, number, inner in self._glued:
                     at = letters.find(key)
                     while at >= 0:
                         if not self._glued_excepted(number, letters, at, len(key)) and _glued_match(
-                            runs, key, at
+                            runs, key, at, inner
                         ):
                             found.add(number)
                             if len(key) != len(letters):
@@ -563,16 +604,41 @@ def minor_age_terms(prompt: str | ScannedPrompt) -> tuple[str, ...]:
         for i, word in enumerate(seq):
             if match := _AGE_WORD.fullmatch(word):
                 ages.add(int(match.group(1)))
+            if match := _SPELLED_AGE.fullmatch(word):
+                ages.add(_NUMBER_WORDS[match.group(1)])
             age = _number(word)
             after = seq[i + 1 : i + 3]
             if age is not None and (
                 (len(after) == 2 and after[0] in _YEAR_WORDS and after[1] == "old")
                 or after[:1] in (("yo",), ("yrs",))
-                or (after[:1] and after[0] in _AGE_UNITS)
+                or (after[:1] and (after[0] in _AGE_UNITS or after[0] in _AGE_GLUED))
             ):
                 ages.add(age)
             if word in ("age", "aged") and i + 1 < len(seq):
                 stated = _number(seq[i + 1])
                 if stated is not None:
                     ages.add(stated)
+    ages.update(_glued_ages(scanned.plain_segments))
     return tuple(f"{age} years old" for age in sorted(ages) if age < ADULT_AGE)
+
+
+def _glued_ages(segments: Iterable[str]) -> set[int]:
+    """Ages spelled across punctuation and spaces (``10ye arsold``, ``10a.ns``, ``ag-ed9``):
+    each tag's letters and digits run together, a number and an age unit that ends where a
+    word of the tag ends."""
+    ages: set[int] = set()
+    for segment in segments:
+        joined: list[str] = []
+        word_ends: set[int] = set()
+        for word in re.findall(r"[a-z0-9]+", segment):
+            joined.append(word)
+            word_ends.add(sum(map(len, joined)))
+        text = "".join(joined)
+        for match in _GLUED_AGE.finditer(text):
+            if match.end() not in word_ends:
+                continue
+            number = match.group("number") or match.group("aged")
+            value = _number(number) if number else None
+            if value is not None:
+                ages.add(value)
+    return ages

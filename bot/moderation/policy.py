@@ -290,11 +290,22 @@ class GuildPolicy:
     forward_withheld: bool = False
     log_channel_id: int | None = None
     dm_allowed: bool = False
+    sexual_terms: tuple[str, ...] = ()  # the owner's additions to the hard block
+    minor_terms: tuple[str, ...] = ()
 
     @property
     def blocked(self) -> TermSet:
-        """The blocked tags, compiled for matching (compiled lists are cached)."""
-        return _compile(self.blocked_tags)
+        """The blocked tags (with the owner's sexual terms), compiled for matching
+        (compiled lists are cached)."""
+        return _compile((*self.blocked_tags, *self.sexual_terms))
+
+    @property
+    def extra_sexual(self) -> TermSet:
+        return _compile(self.sexual_terms)
+
+    @property
+    def extra_minor(self) -> TermSet:
+        return _compile(self.minor_terms)
 
     @classmethod
     def from_settings(
@@ -327,6 +338,8 @@ class GuildPolicy:
             forward_withheld=_pick(over.forward_withheld, settings.forward_withheld),
             log_channel_id=over.log_channel_id,
             dm_allowed=settings.dm_allowed,
+            sexual_terms=tuple(_dedupe(settings.sexual_terms)),
+            minor_terms=tuple(_dedupe(settings.minor_terms)),
         )
 
 
@@ -434,10 +447,15 @@ def check_prompt(
     else:
         final_negative = ensure_negatives(negative, (ALWAYS_NEGATIVE, *policy.extra_negatives))
 
-    minors = _unique(_MINOR_TERMS.find(scanned, tokenizer=tokenizer), minor_age_terms(scanned))
+    minors = _unique(
+        _MINOR_TERMS.find(scanned, tokenizer=tokenizer),
+        minor_age_terms(scanned),
+        policy.extra_minor.find(scanned, tokenizer=tokenizer),
+    )
     sexual = _unique(
         rating_tags(rating_name) if nsfw_rating else (),
         _SEXUAL_TERMS.find(scanned, tokenizer=tokenizer),
+        policy.extra_sexual.find(scanned, tokenizer=tokenizer),
     )
     child_sexual = _CHILD_SEXUAL_TERMS.find(scanned, tokenizer=tokenizer)
     if child_sexual or (minors and sexual):

@@ -168,8 +168,18 @@ class ModerationSettings(_Section):
         description="extend: the built-in list of explicit Danbooru tags plus blocked_tags; "
         "replace: blocked_tags only (the nsfw and explicit rating tags stay refused)",
     )
+    sexual_terms: list[TagText] = Field(
+        default_factory=list,
+        description="More sexual terms (any language) for the hard block and for plain "
+        "channels, added to the built-in and LDNOOBW lists (which cannot be removed)",
+    )
+    minor_terms: list[TagText] = Field(
+        default_factory=list,
+        description="More terms about minors (any language) for the hard block, added to "
+        "the built-in list (which cannot be removed)",
+    )
 
-    @field_validator("extra_negatives", "blocked_tags")
+    @field_validator("extra_negatives", "blocked_tags", "sexual_terms", "minor_terms")
     @classmethod
     def _tags(cls, tags: list[str]) -> list[str]:
         return check_tags(tags)
