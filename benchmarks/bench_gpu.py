@@ -53,7 +53,6 @@ import json
 import os
 import platform
 import statistics
-import string
 import subprocess
 import sys
 import tempfile
@@ -265,28 +264,6 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _write_char_tokenizer(folder: Path, vocab_size: int) -> Any:
-    """A character-level CLIP tokenizer whose special ids are the real ones (49406/7)."""
-    from transformers import CLIPTokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab: dict[str, int] = {}
-    chars = [c for c in string.printable if not c.isspace()]
-    for c in chars:
-        vocab.setdefault(c, len(vocab))
-    for c in chars:
-        vocab.setdefault(c + "</w>", len(vocab))
-    while len(vocab) < vocab_size - 2:
-        vocab[f"<unused{len(vocab)}>"] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    return CLIPTokenizer.from_pretrained(
-        str(folder), model_max_length=77, pad_token="<|endoftext|>"
-    )
-
-
 @dataclass
 class Model:
     """Components shared by every variant; UNet and VAE are copied per variant."""
@@ -342,7 +319,12 @@ def build_full_model(device: Any, seed: int, workdir: Path) -> Model:
     for module in modules:
         torch.nn.Module.to(module, device=device, dtype=dtype)
         module.eval().requires_grad_(False)
-    tokenizer = _write_char_tokenizer(workdir / "tokenizer", te1_cfg.vocab_size)
+    sys.path.insert(0, str(ROOT))
+    from tests.support.tiny_sdxl import write_char_tokenizer
+
+    # Character-level, over the real vocabulary size (special ids 49406/7): the text
+    # encoders do the same work whatever the pieces.
+    tokenizer = write_char_tokenizer(workdir / "tokenizer", te1_cfg.vocab_size)
     scheduler = _load_json(ARCH / "scheduler" / "scheduler_config.json")
     return Model(
         unet, vae, text_encoder, text_encoder_2, tokenizer, tokenizer, scheduler, device, dtype

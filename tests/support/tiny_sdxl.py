@@ -31,8 +31,12 @@ PROJECTION_DIM = 32
 TIME_EMBED_DIM = 8
 
 
-def _write_tokenizer(folder: Path) -> CLIPTokenizer:
-    """A character-level CLIP tokenizer: every printable character is a token."""
+def write_char_tokenizer(folder: Path, vocab_size: int | None = None) -> CLIPTokenizer:
+    """A character-level CLIP tokenizer: every printable character is a token.
+
+    With ``vocab_size`` the vocabulary is padded with unused entries to that size, so the
+    special ids are the last two, as in a real CLIP tokenizer (49406/49407 for 49408).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     vocab: dict[str, int] = {}
     chars = [c for c in string.printable if not c.isspace()]
@@ -40,6 +44,8 @@ def _write_tokenizer(folder: Path) -> CLIPTokenizer:
         vocab.setdefault(c, len(vocab))
     for c in chars:
         vocab.setdefault(c + "</w>", len(vocab))
+    while vocab_size is not None and len(vocab) < vocab_size - 2:
+        vocab[f"<unused{len(vocab)}>"] = len(vocab)
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
@@ -115,8 +121,8 @@ def build_tiny_pipeline(seed: int = 0, tmp: Path | None = None) -> StableDiffusi
     import tempfile
 
     tok_dir = Path(tmp) if tmp is not None else Path(tempfile.mkdtemp(prefix="tiny-tok-"))
-    tokenizer = _write_tokenizer(tok_dir / "tok1")
-    tokenizer_2 = _write_tokenizer(tok_dir / "tok2")
+    tokenizer = write_char_tokenizer(tok_dir / "tok1")
+    tokenizer_2 = write_char_tokenizer(tok_dir / "tok2")
     vocab_size = len(tokenizer)
     text_encoder = CLIPTextModel(_text_config(TEXT_HIDDEN_1, vocab_size, PROJECTION_DIM))
     text_encoder_2 = CLIPTextModelWithProjection(
