@@ -44,6 +44,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from bot.config import LimitsSettings
+from bot.shape import JobShape
 from bot.storage.clock import Clock, as_utc, utc_now
 from bot.storage.database import Database
 from bot.storage.jobs import JobRecord, JobStore, NewJob, count_active, insert_job
@@ -82,17 +83,6 @@ class Requester:
     guild_id: int | None = None  # None in direct messages
     role_ids: frozenset[int] = frozenset()
     is_admin: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class JobShape:
-    """What a request's cost depends on."""
-
-    count: int = 1
-    width: int = 1024
-    height: int = 1024
-    steps: int = 28
-    hires: bool = False
 
 
 @dataclass(frozen=True, slots=True)
