@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from bot.moderation.settings import ModerationSettings
+from bot.samplers import find_sampler
 
 ENV_PREFIX = "ANIMAGINE_"
 TOKEN_ENV = "DISCORD_TOKEN"  # noqa: S105 - the variable's name, not a secret
@@ -217,8 +218,6 @@ class EngineSettings(_Section):
     @field_validator("default_sampler")
     @classmethod
     def _known_sampler(cls, name: str) -> str:
-        from bot.request import find_sampler  # bot.request imports this module
-
         return find_sampler(name)
 
     @model_validator(mode="after")

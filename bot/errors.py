@@ -11,3 +11,7 @@ class DeviceError(RuntimeError):
 
 class EngineError(RuntimeError):
     """A job failed inside the engine; the message is fit to show the requester."""
+
+
+class RequestError(ValueError):
+    """A request that cannot be served as asked; the message says why, for the asker."""

@@ -14,19 +14,13 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.config import EngineSettings
+from bot.errors import RequestError as RequestError  # noqa: PLC0414 (re-exported)
 from bot.prompts.emphasis import WeightOutOfRange, check_weights
+from bot.samplers import SAMPLERS as SAMPLERS  # noqa: PLC0414 (re-exported)
+from bot.samplers import find_sampler as find_sampler  # noqa: PLC0414 (re-exported)
 
 MAX_SEED = 2_147_483_647
 """Seeds are drawn from 0..MAX_SEED, as in the official Animagine demo."""
-
-SAMPLERS: tuple[str, ...] = (
-    "Euler a",
-    "Euler",
-    "DPM++ 2M Karras",
-    "DPM++ SDE Karras",
-    "DPM++ 2M SDE Karras",
-    "DDIM",
-)
 
 
 @dataclass(frozen=True)
@@ -70,19 +64,6 @@ def find_aspect(text: str) -> Aspect:
             return aspect
     valid = ", ".join(a.size for a in ASPECTS)
     raise RequestError(f"unknown aspect {text!r}: choose one of {valid}")
-
-
-def find_sampler(name: str) -> str:
-    """The canonical sampler name for ``name`` (case and spacing forgiven)."""
-    key = name.strip().lower().replace(" ", "")
-    for sampler in SAMPLERS:
-        if sampler.lower().replace(" ", "") == key:
-            return sampler
-    raise RequestError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
-
-
-class RequestError(ValueError):
-    """A request that cannot be served as asked; the message says why, for the asker."""
 
 
 class HiresOptions(BaseModel):
