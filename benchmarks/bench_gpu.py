@@ -651,7 +651,7 @@ class Bench:
     # -- variants ----------------------------------------------------------------------
 
     def job(self, width: int, height: int, seeds: tuple[int, ...] = (SEED,)) -> Any:
-        from bot.engine.engine import RenderJob
+        from bot.engine.job import RenderJob
 
         return RenderJob(
             prompt=PROMPT,
@@ -713,7 +713,7 @@ class Bench:
         self.save()
 
     def _guard(self, variant: str, size: str, outcome: Outcome) -> str:
-        from bot.engine.optimize import compare_outputs
+        from bot.engine.guard import compare_outputs
 
         if variant == "engine-plain":
             self.reference[size] = outcome
@@ -925,7 +925,7 @@ class Bench:
         """How far fp16 itself is from fp32: the plain engine in both precisions."""
         import torch
 
-        from bot.engine.optimize import compare_outputs
+        from bot.engine.guard import compare_outputs
 
         if self.model.device.type != "cuda":
             self.report.guards.append("fp16 noise floor: n/a (the tiny run is float32 on CPU)")
@@ -1314,7 +1314,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report.notes.append(
         "guard bounds: final latents relative error <= 1e-2, image PSNR >= 35 dB and every "
-        "step's noise prediction relative error <= 1e-2 (bot/engine/optimize.py "
+        "step's noise prediction relative error <= 1e-2 (bot/engine/guard.py "
         "MAX_LATENT_REL_ERROR, MIN_IMAGE_PSNR_DB, MAX_NOISE_REL_ERROR)"
     )
     if tiny:

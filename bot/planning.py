@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
-from bot.engine.engine import RenderJob
+from bot.engine.job import RenderJob
 from bot.moderation import ChannelContext, GuildPolicy, PromptDecision, check_built
 from bot.prompts import BuiltPrompt, PromptError, WildcardFolder, build_prompt
 from bot.request import GenerationRequest

@@ -17,13 +17,14 @@ from datetime import datetime
 
 from bot.config import Settings
 from bot.engine import Engine
-from bot.limits import Accepted, Allowance, JobShape, RateLimiter, Refusal, Requester
+from bot.limits import Accepted, Allowance, RateLimiter, Refusal, Requester
 from bot.moderation import ChannelContext, GuildPolicy, PromptDecision
 from bot.planning import Plan, PromptRefused, plan_render
 from bot.queue.base import JobQueue, QueueEntry, QueueFull
 from bot.queue.fair import FairQueue
 from bot.queue.worker import Classifier, JobEvents, Worker, request_units
 from bot.request import GenerationRequest, validate_request
+from bot.shape import JobShape
 from bot.storage.database import Database
 from bot.storage.jobs import JobNotFoundError, JobRecord, JobStore, NewJob
 from bot.storage.members import GuildStore, MemberStore

@@ -6,9 +6,9 @@ from bot.engine.engine import (
     JobCancelled,
     Progress,
     RenderedImage,
-    RenderJob,
     RenderResult,
 )
+from bot.engine.job import RenderJob
 from bot.errors import DeviceError, EngineError, ModelLoadError
 
 __all__ = [

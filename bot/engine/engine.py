@@ -8,7 +8,8 @@ alone), and optionally the hires pass (latent upscale, then img2img on the same
 components). A cancelled lone job stops within one step; an out-of-memory error fails only that
 call, and memory is released either way.
 
-Micro-batching: jobs with the same :func:`batch_key` (size, steps, CFG, sampler, hires)
+Micro-batching: jobs with the same :attr:`~bot.shape.JobShape.batch_key` (size, steps, CFG,
+sampler, hires)
 run as one call. Each job's prompts are encoded alone; the embeddings are stacked along the
 batch, one row per image. Jobs whose prompts take different numbers of 75-token chunks are
 padded to the longest with zero embeddings that an attention mask hides from the UNet's
@@ -43,6 +44,7 @@ import torch
 from PIL import Image
 
 from bot.config import Settings
+from bot.engine.job import RenderJob
 from bot.engine.loading import Placement, load_pipeline, resolve_placement
 from bot.engine.optimize import AppliedOptimizations, apply_optimizations, speed_settings
 from bot.engine.samplers import make_scheduler
@@ -51,7 +53,6 @@ from bot.images import Infotext
 from bot.prompts import PromptError
 from bot.prompts.emphasis import check_weights
 from bot.prompts.encoder import PromptEmbeddings, PromptEncoder
-from bot.request import HiresOptions, find_sampler, hires_size
 
 log = logging.getLogger(__name__)
 
@@ -86,34 +87,6 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-
-
-@dataclass(frozen=True)
-class RenderJob:
-    """A request made concrete: final prompts after presets, and one seed per image."""
-
-    prompt: str
-    negative_prompt: str
-    width: int
-    height: int
-    steps: int
-    cfg: float
-    sampler: str
-    seeds: tuple[int, ...]
-    hires: HiresOptions | None = None
-    extra_params: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def output_size(self) -> tuple[int, int]:
-        if self.hires is None:
-            return self.width, self.height
-        return hires_size(self.width, self.height, self.hires.scale)
-
-    @property
-    def hires_steps(self) -> int:
-        if self.hires is None:
-            return 0
-        return max(1, min(self.steps, int(self.steps * self.hires.strength)))
 
 
 @dataclass
@@ -168,15 +141,6 @@ def broken_image_reason(problem: str, index: int, count: int) -> str:
         "an emphasis weight or setting the model cannot handle, or a damaged model or VAE, "
         "does this"
     )
-
-
-BatchKey = tuple[int, int, int, float, str, tuple[float, float] | None]
-
-
-def batch_key(job: RenderJob) -> BatchKey:
-    """What jobs must share to run in one pipeline call (the prompts need not match)."""
-    hires = None if job.hires is None else (job.hires.scale, job.hires.strength)
-    return (job.width, job.height, job.steps, job.cfg, find_sampler(job.sampler), hires)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -339,17 +303,18 @@ class Engine:
     ) -> list[RenderResult]:
         """Render compatible ``jobs`` in one pipeline call; one result per job, in order.
 
-        Every job must have the same :func:`batch_key` (else :class:`ValueError`). Each
-        job's progress callback hears every step. A job whose token is cancelled gets a
-        result with ``cancelled`` set while the others finish; when every job is
-        cancelled the call stops within one step with :class:`JobCancelled`. Raises
-        :class:`EngineError` (out of memory, engine failure) or :class:`PromptError` (an
-        emphasis weight out of range) for the whole call; a job with a broken image gets a
-        result with ``error`` set and no images while the others keep theirs.
+        Every job must have the same :attr:`~bot.shape.JobShape.batch_key` (else
+        :class:`ValueError`). Each job's progress callback hears every step. A job whose
+        token is cancelled gets a result with ``cancelled`` set while the others finish;
+        when every job is cancelled the call stops within one step with
+        :class:`JobCancelled`. Raises :class:`EngineError` (out of memory, engine failure)
+        or :class:`PromptError` (an emphasis weight out of range) for the whole call; a job
+        with a broken image gets a result with ``error`` set and no images while the others
+        keep theirs.
         """
         if not jobs:
             raise ValueError("render_batch needs at least one job")
-        keys = {batch_key(job) for job in jobs}
+        keys = {job.shape.batch_key for job in jobs}
         if len(keys) > 1:
             raise ValueError(
                 "jobs in one batch must share size, steps, CFG, sampler and hires settings"

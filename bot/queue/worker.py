@@ -44,13 +44,13 @@ from bot.engine import (
     RenderJob,
     RenderResult,
 )
-from bot.engine.engine import BatchKey, batch_key
 from bot.images import Infotext, encode_png
 from bot.moderation import RatingScores, Verdict, image_verdict
 from bot.planning import Plan
 from bot.prompts import PromptError
 from bot.queue.base import JobQueue, QueueEntry
 from bot.request import GenerationRequest
+from bot.shape import BatchKey
 from bot.storage.database import Database
 from bot.storage.jobs import JobNotFoundError, JobRecord, JobStateError, JobStore
 from bot.storage.members import MemberStore
@@ -168,7 +168,7 @@ def stored_batch_shape(job: JobRecord) -> tuple[BatchKey, int] | None:
     """
     try:
         request = GenerationRequest.model_validate(job.request["request"])
-        return batch_key(_shape_job(request)), request.count
+        return _shape_job(request).shape.batch_key, request.count
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -442,7 +442,7 @@ class Worker:
                 await self._fail(job, f"the request cannot be rendered: {exc}")
         groups: dict[BatchKey, list[tuple[JobRecord, Plan]]] = {}
         for job, plan in planned:
-            groups.setdefault(batch_key(plan.job), []).append((job, plan))
+            groups.setdefault(plan.job.shape.batch_key, []).append((job, plan))
         for group in groups.values():
             await self._render_group(group)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bot.engine import CancelToken, Engine, EngineError, JobCancelled, Progress, RenderJob
-from bot.engine.engine import RenderResult, batch_key
+from bot.engine.engine import RenderResult
 from bot.engine.optimize import _pad_prompt_hook
 from bot.request import HiresOptions
 
@@ -145,14 +145,17 @@ def test_a_hires_batch_draws_as_alone(engine: Engine) -> None:
 )
 def test_incompatible_jobs_are_refused(engine: Engine, change: dict[str, Any]) -> None:
     other = job(**change)
-    assert batch_key(other) != batch_key(job())
+    assert other.shape.batch_key != job().shape.batch_key
     with pytest.raises(ValueError, match="must share size, steps, CFG, sampler and hires"):
         engine.render_batch([job(), other])
     assert not engine.busy
 
 
 def test_compatible_means_prompts_and_seeds_may_differ() -> None:
-    assert batch_key(job()) == batch_key(job(prompt=LONG_PROMPT, seeds=(1, 2), sampler="euler a"))
+    assert (
+        job().shape.batch_key
+        == job(prompt=LONG_PROMPT, seeds=(1, 2), sampler="euler a").shape.batch_key
+    )
 
 
 def test_a_job_cancelled_in_a_batch_is_dropped_and_the_others_finish(engine: Engine) -> None:
