@@ -17,6 +17,7 @@ from bot.engine.job import RenderJob
 from bot.moderation import ChannelContext, GuildPolicy, PromptDecision, check_built
 from bot.prompts import BuiltPrompt, PromptError, WildcardFolder, build_prompt
 from bot.request import GenerationRequest
+from bot.shape import JobShape
 
 # The CLI renders for its owner, outside any channel: the demo's prompts (``nsfw`` stays in
 # the presets' negatives) and only the hard block, which applies everywhere.
@@ -63,6 +64,21 @@ def build_for(
         seed=request.seed,
         allow_nsfw=allow_nsfw,
     )
+
+
+def request_shape(request: GenerationRequest) -> JobShape:
+    """The shape of the job ``request`` becomes (no prompt building needed)."""
+    return RenderJob(
+        "",
+        "",
+        request.width,
+        request.height,
+        request.steps,
+        request.cfg,
+        request.sampler,
+        tuple(range(request.count)),
+        request.hires,
+    ).shape
 
 
 def plan_render(

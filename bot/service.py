@@ -3,7 +3,7 @@
 ``interaction -> request -> checks -> queue -> engine -> result -> reply``: an adapter turns
 what a member did into a :class:`~bot.request.GenerationRequest` and a
 :class:`~bot.limits.Requester`, calls :meth:`ImagineService.submit`, and hears about the
-job through the :class:`~bot.queue.worker.JobEvents` it passed in. Every check happens
+job through the :class:`~bot.queue.events.JobEvents` it passed in. Every check happens
 before anything is written; the job row and the rate-limit charge are written together, and
 the job enters the queue only after that.
 """
@@ -21,10 +21,11 @@ from bot.limits import Accepted, Allowance, RateLimiter, Refusal, Requester
 from bot.moderation import ChannelContext, GuildPolicy, PromptDecision
 from bot.planning import Plan, PromptRefused, plan_render
 from bot.queue.base import JobQueue, QueueEntry, QueueFull
+from bot.queue.events import JobEvents
 from bot.queue.fair import FairQueue
-from bot.queue.worker import Classifier, JobEvents, Worker, request_units
+from bot.queue.output import Classifier
+from bot.queue.worker import Worker, request_units
 from bot.request import GenerationRequest, validate_request
-from bot.shape import JobShape
 from bot.storage.database import Database
 from bot.storage.jobs import JobNotFoundError, JobRecord, JobStore, NewJob
 from bot.storage.members import GuildStore, MemberStore
@@ -271,14 +272,7 @@ class ImagineService:
             interaction_token=where.interaction_token,
             interaction_expires_at=where.interaction_expires_at,
         )
-        shape = JobShape(
-            count=request.count,
-            width=request.width,
-            height=request.height,
-            steps=request.steps,
-            hires=request.hires is not None,
-        )
-        decision = await self.db.run(self.limiter.accept_job, who, new, shape)
+        decision = await self.db.run(self.limiter.accept_job, who, new, plan.job.shape)
         if isinstance(decision, Refusal):
             raise SubmitRefused(decision.message, refusal=decision)
         assert isinstance(decision, Accepted)
@@ -369,10 +363,6 @@ class ImagineService:
             total,
             warming_up=self.warming_up,
         )
-
-    def position(self, job_id: int) -> tuple[int, float]:
-        """(position, ETA seconds) of a job: 0 when running or no longer waiting."""
-        return self._position(job_id)
 
     async def run_burst(self) -> int:
         """Run every waiting job now (tests, the CLI): see :meth:`Worker.run_burst`."""

@@ -13,7 +13,7 @@ from bot.config import Settings
 from bot.engine import Engine, Progress
 from bot.images import read_infotext
 from bot.limits import Requester
-from bot.queue.worker import OutputImage
+from bot.queue.events import OutputImage
 from bot.request import GenerationRequest, RequestError
 from bot.service import Destination, ImagineService, NotAllowed, SubmitRefused
 from bot.storage import Database, JobRecord, JobStatus, JobStore, prepare_database
@@ -119,7 +119,7 @@ async def test_members_take_turns(world: tuple[ImagineService, Recorder, Databas
     service, events, _ = world
     alice = [(await service.submit(request(), ALICE, HERE)).job.id for _ in range(3)]
     bob = (await service.submit(request(), BOB, HERE)).job.id
-    assert service.position(bob)[0] == 2
+    assert [(q.job.id, q.position) for q in (await service.status(BOB)).mine] == [(bob, 2)]
     await service.run_burst()
     finished = [job for what, job in events.log if what == "finished"]
     assert finished == [alice[0], bob, alice[1], alice[2]]

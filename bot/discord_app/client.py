@@ -21,7 +21,7 @@ from bot.discord_app.context import reply
 from bot.discord_app.delivery import Delivery
 from bot.discord_app.moderation import ModLog
 from bot.engine import Engine
-from bot.queue.worker import Classifier
+from bot.queue.output import Classifier
 from bot.service import ImagineService
 from bot.storage import Database, GuildStore
 

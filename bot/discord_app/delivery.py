@@ -1,4 +1,4 @@
-"""What members see of their jobs: the Discord side of :class:`~bot.queue.worker.JobEvents`.
+"""What members see of their jobs: the Discord side of :class:`~bot.queue.events.JobEvents`.
 
 One message per job: the reply to the command shows the queue position, then progress
 (at most one edit every ``progress_interval`` seconds), then the result or the reason it
@@ -38,7 +38,7 @@ from bot.discord_app import formatting
 from bot.discord_app.components import cancel_view, result_view
 from bot.discord_app.context import DEFAULT_FILESIZE_LIMIT
 from bot.engine import Progress
-from bot.queue.worker import OutputImage
+from bot.queue.events import OutputImage
 from bot.request import GenerationRequest
 from bot.service import Submitted, stored_channel, stored_request
 from bot.storage import DatabaseError, JobRecord
@@ -169,7 +169,7 @@ class _Post:
 
 
 class Delivery:
-    """The bot's :class:`~bot.queue.worker.JobEvents`: queue line, progress, result."""
+    """The bot's :class:`~bot.queue.events.JobEvents`: queue line, progress, result."""
 
     def __init__(
         self,

@@ -18,7 +18,7 @@ from bot.images import Infotext
 from bot.limits import Allowance, BucketAllowance, LimitKind, Refusal
 from bot.moderation import Decision, GuildPolicy, PromptDecision, Thresholds
 from bot.prompts import QUALITY_PRESETS, RATINGS, STYLE_PRESETS, YEAR_RANGES
-from bot.queue.worker import OutputImage
+from bot.queue.events import OutputImage
 from bot.request import ASPECTS, SAMPLERS, GenerationRequest
 from bot.service import QueueStatus, Submitted
 from bot.storage import ImageRecord, JobRecord, JobStatus

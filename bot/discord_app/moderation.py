@@ -31,7 +31,7 @@ from bot.discord_app import formatting
 from bot.discord_app.components import PREFIX
 from bot.discord_app.context import DEFAULT_FILESIZE_LIMIT
 from bot.moderation import GuildPolicy, PolicySettingsError, PromptDecision
-from bot.queue.worker import OutputImage
+from bot.queue.events import OutputImage
 from bot.request import GenerationRequest
 from bot.storage import DatabaseError, JobRecord
 

@@ -25,7 +25,7 @@ from discord.http import Route
 from bot.config import TOKEN_ENV, DiscordSettings, Settings
 from bot.discord_app.client import AnimagineBot
 from bot.engine import DeviceError, Engine, ModelLoadError
-from bot.queue.worker import Classifier
+from bot.queue.output import Classifier
 from bot.storage import Database, DatabaseError, prepare_database
 
 log = logging.getLogger(__name__)

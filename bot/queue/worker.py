@@ -1,14 +1,16 @@
-"""The one consumer that drives the engine, and the estimate of how long jobs take.
+"""The scheduling loop: the one consumer that takes jobs from the queue and drives the engine.
 
 The worker takes the next job from the queue, marks it running in the database, and renders
 it on a single dedicated thread, so the event loop never blocks: the gateway heartbeat, new
-commands and progress edits keep flowing. When the pixels are ready, PNG encoding, the
-image rows and delivery to the member run as a separate task while the next job already
-renders: the GPU never waits on Discord. A per-job timeout cancels stuck jobs between steps.
+commands and progress edits keep flowing. When the pixels are ready, the output step
+(:mod:`bot.queue.output`: rating, PNG encoding, image rows) and the adapter's
+:class:`~bot.queue.events.JobEvents` run as a separate task while the next job already
+renders: the GPU never waits on Discord. Job times feed the ETA model
+(:mod:`bot.queue.eta`). A per-job timeout cancels stuck jobs between steps.
 
 Micro-batching (``queue.micro_batch_images`` > 1): after taking the next job, the worker
 looks at the next ``queue.micro_batch_window`` jobs in fair order and takes those with the
-same :func:`~bot.engine.engine.batch_key` (read from the stored request) while the images
+same :attr:`~bot.shape.JobShape.batch_key` (read from the stored request) while the images
 add up to at most ``micro_batch_images``; they render in one engine call. Only jobs within
 the window may join, so no job runs more than that many places ahead of its turn; a job
 cancelled while it waits is never taken. Each job is then delivered exactly as alone (its
@@ -22,16 +24,12 @@ per-job timeout times its number of jobs.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from PIL import Image
 
 from bot.config import Settings
 from bot.engine import (
@@ -41,19 +39,18 @@ from bot.engine import (
     JobCancelled,
     Progress,
     RenderedImage,
-    RenderJob,
     RenderResult,
 )
-from bot.images import Infotext, encode_png
-from bot.moderation import RatingScores, Verdict, image_verdict
-from bot.planning import Plan
+from bot.planning import Plan, request_shape
 from bot.prompts import PromptError
 from bot.queue.base import JobQueue, QueueEntry
+from bot.queue.eta import DurationModel
+from bot.queue.events import JobEvents
+from bot.queue.output import Classifier, ImageOutput
 from bot.request import GenerationRequest
 from bot.shape import BatchKey
 from bot.storage.database import Database
 from bot.storage.jobs import JobNotFoundError, JobRecord, JobStateError, JobStore
-from bot.storage.members import MemberStore
 from bot.storage.models import JobStatus
 
 log = logging.getLogger(__name__)
@@ -61,103 +58,9 @@ log = logging.getLogger(__name__)
 _TIMINGS_KEPT = 256
 
 
-@dataclass(frozen=True)
-class OutputImage:
-    """One finished image, encoded, with what the reply shows about it.
-
-    ``verdict`` says whether the channel may see it: an adapter never uploads an image whose
-    verdict is ``withhold`` to the member's channel. A quarantined image (a hard block, or
-    a sexual image nobody could check for minors) goes nowhere at all: its ``png`` is
-    empty, the bytes never leave the worker.
-    """
-
-    index: int
-    seed: int
-    width: int
-    height: int
-    png: bytes
-    infotext: Infotext
-    content_hash: str
-    verdict: Verdict
-    scores: RatingScores | None = None
-    image_id: int | None = None
-
-    @property
-    def withheld(self) -> bool:
-        return not self.verdict.posted
-
-
-class Classifier(Protocol):
-    """Rates an image (the WD14 tagger in production); synchronous, run in a thread."""
-
-    def rate(self, image: Image.Image) -> RatingScores: ...
-
-    @property
-    def problem(self) -> str | None:
-        """Why the image-side hard block cannot work with this classifier, or None."""
-        ...
-
-
-class JobEvents(Protocol):
-    """What an adapter (the Discord layer, a test) hears about jobs. Never blocks long."""
-
-    async def on_started(self, job: JobRecord) -> None: ...
-
-    async def on_progress(self, job: JobRecord, progress: Progress) -> None: ...
-
-    async def on_finished(self, job: JobRecord, images: list[OutputImage]) -> None: ...
-
-    async def on_failed(self, job: JobRecord, reason: str) -> None: ...
-
-    async def on_cancelled(self, job: JobRecord) -> None: ...
-
-
-class NoEvents:
-    """Events nobody listens to (the CLI, benchmarks)."""
-
-    async def on_started(self, job: JobRecord) -> None:
-        return None
-
-    async def on_progress(self, job: JobRecord, progress: Progress) -> None:
-        return None
-
-    async def on_finished(self, job: JobRecord, images: list[OutputImage]) -> None:
-        return None
-
-    async def on_failed(self, job: JobRecord, reason: str) -> None:
-        return None
-
-    async def on_cancelled(self, job: JobRecord) -> None:
-        return None
-
-
-def work_units(job: RenderJob) -> float:
-    """Denoising steps times megapixels, over all images: what a job's time scales with."""
-    megapixels = job.width * job.height / 1_048_576
-    hires = 0.0
-    if job.hires is not None:
-        hires = job.hires_steps * job.hires.scale**2
-    return len(job.seeds) * (job.steps + hires) * megapixels
-
-
-def _shape_job(request: GenerationRequest) -> RenderJob:
-    """The job a request becomes, without its prompts (no prompt building needed)."""
-    return RenderJob(
-        "",
-        "",
-        request.width,
-        request.height,
-        request.steps,
-        request.cfg,
-        request.sampler,
-        tuple(range(request.count)),
-        request.hires,
-    )
-
-
 def request_units(request: GenerationRequest) -> float:
-    """:func:`work_units` of the job a request becomes (no prompt building needed)."""
-    return work_units(_shape_job(request))
+    """The work units of the job a request becomes (no prompt building needed)."""
+    return request_shape(request).work_units
 
 
 def stored_batch_shape(job: JobRecord) -> tuple[BatchKey, int] | None:
@@ -168,31 +71,9 @@ def stored_batch_shape(job: JobRecord) -> tuple[BatchKey, int] | None:
     """
     try:
         request = GenerationRequest.model_validate(job.request["request"])
-        return _shape_job(request).shape.batch_key, request.count
+        return request_shape(request).batch_key, request.count
     except (KeyError, TypeError, ValueError):
         return None
-
-
-class DurationModel:
-    """Seconds per work unit, learnt from finished jobs (a moving average)."""
-
-    def __init__(self, initial_seconds_per_unit: float, weight: float = 0.3) -> None:
-        self.seconds_per_unit = initial_seconds_per_unit
-        self.weight = weight
-        self.samples = 0
-
-    def record(self, units: float, seconds: float) -> None:
-        if units <= 0:
-            return
-        observed = seconds / units
-        if self.samples == 0:
-            self.seconds_per_unit = observed
-        else:
-            self.seconds_per_unit += self.weight * (observed - self.seconds_per_unit)
-        self.samples += 1
-
-    def estimate(self, units: float) -> float:
-        return units * self.seconds_per_unit
 
 
 Planner = Callable[[JobRecord], Awaitable[Plan]]
@@ -231,11 +112,7 @@ class Worker:
         self.engine = engine
         self.planner = planner
         self.events = events
-        self.classifier = classifier
-        self.classifier_error = classifier_error or (
-            None if classifier is not None else "no image classifier is configured"
-        )
-        self.members = MemberStore(db)
+        self.output = ImageOutput(db, jobs, classifier, classifier_error)
         self.durations = DurationModel(settings.queue.initial_step_seconds)
         self.timeout = settings.queue.job_timeout_s
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
@@ -253,6 +130,16 @@ class Worker:
             self.ready.set()
 
     # ----------------------------------------------------------------- control
+    @property
+    def classifier(self) -> Classifier | None:
+        """The image classifier of the output step (None: none loaded)."""
+        return self.output.classifier
+
+    @property
+    def classifier_error(self) -> str | None:
+        """Why there is no working classifier, or None."""
+        return self.output.classifier_error
+
     @property
     def running_job_id(self) -> int | None:
         """The running job (the first of a micro-batch); ``None`` when idle."""
@@ -452,7 +339,7 @@ class Worker:
         """Render planned, compatible jobs in one engine call, then deliver each."""
         loop = asyncio.get_running_loop()
         tokens = [CancelToken() for _ in group]
-        units = [work_units(plan.job) for _, plan in group]
+        units = [plan.job.shape.work_units for _, plan in group]
         running = _Running(
             {job.id: token for (job, _), token in zip(group, tokens, strict=True)},
             time.monotonic(),
@@ -534,80 +421,14 @@ class Worker:
         record = await self.db.run(self.jobs.mark_failed, job.id, reason)
         await self._notify(self.events.on_failed(record, reason))
 
-    async def _rate(self, image: Image.Image) -> tuple[RatingScores | None, str | None]:
-        """The classifier's scores, off the event loop and off the engine's thread."""
-        if self.classifier is None:
-            return None, self.classifier_error
-        try:
-            return await asyncio.to_thread(self.classifier.rate, image), None
-        except Exception as exc:
-            log.warning("image classifier failed: %s", exc)
-            return None, str(exc)
-
     async def _deliver_all(self, done: list[tuple[JobRecord, Plan, list[RenderedImage]]]) -> None:
         """Deliver finished jobs one after another: their events keep the fair order."""
         for job, plan, rendered in done:
             await self._notify(self._deliver(job, plan, rendered))
 
-    async def _deliver(self, job: JobRecord, plan: Plan, rendered: list[Any]) -> None:
+    async def _deliver(self, job: JobRecord, plan: Plan, rendered: list[RenderedImage]) -> None:
         started = time.perf_counter()
-        outputs: list[OutputImage] = []
-        for index, item in enumerate(rendered):
-            scores, error = await self._rate(item.image)
-            verdict = image_verdict(
-                scores, plan.channel, plan.policy, error=error, minors=plan.decision.minors
-            )
-            png = await asyncio.to_thread(encode_png, item.image, item.infotext)
-            digest = hashlib.sha256(png).hexdigest()
-            if verdict.quarantined:
-                png = b""  # never uploaded, never forwarded: do not even keep the bytes
-            if verdict.hard_block:
-                log.warning(
-                    "job %s, image %d: hard block from the image check (%s)",
-                    job.id,
-                    index + 1,
-                    verdict.reason,
-                )
-            width, height = item.image.size
-            row = await self.db.run(
-                self.jobs.add_image,
-                job.id,
-                index=index,
-                seed=item.seed,
-                width=width,
-                height=height,
-                content_hash=digest,
-                moderation_scores=None if scores is None else scores.as_dict(),
-            )
-            if verdict.event_kind is not None:
-                await self.db.run(
-                    self.members.record_event,
-                    verdict.event_kind,
-                    guild_id=job.guild_id,
-                    user_id=job.user_id,
-                    reason=verdict.reason,
-                    job_id=job.id,
-                    image_id=row.id,
-                    details={
-                        "prompt": plan.job.prompt,
-                        "seed": item.seed,
-                        **({} if scores is None else {"scores": scores.as_dict()}),
-                    },
-                )
-            outputs.append(
-                OutputImage(
-                    index,
-                    item.seed,
-                    width,
-                    height,
-                    png,
-                    item.infotext,
-                    digest,
-                    verdict,
-                    scores,
-                    row.id,
-                )
-            )
+        outputs = await self.output.images(job, plan, rendered)
         record = await self.db.run(self.jobs.mark_finished, job.id)
         await self._notify(self.events.on_finished(record, outputs))
         self._record_seconds(job.id, {"deliver": time.perf_counter() - started})

@@ -244,25 +244,6 @@ class JobStore(Store):
         with self.db.read() as session:
             return [JobRecord.of(j) for j in session.scalars(query.order_by(Job.position, Job.id))]
 
-    def queue_position(self, job_id: int) -> int | None:
-        """1 for the next job to start; None when the job is no longer queued."""
-        with self.db.read() as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise JobNotFoundError(job_id)
-            if job.status is not JobStatus.QUEUED:
-                return None
-            ahead = session.scalar(
-                select(func.count())
-                .select_from(Job)
-                .where(
-                    Job.status == JobStatus.QUEUED,
-                    (Job.position < job.position)
-                    | ((Job.position == job.position) & (Job.id < job.id)),
-                )
-            )
-            return (ahead or 0) + 1
-
     def _transition(
         self,
         job_id: int,
