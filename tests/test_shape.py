@@ -29,5 +29,6 @@ def test_a_render_jobs_shape_ignores_prompts_and_seeds_but_not_settings() -> Non
     assert job(sampler="euler a").shape.sampler == "Euler a"
     assert job(cfg=5.0).shape.batch_key != base.batch_key
     hires = job(hires=HiresOptions(scale=1.5, strength=0.5)).shape
-    assert hires.hires and hires.batch_key != base.batch_key
+    assert hires.hires
+    assert hires.batch_key != base.batch_key
     assert hires.batch_key[-1] == (1.5, 0.5)
