@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bot.admin import ServerAdmin
 from bot.config import Settings
 from bot.engine import Engine
 from bot.limits import Accepted, Allowance, RateLimiter, Refusal, Requester
@@ -132,6 +133,14 @@ class ImagineService:
         self.jobs = JobStore(db)
         self.guilds = GuildStore(db)
         self.members = MemberStore(db)
+        self.admin = ServerAdmin(
+            settings,
+            db,
+            jobs=self.jobs,
+            guilds=self.guilds,
+            members=self.members,
+            cancel=self.cancel,
+        )
         self.limiter = limiter or RateLimiter(db, settings.limits)
         self.queue: JobQueue = queue or FairQueue(settings.queue.max_length)
         self.worker = Worker(

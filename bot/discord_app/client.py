@@ -23,7 +23,7 @@ from bot.discord_app.moderation import ModLog
 from bot.engine import Engine
 from bot.queue.output import Classifier
 from bot.service import ImagineService
-from bot.storage import Database, GuildStore
+from bot.storage import Database
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,6 @@ class AnimagineBot(commands.Bot):
         self.settings = settings
         self.db = db
         self.engine = engine
-        self.guild_store = GuildStore(db)
         self.delivery = Delivery(self, progress_interval=progress_interval)
         self.modlog = ModLog(self)
         self.service = ImagineService(
@@ -143,12 +142,6 @@ class AnimagineBot(commands.Bot):
             self.tree.copy_global_to(guild=guild)
             synced = await self.tree.sync(guild=guild)
             log.info("synced %d commands to development guild %d", len(synced), guild_id)
-
-    async def guild_defaults(self, guild_id: int | None) -> dict[str, Any]:
-        """A server's generation defaults (none in DMs)."""
-        if guild_id is None:
-            return {}
-        return await self.db.run(self.guild_store.get_defaults, guild_id)
 
     async def close(self) -> None:
         """No new jobs; the running one finishes (or is kept for the next start); then

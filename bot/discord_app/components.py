@@ -30,7 +30,7 @@ from bot.discord_app.requests import hires_options
 from bot.discord_app.submit import submit_request
 from bot.request import MAX_SEED, GenerationRequest
 from bot.service import NotAllowed, stored_request
-from bot.storage import DatabaseError, JobRecord, JobStatus, MemberStore
+from bot.storage import DatabaseError, JobRecord, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ async def upscale(interaction: discord.Interaction[Any], job_id: int, index: int
             raise NotAllowed("these images already had the hires pass")
         if job.status is not JobStatus.FINISHED:
             raise NotAllowed(f"job {job_id} is {job.status.value}, not finished")
-        images = await bot.db.run(bot.service.jobs.images, job_id)
+        images = await bot.service.admin.images(job_id)
         image = next((i for i in images if i.index == index), None)
         if image is None:
             raise NotAllowed(f"job {job_id} has no image {index + 1}")
@@ -124,16 +124,7 @@ async def delete(interaction: discord.Interaction[Any], job_id: int) -> None:
         await interaction.delete_original_response()
     except discord.NotFound:
         return  # already gone
-    if job.user_id != interaction.user.id:
-        members = MemberStore(bot.db)
-        await bot.db.run(
-            members.record_event,
-            "image_deleted",
-            guild_id=job.guild_id,
-            user_id=job.user_id,
-            actor_id=interaction.user.id,
-            job_id=job.id,
-        )
+    await bot.service.admin.record_delete(job, interaction.user.id)
 
 
 async def cancel(interaction: discord.Interaction[Any], job_id: int) -> None:

@@ -218,7 +218,7 @@ class Delivery:
             track.ready.set()
         if track.message_id is not None:
             try:
-                await self.bot.db.run(self.bot.service.jobs.set_message, job.id, track.message_id)
+                await self.bot.service.admin.set_message(job.id, track.message_id)
             except DatabaseError:
                 log.exception("job %s: could not store its message id", job.id)
 
@@ -378,7 +378,7 @@ class Delivery:
             await self._retire(job, track.message_id)
         if first_id is not None and first_id != job.message_id:
             try:
-                await self.bot.db.run(self.bot.service.jobs.set_message, job.id, first_id)
+                await self.bot.service.admin.set_message(job.id, first_id)
             except DatabaseError:
                 log.exception("job %s: could not store its message id", job.id)
 

@@ -3,36 +3,20 @@
 Precedence: what the member typed, then the server's defaults (``/settings defaults``),
 then the configuration. A server may lower the step limit (``max_steps``) below the
 configured one, never raise it. Server defaults are checked when an admin sets them
-(:func:`check_defaults`) and again, leniently, whenever they are used.
+(:func:`bot.admin.check_defaults`) and again, leniently, whenever they are used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
+from bot.admin import check_defaults, max_steps
 from bot.config import Settings
-from bot.prompts import QUALITY_PRESETS, STYLE_PRESETS
-from bot.request import (
-    GenerationRequest,
-    HiresOptions,
-    RequestError,
-    find_aspect,
-    find_sampler,
-)
+from bot.request import GenerationRequest, HiresOptions, RequestError, find_aspect
 
-DEFAULT_KEYS: Final = (
-    "quality",
-    "style",
-    "steps",
-    "max_steps",
-    "cfg",
-    "sampler",
-    "width",
-    "height",
-    "hires",
-)
+__all__ = ["ImagineOptions", "build_request", "check_defaults", "hires_options", "max_steps"]
 
 
 @dataclass(frozen=True)
@@ -52,15 +36,6 @@ class ImagineOptions:
     sampler: str | None = None
     count: int | None = None
     hires: bool | None = None
-
-
-def max_steps(defaults: Mapping[str, Any], settings: Settings) -> int:
-    """The step limit in a server: its own when set and lower, else the configured one."""
-    limit = settings.engine.max_steps
-    own = defaults.get("max_steps")
-    if isinstance(own, int) and 1 <= own < limit:
-        return own
-    return limit
 
 
 def _int(defaults: Mapping[str, Any], key: str, fallback: int) -> int:
@@ -132,36 +107,3 @@ def build_request(
         rating=options.rating,
         year=options.year,
     )
-
-
-def check_defaults(values: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
-    """Validate server defaults; returns them cleaned, or raises :class:`RequestError`."""
-    engine = settings.engine
-    unknown = sorted(set(values) - set(DEFAULT_KEYS))
-    if unknown:
-        raise RequestError(f"unknown server defaults: {', '.join(unknown)}")
-    clean = dict(values)
-    if "quality" in clean and clean["quality"] not in QUALITY_PRESETS:
-        raise RequestError(f"unknown quality preset {clean['quality']!r}")
-    if "style" in clean and clean["style"] not in STYLE_PRESETS:
-        raise RequestError(f"unknown style preset {clean['style']!r}")
-    if "sampler" in clean:
-        clean["sampler"] = find_sampler(str(clean["sampler"]))
-    if "max_steps" in clean and not 1 <= int(clean["max_steps"]) <= engine.max_steps:
-        raise RequestError(f"max_steps must be between 1 and {engine.max_steps}")
-    limit = int(clean.get("max_steps", engine.max_steps))
-    if "steps" in clean and not 1 <= int(clean["steps"]) <= limit:
-        raise RequestError(f"the default steps must be between 1 and {limit}")
-    if "cfg" in clean:
-        clean["cfg"] = float(clean["cfg"])
-        if not 1.0 <= clean["cfg"] <= 30.0:
-            raise RequestError("the default CFG scale must be between 1 and 30")
-    for side in ("width", "height"):
-        if side in clean:
-            value = int(clean[side])
-            if value % 8 or not engine.min_side <= value <= engine.max_side:
-                raise RequestError(
-                    f"{side} must be a multiple of 8 between {engine.min_side} and "
-                    f"{engine.max_side}"
-                )
-    return clean

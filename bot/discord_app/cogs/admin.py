@@ -8,8 +8,10 @@ role tiers and exemptions stay as configured.
 ``/settings moderation ...`` stores the server's overrides of the moderation policy (see
 :class:`bot.moderation.GuildOverrides`): blocked tags, extra negatives, classifier
 thresholds, spoilers, the log channel, forwarding of withheld images and ``fail_closed``.
-Every change goes through :func:`bot.moderation.merge_overrides`; its
-:class:`~bot.moderation.PolicySettingsError` is the answer when a value is refused. Whether
+Every change goes through :class:`bot.admin.ServerAdmin` (``service.admin``), which merges it
+with :func:`bot.moderation.merge_overrides`; its :class:`~bot.moderation.PolicySettingsError`
+is the answer when a value is refused. This cog parses options, checks the permission and
+formats the answers. Whether
 the bot serves direct messages is bot-wide configuration (``moderation.dm_allowed``), never
 a server setting.
 """
@@ -17,34 +19,27 @@ a server setting.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
-from pydantic import ValidationError
 
-from bot.config import LimitsSettings
+from bot.admin import ModerationView, ServerAdmin, Unblocked, max_steps
 from bot.discord_app import choices, formatting
 from bot.discord_app.context import is_server_admin
-from bot.discord_app.requests import (
-    DEFAULT_KEYS,
-    ImagineOptions,
-    build_request,
-    check_defaults,
-    max_steps,
-)
-from bot.moderation import GuildPolicy, PolicySettingsError, merge_overrides, tag_key
+from bot.discord_app.requests import ImagineOptions, build_request
+from bot.limits import TierOverrideError
+from bot.moderation import PolicySettingsError
 from bot.request import RequestError, find_aspect
-from bot.storage import DatabaseError, GuildRecord, GuildStore
+from bot.storage import DatabaseError
 
 if TYPE_CHECKING:
     from bot.discord_app.client import AnimagineBot
 
 log = logging.getLogger(__name__)
 
-Tier = LimitsSettings.Tier
 MEMBER_FIELDS = {
     "member_burst": "burst",
     "member_refill_seconds": "refill_seconds",
@@ -63,25 +58,9 @@ class NotServerAdmin(app_commands.CheckFailure):
     """The member lacks Manage Server."""
 
 
-def tier_with(base: Tier, override: Mapping[str, Any]) -> Tier:
-    """``base`` with ``override`` applied; raises ``ValueError`` naming the bad field."""
-    try:
-        return Tier.model_validate({**base.model_dump(), **override})
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(p) for p in error["loc"])
-        raise ValueError(f"{field}: {error['msg']}") from None
-
-
 def split_tags(text: str) -> list[str]:
     """Comma-separated tags as typed in an option (empty parts dropped)."""
     return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def default_tier_name(record: GuildRecord | None, limits: LimitsSettings) -> str:
-    if record is not None and record.default_tier in limits.tiers:
-        return record.default_tier
-    return limits.default_tier
 
 
 @app_commands.guild_only()
@@ -91,8 +70,11 @@ class AdminCog(
 ):
     def __init__(self, bot: AnimagineBot) -> None:
         self.bot = bot
-        self.guilds = GuildStore(bot.db)
         super().__init__()
+
+    @property
+    def admin(self) -> ServerAdmin:
+        return self.bot.service.admin
 
     async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
         if not is_server_admin(interaction):
@@ -105,41 +87,26 @@ class AdminCog(
         guild_id = interaction.guild_id
         assert guild_id is not None
         settings = self.bot.settings
-        defaults = await self.bot.guild_defaults(guild_id)
-        record = await self.bot.db.run(self.guilds.get, guild_id)
-        tier_name = default_tier_name(record, settings.limits)
-        base = settings.limits.tiers[tier_name]
-        overrides = record.tier_overrides.get(tier_name, {}) if record else {}
+        defaults = await self.admin.defaults(guild_id)
+        limits = await self.admin.limits(guild_id)
         request = build_request(ImagineOptions(prompt="-"), defaults, settings)
-        try:
-            member = tier_with(base, overrides)
-        except ValueError:
-            member = base
-        try:
-            server = tier_with(settings.limits.server, record.server_limits if record else {})
-        except ValueError:
-            server = settings.limits.server
         embed = formatting.server_settings_embed(
             request,
             max_steps(defaults, settings),
-            enabled=record.enabled if record else True,
-            tier_name=tier_name,
-            member=member,
-            server=server,
+            enabled=limits.enabled,
+            tier_name=limits.tier_name,
+            member=limits.member,
+            server=limits.server,
         )
         moderation = await self._moderation_embed(guild_id)
         await interaction.followup.send(note, embeds=[embed, moderation], ephemeral=True)
 
     async def _moderation_embed(self, guild_id: int) -> discord.Embed:
         """The moderation policy in force here, as ``/settings show`` shows it."""
+        return self._policy_embed(await self.admin.moderation(guild_id))
+
+    def _policy_embed(self, view: ModerationView) -> discord.Embed:
         settings = self.bot.settings.moderation
-        overrides = await self.bot.db.run(self.guilds.get_moderation, guild_id)
-        try:
-            policy = GuildPolicy.from_settings(settings, overrides)
-        except PolicySettingsError as exc:  # stored before a rule changed: the defaults
-            overrides = {}
-            policy = GuildPolicy.from_settings(settings)
-            log.warning("guild %s: stored moderation settings are invalid: %s", guild_id, exc)
         worker = self.bot.service.worker
         if worker.classifier is None:
             classifier = f"not available: {worker.classifier_error or 'none configured'}"
@@ -153,10 +120,7 @@ class AdminCog(
                 "with a minor) is on in every channel"
             )
         return formatting.moderation_embed(
-            policy,
-            overrides,
-            default_blocked=len(GuildPolicy.from_settings(settings).blocked_tags),
-            classifier=classifier,
+            view.policy, view.overrides, default_blocked=view.default_blocked, classifier=classifier
         )
 
     @app_commands.command(name="show", description="What /imagine uses here, and the limits")
@@ -196,8 +160,7 @@ class AdminCog(
         await interaction.response.defer(ephemeral=True, thinking=True)
         guild_id = interaction.guild_id
         assert guild_id is not None
-        values: dict[str, Any] = {} if reset else dict(await self.bot.guild_defaults(guild_id))
-        given = {
+        given: dict[str, Any] = {
             "quality": quality,
             "style": style,
             "steps": steps,
@@ -206,18 +169,14 @@ class AdminCog(
             "sampler": sampler,
             "hires": hires,
         }
-        values.update({k: v for k, v in given.items() if v is not None})
         try:
             if aspect is not None:
                 size = find_aspect(aspect)
-                values.update(width=size.width, height=size.height)
-            clean = check_defaults(values, self.bot.settings)
+                given.update(width=size.width, height=size.height)
+            await self.admin.set_defaults(guild_id, given, reset=reset)
         except RequestError as exc:
             await interaction.followup.send(f"Not saved: {exc}.", ephemeral=True)
             return
-        # set_defaults merges and drops keys given as None: this replaces them all.
-        replacement = {key: clean.get(key) for key in DEFAULT_KEYS}
-        await self.bot.db.run(self.guilds.set_defaults, guild_id, replacement)
         await self._show(interaction, "Saved.")
 
     @app_commands.command(name="limits", description="Limits for members and the whole server")
@@ -261,31 +220,25 @@ class AdminCog(
             "server_daily_quota": server_daily_quota,
             "server_max_jobs": server_max_jobs,
         }
-        limits = self.bot.settings.limits
-        record = await self.bot.db.run(self.guilds.get, guild_id)
-        tier_name = default_tier_name(record, limits)
-        overrides = dict(record.tier_overrides) if record and not reset else {}
-        member = dict(overrides.get(tier_name, {}))
-        server = dict(record.server_limits) if record and not reset else {}
-        member.update(
-            {MEMBER_FIELDS[k]: v for k, v in given.items() if k in MEMBER_FIELDS and v is not None}
-        )
-        server.update(
-            {SERVER_FIELDS[k]: v for k, v in given.items() if k in SERVER_FIELDS and v is not None}
-        )
         try:
-            tier_with(limits.tiers[tier_name], member)
-            tier_with(limits.server, server)
-        except ValueError as exc:
+            await self.admin.set_limits(
+                guild_id,
+                member={
+                    MEMBER_FIELDS[k]: v
+                    for k, v in given.items()
+                    if k in MEMBER_FIELDS and v is not None
+                },
+                server={
+                    SERVER_FIELDS[k]: v
+                    for k, v in given.items()
+                    if k in SERVER_FIELDS and v is not None
+                },
+                enabled=enabled,
+                reset=reset,
+            )
+        except TierOverrideError as exc:
             await interaction.followup.send(f"Not saved: {exc}.", ephemeral=True)
             return
-        overrides[tier_name] = member
-        changes: dict[str, Any] = {"tier_overrides": overrides, "server_limits": server}
-        if enabled is not None:
-            changes["enabled"] = enabled
-        elif reset:
-            changes["enabled"] = True
-        await self.bot.db.run(lambda: self.guilds.update(guild_id, **changes))
         await self._show(interaction, "Saved.")
 
     # ------------------------------------------------------------------ moderation
@@ -296,30 +249,30 @@ class AdminCog(
     async def _save_moderation(
         self,
         interaction: discord.Interaction[AnimagineBot],
-        changes: Mapping[str, Any],
+        change: Callable[[int], Awaitable[ModerationView | Unblocked]],
         *,
-        replace: bool = False,
         note: str = "",
     ) -> None:
-        """Validate and store ``changes`` (a None value resets a key), then show the result;
-        or answer why nothing was saved."""
+        """Run ``change`` on this server's policy and show the result (``note`` after
+        "Saved."); or answer why nothing was saved."""
         guild_id = interaction.guild_id
         assert guild_id is not None
-        current = {} if replace else await self.bot.db.run(self.guilds.get_moderation, guild_id)
         try:
-            merged = merge_overrides(current, changes)
+            result = await change(guild_id)
         except PolicySettingsError as exc:
             await interaction.followup.send(f"Not saved: {exc}.", ephemeral=True)
             return
-        try:
-            await self.bot.db.run(self.guilds.set_moderation, guild_id, merged)
         except DatabaseError as exc:
             log.error("saving moderation settings failed: %s", exc)  # noqa: TRY400
             await interaction.followup.send(
                 formatting.apology_text("the database is not available"), ephemeral=True
             )
             return
-        embed = await self._moderation_embed(guild_id)
+        view = result.view if isinstance(result, Unblocked) else result
+        if isinstance(result, Unblocked) and result.still:
+            still = ", ".join(result.still)
+            note += f"\n-# Still refused (they contain other blocked tags): {still}."
+        embed = self._policy_embed(view)
         await interaction.followup.send(f"Saved.{note}", embed=embed, ephemeral=True)
 
     @moderation.command(name="set", description="Thresholds, spoilers, the log channel, ...")
@@ -383,7 +336,9 @@ class AdminCog(
                     f"\n-# {log_channel.mention} is not age-restricted: withheld images "
                     "forwarded there are only hidden behind spoilers."
                 )
-        await self._save_moderation(interaction, changes, note=note)
+        await self._save_moderation(
+            interaction, lambda guild_id: self.admin.change_moderation(guild_id, changes), note=note
+        )
 
     @moderation.command(
         name="block", description="Refuse more tags outside age-restricted channels"
@@ -397,14 +352,9 @@ class AdminCog(
         await interaction.response.defer(ephemeral=True, thinking=True)
         assert interaction.guild_id is not None
         wanted = split_tags(tags)
-        current = await self.bot.db.run(self.guilds.get_moderation, interaction.guild_id)
-        keys = {tag_key(tag) for tag in wanted}
-        allowed = [t for t in current.get("blocked_tags_remove") or [] if tag_key(t) not in keys]
-        changes = {
-            "blocked_tags_add": [*(current.get("blocked_tags_add") or []), *wanted],
-            "blocked_tags_remove": allowed or None,
-        }
-        await self._save_moderation(interaction, changes)
+        await self._save_moderation(
+            interaction, lambda guild_id: self.admin.block(guild_id, wanted)
+        )
 
     @moderation.command(
         name="unblock", description="Allow tags that are blocked here (the ratings stay refused)"
@@ -416,26 +366,10 @@ class AdminCog(
         tags: app_commands.Range[str, 1, 2000],
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        guild_id = interaction.guild_id
-        assert guild_id is not None
         wanted = split_tags(tags)
-        settings = self.bot.settings.moderation
-        current = await self.bot.db.run(self.guilds.get_moderation, guild_id)
-        keys = {tag_key(tag) for tag in wanted}
-        added = [t for t in current.get("blocked_tags_add") or [] if tag_key(t) not in keys]
-        bot_wide = GuildPolicy.from_settings(settings).blocked
-        allowed = [*(current.get("blocked_tags_remove") or [])]
-        allowed += [tag for tag in wanted if bot_wide.find(tag)]
-        changes = {"blocked_tags_add": added or None, "blocked_tags_remove": allowed or None}
-        try:
-            after = GuildPolicy.from_settings(settings, merge_overrides(current, changes))
-        except PolicySettingsError:
-            after = None  # _save_moderation answers with the reason
-        still = [] if after is None else [tag for tag in wanted if after.blocked.find(tag)]
-        note = ""
-        if still:
-            note = f"\n-# Still refused (they contain other blocked tags): {', '.join(still)}."
-        await self._save_moderation(interaction, changes, note=note)
+        await self._save_moderation(
+            interaction, lambda guild_id: self.admin.unblock(guild_id, wanted)
+        )
 
     @moderation.command(name="reset", description="Back to the bot's defaults")
     @app_commands.describe(setting="Which setting (or everything)")
@@ -444,7 +378,7 @@ class AdminCog(
         self, interaction: discord.Interaction[AnimagineBot], setting: str
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        if setting == "*":
-            await self._save_moderation(interaction, {}, replace=True)
-        else:
-            await self._save_moderation(interaction, {setting: None})
+        key = None if setting == "*" else setting
+        await self._save_moderation(
+            interaction, lambda guild_id: self.admin.reset_moderation(guild_id, key)
+        )

@@ -88,7 +88,7 @@ class ImagineCog(commands.Cog):
             return
 
         async def make() -> GenerationRequest:
-            defaults = await self.bot.guild_defaults(interaction.guild_id)
+            defaults = await self.bot.service.admin.defaults(interaction.guild_id)
             return build_request(options, defaults, settings)
 
         await submit_request(interaction, make, draft=draft)

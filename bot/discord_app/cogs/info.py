@@ -11,10 +11,10 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import UnidentifiedImageError
 
+from bot.admin import max_steps
 from bot.discord_app import formatting
 from bot.discord_app.context import requester
 from bot.discord_app.moderation import job_id_of
-from bot.discord_app.requests import max_steps
 from bot.images import Infotext, read_infotext
 from bot.service import NotAllowed, stored_request
 

@@ -16,11 +16,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.admin import ServerAdmin
 from bot.discord_app import formatting
-from bot.discord_app.context import is_moderator, requester
+from bot.discord_app.context import is_moderator
 from bot.discord_app.moderation import DurationError, job_id_of, parse_duration
-from bot.service import NotAllowed, stored_request
-from bot.storage import JobRecord, MemberStore
+from bot.service import stored_request
 
 if TYPE_CHECKING:
     from bot.discord_app.client import AnimagineBot
@@ -42,11 +42,14 @@ class ModCog(
 ):
     def __init__(self, bot: AnimagineBot) -> None:
         self.bot = bot
-        self.members = MemberStore(bot.db)
         self.who_menu = app_commands.ContextMenu(name="Who made this?", callback=self.who_made)
         self.who_menu.default_permissions = discord.Permissions(manage_messages=True)
         self.who_menu.guild_only = True
         super().__init__()
+
+    @property
+    def admin(self) -> ServerAdmin:
+        return self.bot.service.admin
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.who_menu)
@@ -70,31 +73,25 @@ class ModCog(
             return
         me = self.bot.user
         job_id = job_id_of(message) if me is not None and message.author.id == me.id else None
-        job = None if job_id is None else await self._job(job_id)
-        if job is None or job.guild_id != interaction.guild_id:
+        made = None if job_id is None else await self.admin.made_by(job_id, interaction.guild_id)
+        if made is None:
             await interaction.followup.send(
                 "This is not an image message of this bot from this server.", ephemeral=True
             )
             return
+        job = made.job
         request = stored_request(job)
-        images = await self.bot.db.run(self.bot.service.jobs.images, job.id)
         policy = await self.bot.modlog.policy(job.guild_id)
         guild = None if job.guild_id is None else self.bot.get_guild(job.guild_id)
         embed = formatting.who_made_embed(
             job,
             request,
-            images,
+            made.images,
             guild_name=None if guild is None else guild.name,
             target_url=formatting.message_url(interaction.guild_id, message.channel.id, message.id),
             thresholds=None if policy is None else policy.thresholds,
         )
         await interaction.followup.send(embed=embed, ephemeral=True)
-
-    async def _job(self, job_id: int) -> JobRecord | None:
-        try:
-            return await self.bot.service.job(job_id)
-        except NotAllowed:
-            return None
 
     # ------------------------------------------------------------------ /mod ban, unban
     @app_commands.command(name="ban", description="Stop a member from using the image bot")
@@ -125,15 +122,10 @@ class ModCog(
             except DurationError as exc:
                 await interaction.followup.send(f"Not banned: {exc}.", ephemeral=True)
                 return
-        await self.bot.db.run(
-            self.members.ban,
-            guild_id,
-            member.id,
-            reason=reason,
-            until=until,
-            actor_id=interaction.user.id,
+        banned = await self.admin.ban(
+            guild_id, member.id, reason=reason, until=until, actor_id=interaction.user.id
         )
-        cancelled = await self._cancel_jobs(interaction, member.id)
+        cancelled = banned.cancelled
         await self.bot.modlog.post(
             guild_id,
             formatting.log_ban_text(member.id, interaction.user.id, reason, until, cancelled),
@@ -142,23 +134,6 @@ class ModCog(
         if cancelled:
             text += f" {formatting.plural(cancelled, 'waiting job')} cancelled."
         await interaction.followup.send(text, ephemeral=True)
-
-    async def _cancel_jobs(
-        self, interaction: discord.Interaction[AnimagineBot], user_id: int
-    ) -> int:
-        """Cancel a banned member's waiting and running jobs in this server."""
-        service = self.bot.service
-        jobs = await self.bot.db.run(
-            service.jobs.active, guild_id=interaction.guild_id, user_id=user_id
-        )
-        cancelled = 0
-        for job in jobs:
-            try:
-                await service.cancel(job.id, requester(interaction), moderator=True)
-            except NotAllowed:
-                continue  # finished meanwhile
-            cancelled += 1
-        return cancelled
 
     @app_commands.command(name="unban", description="Let a banned member use the bot again")
     @app_commands.describe(member="Who to unban", reason="Why (for the log)")
@@ -171,15 +146,14 @@ class ModCog(
         await interaction.response.defer(ephemeral=True, thinking=True)
         guild_id = interaction.guild_id
         assert guild_id is not None
-        record = await self.bot.db.run(self.members.get, guild_id, member.id)
-        if record is None or not record.ban_active(discord.utils.utcnow()):
+        record = await self.admin.unban(
+            guild_id, member.id, actor_id=interaction.user.id, reason=reason
+        )
+        if record is None:
             await interaction.followup.send(
                 f"{member.mention} is not banned from the bot in this server.", ephemeral=True
             )
             return
-        await self.bot.db.run(
-            self.members.unban, guild_id, member.id, actor_id=interaction.user.id, reason=reason
-        )
         await self.bot.modlog.post(
             guild_id, formatting.log_unban_text(member.id, interaction.user.id, reason)
         )
@@ -211,7 +185,7 @@ class ModCog(
         me = self.bot.user
         assert me is not None
         where = self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
-        owners: dict[int, JobRecord | None] = {}
+        purgeable: dict[int, bool] = {}
         deleted: list[int] = []
         jobs: set[int] = set()
         problem = ""
@@ -219,15 +193,9 @@ class ModCog(
             async for message in where.history(limit=scan):
                 if message.author.id != me.id or (job_id := job_id_of(message)) is None:
                     continue
-                if job_id not in owners:
-                    owners[job_id] = await self._job(job_id)
-                job = owners[job_id]
-                if (
-                    job is None
-                    or job.user_id != member.id
-                    or job.guild_id != guild_id
-                    or job.status.is_active  # its message is still being edited
-                ):
+                if job_id not in purgeable:
+                    purgeable[job_id] = await self.admin.purgeable(job_id, guild_id, member.id)
+                if not purgeable[job_id]:
                     continue
                 try:
                     await message.delete()
@@ -239,18 +207,14 @@ class ModCog(
             log.warning("purge in %s stopped: %s", channel_id, exc.status)
             problem = f" Stopped early: Discord refused ({exc.status})."
         if deleted:
-            await self.bot.db.run(
-                self.members.record_event,
-                "purge",
-                guild_id=guild_id,
-                user_id=member.id,
+            await self.admin.record_purge(
+                guild_id,
+                member.id,
                 actor_id=interaction.user.id,
+                channel_id=channel_id,
+                message_ids=deleted,
+                job_ids=sorted(jobs),
                 reason=reason,
-                details={
-                    "channel_id": channel_id,
-                    "message_ids": deleted,
-                    "job_ids": sorted(jobs),
-                },
             )
             await self.bot.modlog.post(
                 guild_id,
