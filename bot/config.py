@@ -7,6 +7,8 @@ and says what was expected. Secrets are held as :class:`~pydantic.SecretStr` and
 appear in messages; a value that looks like a Discord bot token is redacted from every
 error message, whatever key it was given to (:func:`redact_tokens`).
 
+Loading goes through pydantic-settings: :class:`Settings` is a ``BaseSettings`` whose sources
+are the environment layer over the TOML file (:meth:`Settings.settings_customise_sources`).
 Environment overrides use ``ANIMAGINE_<SECTION>__<KEY>`` (for example
 ``ANIMAGINE_ENGINE__DEVICE=cpu``); values are read as TOML literals when they parse as one
 (``8``, ``true``, ``[1, 2]``) and as plain strings otherwise. The Discord token comes from
@@ -18,7 +20,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,6 +39,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.moderation.settings import ModerationSettings
 from bot.samplers import find_sampler
@@ -401,8 +408,15 @@ class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
-class Settings(_Section):
-    """All settings of the bot."""
+class Settings(BaseSettings):
+    """All settings of the bot.
+
+    Built directly (``Settings(engine=...)``), it holds exactly what it is given. Through
+    :func:`load_settings` its sources are, highest first: the environment layer
+    (:class:`EnvLayer`), then the TOML file (:class:`TomlFile`), then the defaults.
+    """
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     model: ModelSettings = Field(default_factory=ModelSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
@@ -414,6 +428,80 @@ class Settings(_Section):
     moderation: ModerationSettings = Field(default_factory=ModerationSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        layers = _LAYERS.get()
+        if layers is None:
+            return (init_settings,)
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            EnvLayer(settings_cls, layers.environ),
+        ]
+        if layers.path is not None:
+            sources.append(TomlFile(settings_cls, layers.path))
+        return tuple(sources)
+
+
+@dataclass(frozen=True)
+class _Layers:
+    path: Path | None
+    environ: Mapping[str, str]
+
+
+_LAYERS: ContextVar[_Layers | None] = ContextVar("settings_layers", default=None)
+
+
+@contextmanager
+def _layers(path: Path | None, environ: Mapping[str, str]) -> Iterator[None]:
+    """Give :meth:`Settings.settings_customise_sources` the file and environment to read."""
+    token = _LAYERS.set(_Layers(path, environ))
+    try:
+        yield
+    finally:
+        _LAYERS.reset(token)
+
+
+class _Source(PydanticBaseSettingsSource):
+    """A source that reads its whole layer at once (nested sections and all)."""
+
+    data: dict[str, Any]
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self.data
+
+
+class EnvLayer(_Source):
+    """``ANIMAGINE_<SECTION>__<KEY>`` variables, values read as TOML literals."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.data = _env_overrides(environ)
+
+
+class TomlFile(_Source):
+    """The TOML file; raises :class:`ConfigError` when it cannot be read or parsed."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        try:
+            self.data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 def _env_value(raw: str) -> Any:
@@ -434,16 +522,6 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[path[-1]] = _env_value(raw)
     return out
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _env_names(environ: Mapping[str, str]) -> dict[str, str]:
@@ -474,21 +552,11 @@ def load_settings(
 ) -> Settings:
     """Read ``path`` (optional), apply environment overrides, and validate everything."""
     env = os.environ if environ is None else environ
-    data: dict[str, Any] = {}
-    where = "settings"
-    if path is not None:
-        where = str(path)
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{where}: config file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{where}: cannot read config file: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{where}: not valid TOML: {exc}") from None
-    data = _merge(data, _env_overrides(env))
+    file = None if path is None else Path(path)
+    where = "settings" if path is None else str(path)
     try:
-        settings = Settings.model_validate(data)
+        with _layers(file, env):
+            settings = Settings()
     except ValidationError as exc:
         names = _env_names(env)
         problems = "; ".join(_describe(e, names) for e in exc.errors())

@@ -74,6 +74,26 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert settings.engine.max_steps == 30
 
 
+def test_layers_merge_key_by_key_and_unset_keys_keep_their_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, "[limits.tiers.default]\nburst = 7\ndaily_quota = 9\n")
+    settings = load_settings(path, environ={"ANIMAGINE_LIMITS__TIERS__DEFAULT__BURST": "3"})
+    default = settings.limits.tiers["default"]
+    assert (default.burst, default.daily_quota) == (3, 9)
+    assert default.refill_seconds == Settings().limits.tiers["default"].refill_seconds
+
+
+def test_directory_as_config_file_cannot_be_read(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read config file"):
+        load_settings(tmp_path, environ={})
+
+
+def test_settings_built_directly_read_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANIMAGINE_ENGINE__MAX_STEPS", "33")
+    assert Settings().engine.max_steps == 50
+    assert Settings.model_validate({"engine": {"max_steps": 40}}).engine.max_steps == 40
+    assert load_settings().engine.max_steps == 33  # load_settings reads os.environ
+
+
 def test_bad_environment_override_names_the_key() -> None:
     with pytest.raises(
         ConfigError,
