@@ -4,20 +4,26 @@ This is the one place where the prompt language (:mod:`bot.prompts`), the channe
 (:mod:`bot.moderation`) and the request (:mod:`bot.request`) meet; the Discord layer, the
 CLI and the worker all go through it, so ``/imagine``, Re-roll, Edit and a resumed job are
 checked the same way, after wildcards are expanded.
+
+A queued job is planned once, when it is accepted (:func:`plan_job`, stored with the job);
+when it starts, :func:`decide` re-checks the stored final prompt under the server's policy
+of that moment, without building it again. :func:`plan_render` does both at once (the CLI).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
 from bot.engine.job import RenderJob
-from bot.moderation import ChannelContext, GuildPolicy, PromptDecision, check_built
+from bot.jobspec import JobSpec, StoredPlan
+from bot.moderation import ChannelContext, GuildPolicy, PromptDecision, check_prompt
 from bot.prompts import BuiltPrompt, PromptError, WildcardFolder, build_prompt
 from bot.request import GenerationRequest
-from bot.shape import JobShape
+from bot.storage.members import GuildStore
 
 # The CLI renders for its owner, outside any channel: the demo's prompts (``nsfw`` stays in
 # the presets' negatives) and only the hard block, which applies everywhere.
@@ -66,19 +72,60 @@ def build_for(
     )
 
 
-def request_shape(request: GenerationRequest) -> JobShape:
-    """The shape of the job ``request`` becomes (no prompt building needed)."""
-    return RenderJob(
-        "",
-        "",
-        request.width,
-        request.height,
-        request.steps,
-        request.cfg,
-        request.sampler,
-        tuple(range(request.count)),
-        request.hires,
-    ).shape
+def _stored_plan(request: GenerationRequest, settings: Settings, *, allow_nsfw: bool) -> StoredPlan:
+    """Build ``request``'s prompts (wildcards, presets, emphasis) and fix one seed per image."""
+    built = build_for(request, settings, allow_nsfw=allow_nsfw)
+    extra = [("Quality preset", built.quality_preset), ("Style preset", built.style_preset)]
+    if built.rating:
+        extra.append(("Rating", built.rating))
+    if built.year:
+        extra.append(("Year", built.year))
+    render = RenderJob(
+        prompt=built.prompt,
+        negative_prompt=built.negative_prompt,
+        width=request.width,
+        height=request.height,
+        steps=request.steps,
+        cfg=request.cfg,
+        sampler=request.sampler,
+        seeds=tuple(request.seeds()),
+        hires=request.hires,
+        extra_params=tuple(extra),
+    )
+    return StoredPlan(render=render, rating=built.rating)
+
+
+def plan_job(request: GenerationRequest, settings: Settings, channel: ChannelContext) -> JobSpec:
+    """Plan a validated request for ``channel``, once, when the job is accepted: what the
+    job stores (see :mod:`bot.jobspec`). The policy is not applied here: see :func:`decide`."""
+    request = request.with_seed()
+    plan = _stored_plan(request, settings, allow_nsfw=channel.age_restricted)
+    return JobSpec(request=request, channel=channel, plan=plan)
+
+
+def decide(
+    plan: StoredPlan,
+    channel: ChannelContext,
+    policy: GuildPolicy,
+    *,
+    tokenizer: object | None = None,
+    local: bool = False,
+) -> Plan:
+    """The engine job for a stored plan under ``policy``: its final prompt checked (raises
+    :class:`PromptRefused`), the channel's negatives added. No prompt is built again: this
+    is the cheap check a queued job passes when it starts, under the policy of that moment.
+
+    ``local`` (the CLI): the demo's negatives, untouched.
+    """
+    render = plan.render
+    decision = check_prompt(
+        render.prompt, render.negative_prompt, plan.rating, channel, policy, tokenizer=tokenizer
+    )
+    if not decision.allowed:
+        raise PromptRefused(decision)
+    if not local:
+        render = dataclasses.replace(render, negative_prompt=decision.negative_prompt)
+    return Plan(render, decision, channel, policy)
 
 
 def plan_render(
@@ -100,29 +147,15 @@ def plan_render(
     policy = policy or GuildPolicy.from_settings(settings.moderation, {})
     local = channel is None
     channel = channel or _NO_CHANNEL
-    built = build_for(request, settings, allow_nsfw=channel.age_restricted and not local)
-    decision = check_built(built, channel, policy, tokenizer=tokenizer)
-    if not decision.allowed:
-        raise PromptRefused(decision)
-    negative = built.negative_prompt if local else decision.negative_prompt
-    extra = [("Quality preset", built.quality_preset), ("Style preset", built.style_preset)]
-    if built.rating:
-        extra.append(("Rating", built.rating))
-    if built.year:
-        extra.append(("Year", built.year))
-    job = RenderJob(
-        prompt=built.prompt,
-        negative_prompt=negative,
-        width=request.width,
-        height=request.height,
-        steps=request.steps,
-        cfg=request.cfg,
-        sampler=request.sampler,
-        seeds=tuple(request.seeds()),
-        hires=request.hires,
-        extra_params=tuple(extra),
-    )
-    return Plan(job, decision, channel, policy)
+    plan = _stored_plan(request, settings, allow_nsfw=channel.age_restricted and not local)
+    return decide(plan, channel, policy, tokenizer=tokenizer, local=local)
+
+
+def current_policy(guilds: GuildStore, settings: Settings, guild_id: int | None) -> GuildPolicy:
+    """The moderation policy in force in a server now (configured defaults + its overrides);
+    synchronous: ``await db.run(current_policy, guilds, settings, guild_id)``."""
+    overrides = {} if guild_id is None else guilds.get_moderation(guild_id)
+    return GuildPolicy.from_settings(settings.moderation, overrides)
 
 
 def prompt_summary(job: RenderJob, settings: Settings) -> dict[str, Any]:

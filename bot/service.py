@@ -18,14 +18,16 @@ from datetime import datetime
 from bot.admin import ServerAdmin
 from bot.config import Settings
 from bot.engine import Engine
+from bot.jobspec import JobSpec
 from bot.limits import Accepted, Allowance, RateLimiter, Refusal, Requester
 from bot.moderation import ChannelContext, GuildPolicy, PromptDecision
-from bot.planning import Plan, PromptRefused, plan_render
+from bot.planning import PromptRefused, current_policy, decide, plan_job
 from bot.queue.base import JobQueue, QueueEntry, QueueFull
 from bot.queue.events import JobEvents
 from bot.queue.fair import FairQueue
-from bot.queue.output import Classifier
-from bot.queue.worker import Worker, request_units
+from bot.queue.output import Classifier, ImageOutput
+from bot.queue.render import Renderer
+from bot.queue.worker import Worker
 from bot.request import GenerationRequest, validate_request
 from bot.storage.database import Database
 from bot.storage.jobs import JobNotFoundError, JobRecord, JobStore, NewJob
@@ -100,19 +102,6 @@ class QueueStatus:
     warming_up: bool = False  # the engine is still compiling; jobs wait
 
 
-def stored_request(job: JobRecord) -> GenerationRequest:
-    """The request as stored with the job (its channel: :func:`stored_channel`)."""
-    return GenerationRequest.model_validate(job.request["request"])
-
-
-def stored_channel(job: JobRecord) -> ChannelContext:
-    """The channel a job was asked for in, as stored with the job."""
-    data = job.request
-    return ChannelContext(
-        bool(data.get("age_restricted")), bool(data.get("is_dm")), bool(data.get("is_thread"))
-    )
-
-
 class ImagineService:
     """Accepts jobs, queues them fairly, and runs them on one engine."""
 
@@ -143,17 +132,16 @@ class ImagineService:
         )
         self.limiter = limiter or RateLimiter(db, settings.limits)
         self.queue: JobQueue = queue or FairQueue(settings.queue.max_length)
-        self.worker = Worker(
+        renderer = Renderer(
             settings=settings,
             db=db,
             jobs=self.jobs,
             queue=self.queue,
             engine=engine,
-            planner=self.plan,
             events=events,
-            classifier=classifier,
-            classifier_error=classifier_error,
+            output=ImageOutput(db, self.jobs, classifier, classifier_error),
         )
+        self.worker = Worker(renderer)
         self.accepting = True
         self._warm_up: asyncio.Task[None] | None = None
         self._units: dict[int, float] = {}
@@ -182,7 +170,7 @@ class ImagineService:
         for job in reversed(recent):
             if job.started_at is None or job.finished_at is None:
                 continue
-            units = request_units(stored_request(job))
+            units = job.spec.shape.work_units
             seconds = (job.finished_at - job.started_at).total_seconds()
             self.worker.durations.record(units, seconds)
 
@@ -204,29 +192,13 @@ class ImagineService:
     # ------------------------------------------------------------ planning
     async def policy(self, guild_id: int | None) -> GuildPolicy:
         """The moderation policy in force in a server (configured defaults + its overrides)."""
-        overrides = (
-            {} if guild_id is None else await self.db.run(self.guilds.get_moderation, guild_id)
-        )
-        return GuildPolicy.from_settings(self.settings.moderation, overrides)
-
-    async def plan(self, job: JobRecord) -> Plan:
-        """Plan a stored job again (at render time, under the policy in force then)."""
-        request = stored_request(job)
-        policy = await self.policy(job.guild_id)
-        return plan_render(
-            request,
-            self.settings,
-            channel=stored_channel(job),
-            policy=policy,
-            tokenizer=self.tokenizer,
-        )
+        return await self.db.run(current_policy, self.guilds, self.settings, guild_id)
 
     @property
     def tokenizer(self) -> object | None:
         """The loaded model's CLIP tokenizer, which the policy reads prompts with (None when
         the engine has none: the policy then uses the CLIP tokenizer shipped with it)."""
-        tokenizers = getattr(getattr(self.worker.engine, "encoder", None), "tokenizers", None)
-        return tokenizers[0] if tokenizers else None
+        return self.worker.renderer.tokenizer
 
     def _priority(self, role_ids: frozenset[int]) -> int:
         return max(
@@ -237,46 +209,48 @@ class ImagineService:
     def _entry(self, job: JobRecord, role_ids: frozenset[int] = frozenset()) -> QueueEntry:
         units = self._units.get(job.id)
         if units is None:
-            units = request_units(stored_request(job))
+            units = job.spec.shape.work_units
             self._units[job.id] = units
         owner = f"{job.guild_id or 0}:{job.user_id}"
         return QueueEntry(job.id, owner, self._priority(role_ids), units)
 
     # ------------------------------------------------------------ commands
     async def submit(
-        self, request: GenerationRequest, who: Requester, where: Destination
+        self,
+        request: GenerationRequest,
+        who: Requester,
+        where: Destination,
+        *,
+        planned: JobSpec | None = None,
     ) -> Submitted:
-        """Check, charge, record and queue a request.
+        """Check, charge, record and queue a request, planned once here (or by the adapter:
+        ``planned`` is :func:`~bot.planning.plan_job`'s result for this very request, which
+        is then stored as it is; one planned for another channel is planned again).
 
         Raises :class:`~bot.request.RequestError` and :class:`~bot.prompts.PromptError`
         for bad input, :class:`SubmitRefused` for limits, a full queue or shutdown.
         """
         if not self.accepting:
             raise SubmitRefused("the bot is restarting; try again in a minute")
-        request = validate_request(request, self.settings.engine).with_seed()
         channel = where.channel
+        spec = planned if planned is not None and planned.channel == channel else None
+        if spec is None:
+            checked = validate_request(request, self.settings.engine)
+            spec = plan_job(checked, self.settings, channel)
+        assert spec.plan is not None
         try:
-            plan = plan_render(
-                request,
-                self.settings,
-                channel=channel,
-                policy=await self.policy(who.guild_id),
-                tokenizer=self.tokenizer,
+            plan = decide(
+                spec.plan, channel, await self.policy(who.guild_id), tokenizer=self.tokenizer
             )
         except PromptRefused as exc:
-            await self._log_refusal(exc.decision, request, who, where)
+            await self._log_refusal(exc.decision, spec.request, who, where)
             raise SubmitRefused(exc.decision.reason, decision=exc.decision) from None
         # Too long for the encoder: say so now, not after the job waited in the queue.
-        self.worker.engine.encoder.check(plan.job.prompt, plan.job.negative_prompt)
+        self.worker.renderer.check_length(plan.job)
         if len(self.queue) >= self.queue.max_length:
             raise SubmitRefused(str(QueueFull(self.queue.max_length)))
-        new = NewJob(
-            request={
-                "request": request.model_dump(mode="json"),
-                "age_restricted": channel.age_restricted,
-                "is_dm": channel.is_dm,
-                "is_thread": channel.is_thread,
-            },
+        new = NewJob.of(
+            spec,
             channel_id=where.channel_id,
             interaction_token=where.interaction_token,
             interaction_expires_at=where.interaction_expires_at,

@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from bot import planning
 from bot.config import Settings
 from bot.engine import Engine, Progress
 from bot.images import read_infotext
 from bot.limits import Requester
 from bot.queue.events import OutputImage
-from bot.request import GenerationRequest, RequestError
+from bot.request import GenerationRequest, RequestError, validate_request
 from bot.service import Destination, ImagineService, NotAllowed, SubmitRefused
 from bot.storage import Database, JobRecord, JobStatus, JobStore, prepare_database
 from tests.conftest import tiny_settings
@@ -88,7 +90,7 @@ async def test_accepted_job_is_written_before_it_is_queued_and_delivers_a_png(
     submitted = await service.submit(request(seed=5, count=2), ALICE, HERE)
     stored = JobStore(db).get(submitted.job.id)
     assert stored.status is JobStatus.QUEUED
-    assert stored.request["request"]["seed"] == 5
+    assert stored.request.seed == 5
     assert submitted.position == 1
     assert submitted.eta_seconds > 0
     assert await service.run_burst() == 1
@@ -326,3 +328,63 @@ async def test_a_prompt_too_long_is_refused_before_it_is_queued(
         await service.submit(request(prompt=long_prompt), ALICE, HERE)
     assert JobStore(db).queued() == []
     assert (await service.allowance(ALICE)).member.available_now == 20
+
+
+async def test_a_job_is_planned_once_when_accepted_and_the_adapters_plan_is_reused(
+    world: tuple[ImagineService, Recorder, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, events, db = world
+    builds: list[str] = []
+    build_for = planning.build_for
+
+    def counted(request: GenerationRequest, *args: Any, **kwargs: Any) -> Any:
+        builds.append(request.prompt)
+        return build_for(request, *args, **kwargs)
+
+    monkeypatch.setattr("bot.planning.build_for", counted)
+    spec = planning.plan_job(
+        validate_request(request(seed=3), service.settings.engine), service.settings, HERE.channel
+    )
+    assert builds == ["1girl, solo"]
+    reused = (await service.submit(request(seed=3), ALICE, HERE, planned=spec)).job
+    assert JobStore(db).get(reused.id).spec == spec
+    # A plan made for another channel is not trusted: planned again, once.
+    other = Destination(channel_id=100, age_restricted=True)
+    replanned = (await service.submit(request(seed=3), BOB, other, planned=spec)).job
+    assert JobStore(db).get(replanned.id).channel.age_restricted
+    fresh = (await service.submit(request(prompt="1boy"), ALICE, HERE)).job
+    assert builds == ["1girl, solo", "1girl, solo", "1boy"]
+    await service.run_burst()  # rendered from the stored plans: nothing built again
+    assert builds == ["1girl, solo", "1girl, solo", "1boy"]
+    assert [job for what, job in events.log if what == "finished"] == [
+        reused.id,
+        replanned.id,
+        fresh.id,
+    ]
+
+
+async def test_a_job_queued_before_plans_were_stored_is_planned_once_on_first_use(
+    tiny_model_dir: Path, tmp_path: Path, engine: Engine
+) -> None:
+    settings = make_settings(tiny_model_dir, tmp_path)
+    db = prepare_database(settings)
+    first = ImagineService(settings, db, engine, Recorder())
+    job = (await first.submit(request(seed=11, count=2), ALICE, HERE)).job
+    planned = JobStore(db).get(job.id).plan
+    assert planned is not None
+    with db.transaction() as session:  # as the migration leaves a row queued before it
+        session.execute(text("UPDATE jobs SET plan = NULL"))
+    db.close()
+
+    db = prepare_database(settings)
+    events = Recorder()
+    second = ImagineService(settings, db, engine, events)
+    try:
+        assert JobStore(db).get(job.id).plan is None
+        assert await second.restore() == 1
+        await second.run_burst()
+        assert events.log[-1] == ("finished", job.id)
+        assert JobStore(db).get(job.id).plan == planned
+        assert [image.seed for image in events.images[job.id]] == [11, 12]
+    finally:
+        db.close()

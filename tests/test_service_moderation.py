@@ -41,6 +41,15 @@ async def make_service(
     return service, events, db
 
 
+def wildcards(tmp_path: Path, **cards: str) -> str:
+    """A wildcard folder holding one file per card (``name=line``); its path."""
+    folder = tmp_path / "cards"
+    folder.mkdir(exist_ok=True)
+    for name, line in cards.items():
+        (folder / f"{name}.txt").write_text(f"{line}\n", encoding="utf-8")
+    return str(folder)
+
+
 @pytest.fixture
 def explicit_tagger(tmp_path: Path) -> Tagger:
     return Tagger.load(str(save_tiny_tagger(tmp_path / "tagger", scores={"explicit": 0.9})))
@@ -91,7 +100,7 @@ async def test_age_restricted_channel_allows_ratings_but_not_the_hard_block(
 ) -> None:
     service, _, db = plain_world
     accepted = await service.submit(request(rating="explicit"), ALICE, ADULT)
-    assert accepted.job.request["age_restricted"] is True
+    assert accepted.job.channel.age_restricted is True
     with pytest.raises(SubmitRefused) as info:
         await service.submit(request(prompt="loli, nude"), ALICE, ADULT)
     assert info.value.decision is not None
@@ -102,15 +111,9 @@ async def test_age_restricted_channel_allows_ratings_but_not_the_hard_block(
 async def test_wildcards_are_checked_after_expansion(
     tiny_model_dir: Path, tmp_path: Path, engine: Engine, general_tagger: Tagger
 ) -> None:
-    cards = tmp_path / "cards"
-    cards.mkdir()
-    (cards / "outfit.txt").write_text("completely nude\n", encoding="utf-8")
+    cards = wildcards(tmp_path, outfit="completely nude")
     service, _, db = await make_service(
-        tiny_model_dir,
-        tmp_path,
-        engine,
-        general_tagger,
-        ANIMAGINE_PROMPTS__WILDCARDS_DIR=str(cards),
+        tiny_model_dir, tmp_path, engine, general_tagger, ANIMAGINE_PROMPTS__WILDCARDS_DIR=cards
     )
     try:
         with pytest.raises(SubmitRefused):
@@ -181,5 +184,41 @@ async def test_server_can_relax_fail_closed(
         job = await service.submit(request(), ALICE, PLAIN)
         await service.run_burst()
         assert events.images[job.job.id][0].verdict.posted
+    finally:
+        db.close()
+
+
+async def test_a_policy_change_after_queueing_is_honoured_without_a_rebuild(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    engine: Engine,
+    general_tagger: Tagger,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cards = wildcards(tmp_path, hat="red hat")
+    service, events, db = await make_service(
+        tiny_model_dir, tmp_path, engine, general_tagger, ANIMAGINE_PROMPTS__WILDCARDS_DIR=cards
+    )
+    try:
+        kept = await service.submit(request(prompt="1girl, __hat__"), ALICE, PLAIN)
+        refused = await service.submit(request(prompt="1girl, umbrella"), ALICE, PLAIN)
+        plan = JobStore(db).get(kept.job.id).plan
+        assert plan is not None
+        assert "red hat" in plan.render.prompt  # planned once, wildcards expanded
+        # After queueing: the wildcard changes (the stored plan stands) and the server
+        # blocks a tag (the re-check at render time sees it, with no prompt built again).
+        wildcards(tmp_path, hat="blue hat")
+        service.guilds.set_moderation(10, {"blocked_tags_add": ["umbrella"]})
+
+        def no_rebuild(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("a queued job's prompt was built again")
+
+        monkeypatch.setattr("bot.planning.build_for", no_rebuild)
+        await service.run_burst()
+        assert ("finished", kept.job.id) in events.log
+        assert "red hat" in events.images[kept.job.id][0].infotext.prompt
+        assert ("failed", refused.job.id) in events.log
+        assert events.reasons[refused.job.id].startswith("the request cannot be rendered")
+        assert "umbrella" in events.reasons[refused.job.id]
     finally:
         db.close()

@@ -29,7 +29,7 @@ from bot.discord_app.context import bot_of, is_moderator, reply, requester
 from bot.discord_app.requests import hires_options
 from bot.discord_app.submit import submit_request
 from bot.request import MAX_SEED, GenerationRequest
-from bot.service import NotAllowed, stored_request
+from bot.service import NotAllowed
 from bot.storage import DatabaseError, JobRecord, JobStatus
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ async def _guarded(interaction: discord.Interaction[Any], what: str, action: Any
 
 async def reroll(interaction: discord.Interaction[Any], job_id: int) -> None:
     async def make() -> GenerationRequest:
-        request = stored_request(await _job_here(interaction, job_id))
+        request = (await _job_here(interaction, job_id)).request
         return request.model_copy(update={"seed": None})
 
     await submit_request(interaction, make)
@@ -84,7 +84,7 @@ async def upscale(interaction: discord.Interaction[Any], job_id: int, index: int
 
     async def make() -> GenerationRequest:
         job = await _job_here(interaction, job_id)
-        request = stored_request(job)
+        request = job.request
         if request.hires is not None:
             raise NotAllowed("these images already had the hires pass")
         if job.status is not JobStatus.FINISHED:
@@ -105,7 +105,7 @@ async def open_editor(interaction: discord.Interaction[Any], job_id: int) -> Non
     except TimeoutError:
         await reply(interaction, "The bot is very busy right now: press Edit again in a moment.")
         return
-    request = stored_request(job)
+    request = job.request
     await interaction.response.send_modal(EditModal(job.id, request, nonce=interaction.id))
 
 

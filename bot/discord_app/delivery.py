@@ -40,7 +40,7 @@ from bot.discord_app.context import DEFAULT_FILESIZE_LIMIT
 from bot.engine import Progress
 from bot.queue.events import OutputImage
 from bot.request import GenerationRequest
-from bot.service import Submitted, stored_channel, stored_request
+from bot.service import Submitted
 from bot.storage import DatabaseError, JobRecord
 
 if TYPE_CHECKING:
@@ -239,17 +239,17 @@ class Delivery:
 
     # ------------------------------------------------------------------ JobEvents
     async def on_started(self, job: JobRecord) -> None:
-        request = stored_request(job)
+        request = job.request
         await self._progress_edit(job, formatting.started_text(job, request))
 
     async def on_progress(self, job: JobRecord, progress: Progress) -> None:
-        request = stored_request(job)
+        request = job.request
         await self._progress_edit(job, formatting.progress_text(job, request, progress))
 
     async def on_finished(self, job: JobRecord, images: list[OutputImage]) -> None:
         started = time.perf_counter()
         track = await self._follow(job)
-        request = stored_request(job)
+        request = job.request
         async with track.lock:
             track.stage = Stage.DONE
             await self._deliver_result(job, track, request, images)
@@ -329,8 +329,7 @@ class Delivery:
         not_for_dm = frozenset(
             file_name(job, image)
             for image in shown
-            if stored_channel(job).age_restricted
-            and (image.verdict.flagged or image.scores is None)
+            if job.channel.age_restricted and (image.verdict.flagged or image.scores is None)
         )
         embed = formatting.result_embed(job, request, images, self.bot.settings.model.name)
         view = result_view(job.id, request, [image.index for image in shown], len(images))

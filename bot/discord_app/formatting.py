@@ -208,8 +208,7 @@ def queue_text(status: QueueStatus) -> str:
     if not status.mine:
         lines.append("You have no jobs waiting or running.")
     for item in status.mine:
-        request = item.job.request.get("request", {})
-        prompt = clip(" ".join(str(request.get("prompt", "")).split()), 80)
+        prompt = clip(" ".join(item.job.request.prompt.split()), 80)
         if item.job.status is JobStatus.RUNNING or item.position == 0:
             where = f"rendering now, done in {eta(item.eta_seconds)}"
         else:
@@ -392,11 +391,11 @@ def message_url(guild_id: int | None, channel_id: int, message_id: int) -> str:
 
 def channel_kind(job: JobRecord) -> str:
     """How the policy saw the channel of a job (as stored with it)."""
-    data = job.request
-    if data.get("is_dm"):
+    channel = job.channel
+    if channel.is_dm:
         return "direct message"
-    kind = "age-restricted" if data.get("age_restricted") else "not age-restricted"
-    return f"thread, {kind}" if data.get("is_thread") else kind
+    kind = "age-restricted" if channel.age_restricted else "not age-restricted"
+    return f"thread, {kind}" if channel.is_thread else kind
 
 
 def scores_text(scores: Mapping[str, float] | None, thresholds: Thresholds | None = None) -> str:

@@ -24,11 +24,12 @@ import discord
 
 from bot.discord_app import formatting
 from bot.discord_app.context import bot_of, destination, reply, requester
-from bot.planning import build_for
+from bot.jobspec import JobSpec
+from bot.planning import plan_job
 from bot.prompts import PromptError
 from bot.prompts.emphasis import check_weights
 from bot.request import GenerationRequest, RequestError, validate_request
-from bot.service import NotAllowed, SubmitRefused, stored_request
+from bot.service import NotAllowed, SubmitRefused
 from bot.storage import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,10 @@ RequestMaker = Callable[[], Awaitable[GenerationRequest]]
 """Builds the request after the interaction is acknowledged (may read the database)."""
 
 
-def precheck(interaction: discord.Interaction[Any], request: GenerationRequest) -> str | None:
-    """Why ``request`` cannot be rendered as asked, from the request alone (no I/O).
+def precheck(interaction: discord.Interaction[Any], request: GenerationRequest) -> JobSpec | str:
+    """``request`` planned for this channel (:func:`bot.planning.plan_job`, the plan the
+    core then stores as it is), or why it cannot be rendered as asked, from the request
+    alone (no I/O).
 
     Bounds, presets, rating and year names, wildcards, emphasis weights. The channel's
     moderation policy needs the server's settings: the core applies it when the job is
@@ -47,14 +50,14 @@ def precheck(interaction: discord.Interaction[Any], request: GenerationRequest) 
     bot = bot_of(interaction)
     channel = destination(interaction).channel
     try:
-        checked = validate_request(request, bot.settings.engine).with_seed()
-        built = build_for(checked, bot.settings, allow_nsfw=channel.age_restricted)
+        spec = plan_job(validate_request(request, bot.settings.engine), bot.settings, channel)
+        assert spec.plan is not None
         # Wildcards may expand to weights out of range: refused now, not after queueing.
-        check_weights(built.prompt, "prompt")
-        check_weights(built.negative_prompt, "negative prompt")
+        check_weights(spec.plan.render.prompt, "prompt")
+        check_weights(spec.plan.render.negative_prompt, "negative prompt")
     except (RequestError, PromptError) as exc:
         return formatting.bad_request_text(str(exc))
-    return None
+    return spec
 
 
 async def retract(interaction: discord.Interaction[Any], text: str) -> None:
@@ -75,11 +78,16 @@ async def submit_request(
     """Acknowledge, build the request with ``make``, queue it and post its reply.
 
     ``draft`` (the request as far as known without I/O) is checked before acknowledging,
-    so plain mistakes get an immediate ephemeral answer.
+    so plain mistakes get an immediate ephemeral answer; when ``make`` gives the same
+    request (no server default changed it), the draft's plan is the one queued.
     """
-    if draft is not None and (problem := precheck(interaction, draft)) is not None:
-        await reply(interaction, problem)
-        return
+    planned: JobSpec | None = None
+    if draft is not None:
+        checked = precheck(interaction, draft)
+        if isinstance(checked, str):
+            await reply(interaction, checked)
+            return
+        planned = checked
     if not interaction.response.is_done():
         await interaction.response.defer(thinking=True)
     bot = bot_of(interaction)
@@ -88,7 +96,10 @@ async def submit_request(
         async with bot.submit_slots:
             request = await make()
             submitted = await bot.service.submit(
-                request, requester(interaction), destination(interaction)
+                request,
+                requester(interaction),
+                destination(interaction),
+                planned=planned if request == draft else None,
             )
             # Before any await: the worker may start the job as soon as this task yields.
             bot.delivery.track(submitted.job.id, interaction.filesize_limit)
@@ -119,5 +130,4 @@ async def submit_request(
         log.error("submitting a job failed: %s", exc)  # noqa: TRY400
         await retract(interaction, formatting.apology_text("the database is not available"))
         return
-    stored = stored_request(submitted.job)
-    await bot.delivery.announce(interaction, submitted, stored)
+    await bot.delivery.announce(interaction, submitted, submitted.job.request)

@@ -2,8 +2,10 @@
 
 Jobs normally enter through :meth:`bot.limits.RateLimiter.accept_job`, which charges the
 rate limits and inserts the job in one transaction; :meth:`JobStore.add` inserts one without
-limits (for the CLI and tests). Every method is synchronous: call it from the event loop via
-``await db.run(store.mark_started, job_id)``.
+limits (for the CLI and tests). What a job renders is stored typed
+(:class:`~bot.jobspec.JobSpec`: request, channel, plan) and read back through
+:class:`JobRecord`'s properties, never as a dict. Every method is synchronous: call it
+from the event loop via ``await db.run(store.mark_started, job_id)``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
+from bot.jobspec import JobSpec, StoredPlan
+from bot.moderation.policy import ChannelContext
+from bot.request import GenerationRequest
 from bot.storage.clock import as_utc
 from bot.storage.database import Store
 from bot.storage.models import ACTIVE_STATUSES, Image, Job, JobStatus, RateLimitState
@@ -40,22 +45,45 @@ class JobStateError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """A request about to be queued, with where its answer goes."""
+    """A request about to be queued, with where its answer goes.
 
-    request: Mapping[str, Any]
+    ``request_data`` and ``plan_data`` are the rows of a :class:`~bot.jobspec.JobSpec`
+    (:meth:`NewJob.of` writes them); storage tests may put any mapping there.
+    """
+
+    request_data: Mapping[str, Any]
     channel_id: int | None = None
     message_id: int | None = None
     interaction_token: str | None = field(default=None, repr=False)
     interaction_expires_at: datetime | None = None
+    plan_data: Mapping[str, Any] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        spec: JobSpec,
+        *,
+        channel_id: int | None = None,
+        interaction_token: str | None = None,
+        interaction_expires_at: datetime | None = None,
+    ) -> NewJob:
+        return cls(
+            spec.request_row(),
+            channel_id=channel_id,
+            interaction_token=interaction_token,
+            interaction_expires_at=interaction_expires_at,
+            plan_data=spec.plan_row(),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class JobRecord:
-    """A snapshot of one job row."""
+    """A snapshot of one job row; what it renders is read typed (:attr:`spec`,
+    :attr:`request`, :attr:`channel`, :attr:`plan`)."""
 
     id: int
     status: JobStatus
-    request: dict[str, Any]
+    request_data: dict[str, Any]
     guild_id: int | None
     channel_id: int | None
     user_id: int
@@ -71,13 +99,36 @@ class JobRecord:
     failed_at: datetime | None
     cancelled_at: datetime | None
     refunded_at: datetime | None
+    plan_data: dict[str, Any] | None = None
+
+    @property
+    def spec(self) -> JobSpec:
+        """What the job stores: request, channel and plan."""
+        return JobSpec.of_row(self.request_data, self.plan_data)
+
+    @property
+    def request(self) -> GenerationRequest:
+        """The validated request, as the member gave it (with its seed)."""
+        return JobSpec.request_of(self.request_data)
+
+    @property
+    def channel(self) -> ChannelContext:
+        """The channel the job was asked for in."""
+        return JobSpec.channel_of(self.request_data)
+
+    @property
+    def plan(self) -> StoredPlan | None:
+        """The render planned when the job was accepted (None: queued before plans were
+        stored)."""
+        return JobSpec.plan_of(self.plan_data)
 
     @classmethod
     def of(cls, job: Job) -> JobRecord:
         return cls(
             id=job.id,
             status=JobStatus(job.status),
-            request=dict(job.request),
+            request_data=dict(job.request),
+            plan_data=None if job.plan is None else dict(job.plan),
             guild_id=job.guild_id,
             channel_id=job.channel_id,
             user_id=job.user_id,
@@ -149,7 +200,8 @@ def insert_job(
     expires = job.interaction_expires_at
     row = Job(
         status=JobStatus.QUEUED,
-        request=dict(job.request),
+        request=dict(job.request_data),
+        plan=None if job.plan_data is None else dict(job.plan_data),
         guild_id=guild_id,
         channel_id=job.channel_id,
         user_id=user_id,
@@ -336,6 +388,14 @@ class JobStore(Store):
         """
         with self.db.transaction() as session:
             return refund_job(session, self._locked(session, job_id), self._now())
+
+    def set_plan(self, job_id: int, spec: JobSpec) -> JobRecord:
+        """Store the plan of a job queued before plans were stored (planned on first use)."""
+        with self.db.transaction() as session:
+            job = self._locked(session, job_id)
+            job.plan = spec.plan_row()
+            session.flush()
+            return JobRecord.of(job)
 
     def set_message(self, job_id: int, message_id: int | None) -> None:
         """Remember the message that shows the job (progress, then the result)."""

@@ -166,8 +166,12 @@ class Job(Base):
         ),
         default=JobStatus.QUEUED,
     )
-    # The full request (prompt, size, steps, ...) as the engine will receive it.
+    # The validated request as the member gave it, and the channel's flags
+    # (:meth:`bot.jobspec.JobSpec.request_row`).
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The render planned when the job was accepted (:class:`bot.jobspec.StoredPlan`); None
+    # for a job queued before plans were stored (planned on first use).
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     guild_id: Mapped[int | None] = mapped_column(BigInteger)
     channel_id: Mapped[int | None] = mapped_column(BigInteger)
     user_id: Mapped[int] = mapped_column(BigInteger)

@@ -82,11 +82,11 @@ async def test_the_queue_is_fair_between_members(
             await queued_message(await env.imagine(prompt, user=user))
         assert await bot.service.run_burst() == 4
         jobs = sorted(await env.jobs(), key=lambda j: j.started_at or j.queued_at)
-        assert [j.request["request"]["prompt"] for j in jobs] == ["a1", "b1", "a2", "a3"]
+        assert [j.request.prompt for j in jobs] == ["a1", "b1", "a2", "a3"]
 
 
 async def test_age_restricted_ratings_work_in_age_restricted_channels(burst_env: BotEnv) -> None:
     handle = await burst_env.imagine("1girl", rating="explicit", channel=NSFW_CHANNEL_ID)
     await queued_message(handle)
     [job] = await burst_env.jobs()
-    assert job.request["age_restricted"] is True
+    assert job.channel.age_restricted is True

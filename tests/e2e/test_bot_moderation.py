@@ -143,7 +143,7 @@ async def test_flagged_images_are_withheld_outside_age_restricted_channels(
     assert threaded.attachments[0].filename.startswith("SPOILER_animagine_")
 
     jobs = await env.jobs()
-    assert [(j.request["age_restricted"], j.request["is_thread"]) for j in jobs] == [
+    assert [(j.channel.age_restricted, j.channel.is_thread) for j in jobs] == [
         (False, False), (False, True), (True, False), (True, True),
     ]  # fmt: skip
     images = await env.bot.db.run(JobStore(env.bot.db).images, job_id)

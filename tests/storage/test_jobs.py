@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from bot.engine.job import RenderJob
+from bot.jobspec import JobSpec, StoredPlan
+from bot.moderation import ChannelContext
+from bot.request import GenerationRequest, HiresOptions
+from bot.shape import JobShape
 from bot.storage import (
     Database,
     JobNotFoundError,
@@ -20,20 +25,57 @@ def store(db: Database, clock: FakeClock) -> JobStore:
     return JobStore(db, clock=clock)
 
 
-def test_full_request_is_kept(store: JobStore) -> None:
-    request = {"prompt": "1girl, smile", "negative": "lowres", "size": [896, 1152], "count": 4}
-    job = store.add(
-        NewJob(request, channel_id=20, message_id=30, interaction_token="tok"),
-        user_id=1,
-        guild_id=10,
+def _spec(*, planned: bool = True) -> JobSpec:
+    request = GenerationRequest(
+        prompt="1girl, smile", negative_prompt="lowres", seed=7, count=2, hires=HiresOptions()
     )
+    render = RenderJob(
+        "1girl, smile, masterpiece",
+        "lowres, bad anatomy",
+        896,
+        1152,
+        28,
+        7.0,
+        "Euler a",
+        (7, 8),
+        HiresOptions(),
+        (("Quality preset", "Standard v3.1"), ("Rating", "safe")),
+    )
+    plan = StoredPlan(render=render, rating="safe") if planned else None
+    return JobSpec(request=request, channel=ChannelContext(True, is_thread=True), plan=plan)
+
+
+def test_the_job_spec_is_kept_and_read_back_typed(store: JobStore) -> None:
+    spec = _spec()
+    job = store.add(NewJob.of(spec, channel_id=20, interaction_token="tok"), user_id=1, guild_id=10)
+    store.set_message(job.id, 30)
     again = store.get(job.id)
-    assert again.request == request
+    assert again.spec == spec
+    assert again.request == spec.request
+    assert again.channel == ChannelContext(True, is_thread=True)
+    assert again.plan == spec.plan
+    assert again.plan is not None
+    assert again.plan.render.seeds == (7, 8)
+    assert again.plan.render.hires == HiresOptions()
+    assert again.spec.shape == spec.plan.render.shape
     assert (again.guild_id, again.channel_id, again.user_id, again.message_id) == (10, 20, 1, 30)
     assert again.interaction_token == "tok"
     assert again.status is JobStatus.QUEUED
     assert again.queued_at == START
     assert "tok" not in repr(again)
+
+
+def test_a_job_without_a_plan_is_planned_once_and_keeps_its_request(store: JobStore) -> None:
+    unplanned = _spec(planned=False)
+    job = store.add(NewJob.of(unplanned), user_id=1)
+    assert job.plan is None
+    # Its shape comes from the request until it is planned.
+    assert job.spec.shape == JobShape(
+        count=2, width=896, height=1152, hires=True, hires_scale=1.5, hires_strength=0.55
+    )
+    planned = store.set_plan(job.id, _spec())
+    assert planned.plan == _spec().plan
+    assert store.get(job.id).spec == _spec()
 
 
 def test_jobs_run_in_the_order_they_were_queued(store: JobStore) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -11,7 +12,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from bot.config import DatabaseSettings, Settings
+from bot.moderation import ChannelContext
+from bot.request import GenerationRequest
 from bot.storage import (
+    JobStore,
     MemberStore,
     SchemaVersionError,
     check_schema_version,
@@ -138,3 +142,43 @@ def test_in_memory_database_is_migrated() -> None:
         assert names >= TABLES
     finally:
         db.close()
+
+
+def test_a_job_queued_before_plans_were_stored_is_carried_over_unplanned(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    url = sqlite_url(path)
+    upgrade(url, "0001")
+    stored = {
+        "request": GenerationRequest(prompt="1girl", seed=4, count=2).model_dump(mode="json"),
+        "age_restricted": True,
+        "is_dm": False,
+        "is_thread": True,
+    }
+    with sqlite3.connect(path) as raw:
+        raw.execute(
+            "INSERT INTO jobs (status, request, guild_id, user_id, position, cost, queued_at)"
+            " VALUES ('queued', ?, 10, 1, 1, 2, '2026-11-26 10:00:00.000000')",
+            (json.dumps(stored),),
+        )
+    raw.close()
+
+    upgrade(url)
+    assert current(url) == head()
+    db = prepare_database(DatabaseSettings(url=url))
+    try:
+        (job,) = JobStore(db).queued()
+        assert job.plan is None  # planned on first use, by the code that plans new jobs
+        assert job.request == GenerationRequest(prompt="1girl", seed=4, count=2)
+        assert job.channel == ChannelContext(True, is_thread=True)
+        assert job.spec.shape.count == 2  # ETA and micro-batching read the request meanwhile
+        assert job.cost == 2
+    finally:
+        db.close()
+
+    downgrade(url, "0001")
+    with sqlite3.connect(path) as raw:
+        columns = {row[1] for row in raw.execute("PRAGMA table_info(jobs)")}
+        (request,) = raw.execute("SELECT request FROM jobs").fetchone()
+    raw.close()
+    assert "plan" not in columns
+    assert json.loads(request) == stored

@@ -16,7 +16,7 @@ from bot.discord_app import formatting
 from bot.discord_app.context import requester
 from bot.discord_app.moderation import job_id_of
 from bot.images import Infotext, read_infotext
-from bot.service import NotAllowed, stored_request
+from bot.service import NotAllowed
 
 if TYPE_CHECKING:
     from bot.discord_app.client import AnimagineBot
@@ -111,7 +111,7 @@ class InfoCog(commands.Cog):
             return None
         if job.guild_id != interaction.guild_id:
             return None
-        request = stored_request(job)
+        request = job.request
         embed = discord.Embed(title=f"Job #{job.id}", colour=formatting.COLOR)
         formatting.job_fields(embed, job, request)
         return embed

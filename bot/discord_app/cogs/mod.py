@@ -20,7 +20,6 @@ from bot.admin import ServerAdmin
 from bot.discord_app import formatting
 from bot.discord_app.context import is_moderator
 from bot.discord_app.moderation import DurationError, job_id_of, parse_duration
-from bot.service import stored_request
 
 if TYPE_CHECKING:
     from bot.discord_app.client import AnimagineBot
@@ -80,7 +79,7 @@ class ModCog(
             )
             return
         job = made.job
-        request = stored_request(job)
+        request = job.request
         policy = await self.bot.modlog.policy(job.guild_id)
         guild = None if job.guild_id is None else self.bot.get_guild(job.guild_id)
         embed = formatting.who_made_embed(

@@ -1,4 +1,4 @@
-"""Which waiting jobs the worker takes into the next job's micro-batch (nothing renders)."""
+"""Which waiting jobs the renderer takes into the next job's micro-batch (nothing renders)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from bot.engine import Engine
 from bot.limits import Requester
-from bot.queue.worker import stored_batch_shape
+from bot.queue.render import stored_batch_shape
 from bot.request import HiresOptions
 from bot.service import ImagineService
 from bot.storage import Database, JobStore, prepare_database
@@ -56,7 +56,7 @@ async def taken(service: ImagineService) -> tuple[int, list[int]]:
     """Take the next job as the worker does; (its id, the ids batched with it)."""
     entry = service.queue.get_nowait()
     assert entry is not None
-    companions = await service.worker.take_compatible(entry)
+    companions = await service.worker.renderer.take_compatible(entry)
     return entry.job_id, [c.job_id for c in companions]
 
 
@@ -126,5 +126,5 @@ async def test_batch_shape_reads_size_steps_cfg_sampler_and_hires_not_prompts(
         {"hires": HiresOptions(scale=1.5)},
     ):
         assert (await shape(**change))[0] != base[0], change
-    unreadable = dataclasses.replace(store.get(1), request={"request": {"width": "wide"}})
+    unreadable = dataclasses.replace(store.get(1), request_data={"request": {"width": "wide"}})
     assert stored_batch_shape(unreadable) is None
