@@ -403,7 +403,12 @@ def _ascii_word(text: str) -> bool:
 
 
 def _glue_digit(w: str, r: random.Random) -> str:
-    return w.replace(" ", "") + str(r.randint(0, 9)) if _ascii_word(w) else w
+    if not _ascii_word(w):
+        return w
+    digit = str(r.randint(0, 9))
+    if w[-1].isdigit():  # "aged 9" + "3" would state 93: glue the digit in front instead
+        return digit + w.replace(" ", "")
+    return w.replace(" ", "") + digit
 
 
 def _spaced(w: str, r: random.Random) -> str:

@@ -70,6 +70,7 @@ _LEET_MARKS: Final = "@$!"
 _LEET_I: Final = str.maketrans("013457@$!", "oieastasi")
 _LEET_L: Final = str.maketrans("013457@$!", "oleastasi")
 _LEET_SPLIT: Final = re.compile(r"[@$!]+")
+_LEET_MARKS_ONLY: Final = str.maketrans("@$!", "asi")
 
 # ":1.4" before a closing bracket (or the end): an A1111 weight, not text.
 _WEIGHT: Final = re.compile(r":\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)\s*(?=[)\]]|$)")
@@ -126,7 +127,7 @@ _NUMBER_PATTERN: Final = "|".join(
     ["\\d{1,2}", *sorted({*_NUMBER_WORDS, *_MORE_NUMBER_WORDS}, key=len, reverse=True)]
 )
 _GLUED_AGE: Final = re.compile(
-    f"(?<!\\d)(?P<number>{_NUMBER_PATTERN})(?:years?old|yrs?old|yo|sai|anos|ans|anni|jahre|let)"
+    f"(?<!\\d)(?P<number>{_NUMBER_PATTERN})(?:years?old|yrs?old|jahre|anos|anni|ans|sai|yo|let)"
     f"|aged?(?P<aged>\\d{{1,2}})"
 )
 _SPELLED_AGE: Final = re.compile(
@@ -238,6 +239,107 @@ def _split_digits(words: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part for word in words for part in _LETTERS_DIGITS.findall(word))
 
 
+_INTERIOR_DIGIT: Final = re.compile(r"[^\W\d_][0-9]+[^\W\d_]")
+
+
+def _evident_leet(word: str) -> bool:
+    """A word written in leetspeak on purpose: a leet mark (``$h0ta``) or digits between
+    letters (``l0li``). Digits only before or after letters are a count glued to a tag
+    (``2girls``, ``pantyshot4``), not letters."""
+    return any(ch in _LEET_MARKS for ch in word) or bool(_INTERIOR_DIGIT.search(word))
+
+
+def _careful_leet(words: list[str], table: Mapping[int, int]) -> tuple[str, ...]:
+    """Leetspeak decoded only in words that are evidently leet; elsewhere digits split off."""
+    out: list[str] = []
+    evident = any(_evident_leet(word) for word in words)  # the tag is written in leet
+    for word in words:
+        if evident and any(ch.isalpha() or ch in _LEET_MARKS for ch in word):
+            out.append(word.translate(table))
+        else:
+            out.extend(_split_digits(tuple(p for p in _LEET_SPLIT.split(word) if p)))
+    return tuple(out)
+
+
+# Whitespace and underscores (Danbooru's spaces) part the words of the strict view; any
+# other punctuation inside a word is read as nothing (``pen-is``, ``f.e.l.l.a.t.i.o``).
+_STRICT_GAP: Final = re.compile(r"[\s_]+")
+_NOT_KEPT: Final = re.compile(r"[^\w@$!]|_")
+_UNDECODED_DIGIT: Final = re.compile(r"[0-9]")
+_NUMBER_LOOKALIKE: Final = re.compile(r"[0-9oli]{2}")
+_LETTER_DIGITS: Final = str.maketrans("oli", "011")
+_LONE_DIGIT: Final = re.compile(r"(?<=[a-z])[0-9](?=[a-z])")
+_TRAILING_ZERO: Final = re.compile(r"(?<=[0-9][a-z])0(?![0-9])|(?<=[0-9][a-z]{2})0(?![0-9])")
+# An age glued to the words around it (``11yonsfw``, ``redeyes11yosexo``), for
+# :func:`_apart_ages`.
+_AGE_IN_WORD: Final = re.compile(
+    r"(?<![0-9])([0-9]{1,2}(?:years?old|yrs?old|jahre|anos|anni|ans|sai|\$41|yo|y0))"
+    r"(?=([a-z]+))"
+)
+
+
+def _apart_ages(chunk: str) -> str:
+    """``chunk`` with an age glued to the words after it set apart when those are words or
+    terms (``10anoscum`` -> ``10anos cum``), so that they are read as words of their own."""
+
+    def apart(match: re.Match[str]) -> str:
+        return f" {match.group(1)} " if _segmentable(match.group(2)) else match.group(1)
+
+    return _AGE_IN_WORD.sub(apart, chunk)
+
+
+def _strict_views(segment: str) -> list[str]:
+    """The strict view of one tag (see :meth:`TermSet.find`): its words with punctuation
+    inside them removed, and digits either dropped (``cumonbody0`` -> ``cumonbody``,
+    ``tet1as`` -> ``tetas``) or, in evidently leet words and in numbers of two digits or
+    more, decoded (``nu3night`` -> ``nuenight``, ``73773`` -> ``tette``)."""
+    chunks = [_NOT_KEPT.sub("", chunk) for chunk in _STRICT_GAP.split(segment)]
+    chunks = [part for chunk in chunks for part in _apart_ages(chunk).split()]
+    dropped = " ".join(_UNDECODED_DIGIT.sub("", _LEET_SPLIT.sub("", c)) for c in chunks)
+    views = [dropped]
+    evident = any(_evident_leet(c) for c in chunks)  # the tag is written in leet: m3n0r d3
+    for table in (_LEET_I, _LEET_L):
+        decoded = [
+            _UNDECODED_DIGIT.sub("", c.translate(table))
+            if (evident and not c.isdigit()) or (c.isdigit() and len(c) >= 2)
+            else _UNDECODED_DIGIT.sub("", _LEET_SPLIT.sub("", c))
+            for c in chunks
+        ]
+        views.append(" ".join(decoded))
+    return views
+
+
+def _strict_age_views(segment: str) -> list[str]:
+    """Views of one tag for reading ages strictly: punctuation inside words removed, a
+    word's leading number kept and the rest decoded (``11y0`` -> ``11yo``, ``$41`` ->
+    ``sai``) or stripped of digits (``nineyear1sold`` -> ``nineyearsold``)."""
+    chunks = [_NOT_KEPT.sub("", chunk) for chunk in _STRICT_GAP.split(segment)]
+    # porn8yosweat; a zero after letters and no other digit is a letter: ponytail11y0
+    views = [
+        " ".join(_TRAILING_ZERO.sub("o", chunk.translate(_LEET_MARKS_ONLY)) for chunk in chunks)
+    ]
+    for table in (_LEET_I, None):
+        out: list[str] = []
+        for written in chunks:
+            chunk = written
+            if _NUMBER_LOOKALIKE.fullmatch(chunk) and any(c.isdigit() for c in chunk):
+                chunk = chunk.translate(_LETTER_DIGITS)  # 1o -> 10
+            lead = re.match(r"[0-9]*", chunk)
+            number = lead.group(0) if lead else ""
+            if len(number) > 2 and table is not None and number[2] in "01345":
+                number = number[:2]  # no age: leetspeak after one (``104nn1`` is 10 anni)
+            elif number == "0" and table is not None:
+                number = ""  # no age either: 0ld
+            rest = chunk[len(number) :]
+            if table is not None:
+                rest = _UNDECODED_DIGIT.sub("", rest.translate(table))
+            else:  # a lone digit between letters is a mark: nineyear1sold
+                rest = _LONE_DIGIT.sub("", _LEET_SPLIT.sub("", rest))
+            out.append(number + rest)
+        views.append(" ".join(part for part in out if part))
+    return views
+
+
 def _kanji_number(text: str) -> int:
     if text.isdigit():
         return int(text)
@@ -259,14 +361,23 @@ class ScannedPrompt:
     cjk_ages: tuple[int, ...] = ()  # ages stated as 10歳, 十歳, 10살
     plain_segments: tuple[str, ...] = ()  # the segments without leetspeak
     words: frozenset[str] = field(default_factory=frozenset)  # every word of every view
-    _runs: dict[int, tuple[LetterRuns, ...]] = field(default_factory=dict, compare=False)
+    # leetspeak decoded only in evidently leet words (``l0li``, not ``pantyshot4``)
+    careful_sequences: tuple[tuple[str, ...], ...] = ()
+    careful_segments: tuple[str, ...] = ()
+    strict_segments: tuple[str, ...] = ()  # the strict view of each tag (TermSet.find)
+    strict_age_segments: tuple[str, ...] = ()  # the strict views for stated ages
+    tags: tuple[str, ...] = ()  # the tags as written (between commas, BREAK removed)
+    _runs: dict[tuple[int, str], tuple[LetterRuns, ...]] = field(
+        default_factory=dict, compare=False
+    )
 
-    def letter_runs(self, read: PieceReader) -> tuple[LetterRuns, ...]:
-        """The tokenizer's view of each tag (computed once per reader)."""
-        key = id(read)
+    def letter_runs(self, read: PieceReader, view: str = "segments") -> tuple[LetterRuns, ...]:
+        """The tokenizer's view of each tag (computed once per reader); ``view`` names the
+        field of segments read (``segments``, ``careful_segments``, ``strict_segments``)."""
+        key = (id(read), view)
         runs = self._runs.get(key)
         if runs is None:
-            runs = tuple(letter_runs(segment, read) for segment in self.segments)
+            runs = tuple(letter_runs(segment, read) for segment in getattr(self, view))
             self._runs[key] = runs
         return runs
 
@@ -279,6 +390,10 @@ def scan(text: str) -> ScannedPrompt:
     plain: dict[tuple[str, ...], None] = {}
     segments: dict[str, None] = {}
     plain_segments: dict[str, None] = {}
+    careful: dict[tuple[str, ...], None] = {}
+    careful_segments: dict[str, None] = {}
+    strict: dict[str, None] = {}
+    strict_ages: dict[str, None] = {}
     romanized = romanize(unicodedata.normalize("NFKC", text).casefold())
     sources = [normalized] if romanized is None else [normalized, normalize_text(romanized)]
     for source in sources:
@@ -291,6 +406,10 @@ def scan(text: str) -> ScannedPrompt:
                 plain_segments[segment] = None
                 for table in (_LEET_I, _LEET_L):  # leetspeak glued to tags: v1br470rnight
                     segments[" ".join(_leet(words, table))] = None
+                    careful_segments[" ".join(_careful_leet(words, table))] = None
+                careful_segments[segment] = None
+                strict.update(dict.fromkeys(_strict_views(segment)))
+                strict_ages.update(dict.fromkeys(_strict_age_views(segment)))
                 for view in (
                     words,
                     _collapse(words, digits=True),
@@ -304,6 +423,10 @@ def scan(text: str) -> ScannedPrompt:
                     sequences[split] = None
                     sequences[_leet(view, _LEET_I)] = None
                     sequences[_leet(view, _LEET_L)] = None
+                    careful[literal] = None
+                    careful[split] = None
+                    careful[_careful_leet(view, _LEET_I)] = None
+                    careful[_careful_leet(view, _LEET_L)] = None
     ages = tuple(_kanji_number(m.group(1)) for m in _CJK_AGE.finditer(normalized))
     return ScannedPrompt(
         sequences=tuple(seq for seq in sequences if seq),
@@ -312,6 +435,11 @@ def scan(text: str) -> ScannedPrompt:
         cjk_ages=ages,
         plain_segments=tuple(plain_segments),
         words=frozenset(word for seq in sequences for word in seq),
+        careful_sequences=tuple(seq for seq in careful if seq),
+        careful_segments=tuple(careful_segments),
+        strict_segments=tuple(segment for segment in strict if segment),
+        strict_age_segments=tuple(segment for segment in strict_ages if segment),
+        tags=tuple(tag for tag in _SEGMENT_BREAK.split(text) if tag.strip()),
     )
 
 
@@ -433,6 +561,8 @@ def _glued_match(runs: LetterRuns, key: str, start: int, inner: frozenset[int]) 
         harmless = harmless_words()
         if word in harmless or (word.endswith("s") and word[:-1] in harmless):
             return False
+        if _covered(word, start - word_start, end - word_start):  # cocktaildress
+            return False
         aligned = runs.aligned(start, end)
         if len(key) <= _SHORT_TERM:
             terms_around = _segmentable(prefix, terms_only=True) and _segmentable(
@@ -448,6 +578,61 @@ def _glued_match(runs: LetterRuns, key: str, start: int, inner: frozenset[int]) 
     bounds = [start, *words_inside, end]
     parts = [letters[a:b] for a, b in itertools.pairwise(bounds)]
     return not all(_real_word(part) for part in parts)
+
+
+def _covered(word: str, start: int, end: int) -> bool:
+    """Whether a longer dictionary or harmless word of ``word`` holds ``word[start:end]``
+    in a reading of ``word`` as words and terms (``cock`` in ``cocktail|dress``, not
+    ``sex`` in ``redey|essex``); a term's own plural, or a word that is itself a term, does
+    not count."""
+    key = word[start:end]
+    harmless = harmless_words()
+    for a in range(start, -1, -1):
+        for b in range(end, len(word) + 1):
+            if (a, b) == (start, end) or b - a < _SHORT_TERM + 1:
+                continue
+            candidate = word[a:b]
+            if (
+                candidate in harmless
+                and candidate not in _KNOWN_TERMS
+                and candidate not in (f"{key}s", f"{key}es")
+                and _segmentable(word[:a])
+                and _segmentable(word[b:])
+            ):
+                return True
+    return False
+
+
+def _strict_match(runs: LetterRuns, key: str, start: int, *, one_side: bool = False) -> bool:
+    """The strict reading of :meth:`TermSet.find`: ``key`` read at ``start`` of a tag's
+    strict view whatever the word breaks inside it (``pen is``, ``tet as``), unless a
+    longer harmless word holds it; on each side the term starts or ends a word, or the
+    letters beside it are words or terms (``cumonbody``), or, for terms of four letters or
+    more, a CLIP piece starts or ends there."""
+    end = start + len(key)
+    letters = runs.letters
+    word_start = max((b for b in runs.word_ends if b <= start), default=0)
+    word_end = min((b for b in runs.word_ends if b >= end), default=len(letters))
+    if (word_start, word_end) == (start, end):
+        return True
+    if _covered(letters[word_start:word_end], start - word_start, end - word_start):
+        return False
+    long_term = len(key) > _SHORT_TERM
+    left = (
+        start == word_start
+        or (long_term and start in runs.bounds)
+        or _segmentable(letters[word_start:start])
+        or _segmentable(letters[:start])
+    )
+    right = (
+        end == word_end
+        or (long_term and end in runs.bounds)
+        or _segmentable(letters[end:word_end])
+        or _segmentable(letters[end:])
+    )
+    if one_side and long_term:  # a term that is never innocent: one edge is enough
+        return left or right
+    return left and right
 
 
 class TermSet:
@@ -537,18 +722,36 @@ class TermSet:
         return False
 
     def find(
-        self, prompt: str | ScannedPrompt, *, tokenizer: object | None = None
+        self,
+        prompt: str | ScannedPrompt,
+        *,
+        tokenizer: object | None = None,
+        careful: bool = False,
+        strict: bool = False,
+        one_side: bool = False,
     ) -> tuple[str, ...]:
         """The terms found in ``prompt``, in list order.
 
         Words are matched as the module docstring says; letters are also read the way the
         model reads them, as CLIP pieces (``tokenizer``: any CLIP tokenizer, by default the
         shipped one), so ``1girlnude`` holds ``nude`` while ``cocktail`` holds no ``cock``.
+
+        ``careful`` decodes leetspeak only in evidently leet words (a leet mark, or digits
+        between letters: ``l0li``), so a count glued to a tag is not read as a letter
+        (``pantyshot4`` holds no ``shota``). ``strict`` adds the strict view, for when the
+        prompt already carries the other signal of the hard block: each tag's words with the
+        punctuation inside them removed and digits dropped or decoded, a term read across
+        word breaks and beside any words or terms, unless a longer harmless word holds it
+        (:func:`_strict_match`): ``pen-is``, ``nu3night``, ``cumonbody0``, ``73773``.
+        ``one_side``, for terms that are never innocent, lets a term of four letters or more
+        count in the strict view when only one of its edges is a word or piece edge
+        (``hatsunemikupthc``).
         """
         scanned = scan(prompt) if isinstance(prompt, str) else prompt
         found: set[int] = set()
         inside: set[int] = set()  # terms seen as part of a longer tag
-        for seq in scanned.sequences:
+        sequences = scanned.careful_sequences if careful else scanned.sequences
+        for seq in sequences:
             for start, word in enumerate(seq):
                 for variant, number in self._index.get(word, ()):
                     length = len(variant)
@@ -567,7 +770,8 @@ class TermSet:
                         found.add(number)
         if self._glued and scanned.segments:
             read = piece_reader(tokenizer)
-            for runs in scanned.letter_runs(read):
+            view = "careful_segments" if careful else "segments"
+            for runs in scanned.letter_runs(read, view):
                 letters = runs.letters
                 for key, number, inner in self._glued:
                     at = letters.find(key)
@@ -579,6 +783,19 @@ class TermSet:
                             if len(key) != len(letters):
                                 inside.add(number)
                         at = letters.find(key, at + 1)
+            if strict:
+                for runs in scanned.letter_runs(read, "strict_segments"):
+                    letters = runs.letters
+                    for key, number, _ in self._glued:
+                        at = letters.find(key)
+                        while at >= 0:
+                            if not self._glued_excepted(
+                                number, letters, at, len(key)
+                            ) and _strict_match(runs, key, at, one_side=one_side):
+                                found.add(number)
+                                if len(key) != len(letters):
+                                    inside.add(number)
+                            at = letters.find(key, at + 1)
         for number, context in self._contexts.items():
             if number in found and number not in inside and context & scanned.words:
                 found.discard(number)
@@ -592,15 +809,33 @@ def _number(word: str) -> int | None:
     return _MORE_NUMBER_WORDS.get(word) if number is None else number
 
 
-def minor_age_terms(prompt: str | ScannedPrompt) -> tuple[str, ...]:
+def minor_age_terms(prompt: str | ScannedPrompt, *, strict: bool = False) -> tuple[str, ...]:
     """Stated ages under 18 in ``prompt``, as ``"12 years old"`` (sorted, no duplicates).
 
     Read in the bot's languages: ``12 years old``, ``12yo``, ``aged 12``, ``10 sai``,
     ``10歳``, ``十歳``, ``10살``, ``10 años``, ``10 Jahre``, ``10 лет``, ``dix ans``...
+
+    ``strict`` (for a prompt that already asks for something sexual) also reads ages in
+    leetspeak (``12 $41``, ``n1n3 y34r$ 0ld``, ``8y0``), with digits inside the unit read as
+    nothing (``nineyear1sold``), and ages glued to the following words when those are words
+    or terms (``10_years_oldcowboyshot``, ``11yonsfw``).
     """
     scanned = scan(prompt) if isinstance(prompt, str) else prompt
     ages: set[int] = set(scanned.cjk_ages)
-    for seq in scanned.plain:
+    sequences: Iterable[tuple[str, ...]] = scanned.plain
+    if strict:
+        strict_words = (tuple(segment.split()) for segment in scanned.strict_age_segments)
+        sequences = itertools.chain(scanned.plain, scanned.sequences, strict_words)
+    ages.update(_sequence_ages(sequences))
+    ages.update(_glued_ages(scanned.plain_segments))
+    if strict:
+        ages.update(_glued_ages(scanned.strict_age_segments, followed=True))
+    return tuple(f"{age} years old" for age in sorted(ages) if age < ADULT_AGE)
+
+
+def _sequence_ages(sequences: Iterable[tuple[str, ...]]) -> set[int]:
+    ages: set[int] = set()
+    for seq in sequences:
         for i, word in enumerate(seq):
             if match := _AGE_WORD.fullmatch(word):
                 ages.add(int(match.group(1)))
@@ -618,14 +853,14 @@ def minor_age_terms(prompt: str | ScannedPrompt) -> tuple[str, ...]:
                 stated = _number(seq[i + 1])
                 if stated is not None:
                     ages.add(stated)
-    ages.update(_glued_ages(scanned.plain_segments))
-    return tuple(f"{age} years old" for age in sorted(ages) if age < ADULT_AGE)
+    return ages
 
 
-def _glued_ages(segments: Iterable[str]) -> set[int]:
+def _glued_ages(segments: Iterable[str], *, followed: bool = False) -> set[int]:
     """Ages spelled across punctuation and spaces (``10ye arsold``, ``10a.ns``, ``ag-ed9``):
     each tag's letters and digits run together, a number and an age unit that ends where a
-    word of the tag ends."""
+    word of the tag ends; with ``followed``, also where the rest of that word is words or
+    terms (``10yearsoldcowboyshot``, ``10anoscum``)."""
     ages: set[int] = set()
     for segment in segments:
         joined: list[str] = []
@@ -636,7 +871,14 @@ def _glued_ages(segments: Iterable[str]) -> set[int]:
         text = "".join(joined)
         for match in _GLUED_AGE.finditer(text):
             if match.end() not in word_ends:
-                continue
+                rest_end = min((end for end in word_ends if end > match.end()), default=0)
+                rest = text[match.end() : rest_end]
+                if not (followed and rest.isalpha() and _segmentable(rest)):
+                    continue
+                unit_start = match.start("aged") if match.group("aged") else match.end("number")
+                unit = text[unit_start : match.end()]
+                if _covered(unit + rest, 0, len(unit)):  # 3 letdown: no age unit
+                    continue
             number = match.group("number") or match.group("aged")
             value = _number(number) if number else None
             if value is not None:

@@ -60,7 +60,7 @@ from bot.moderation.lists import (
     TERM_CONTEXTS,
     TERM_EXCEPTIONS,
 )
-from bot.moderation.matching import TermSet, minor_age_terms, scan, tag_key
+from bot.moderation.matching import ScannedPrompt, TermSet, minor_age_terms, scan, tag_key
 from bot.moderation.settings import (
     Fraction,
     ModerationSettings,
@@ -416,6 +416,44 @@ def _unique(*groups: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(item for group in groups for item in group))
 
 
+def _minor_signals(
+    scanned: ScannedPrompt, policy: GuildPolicy, tokenizer: object | None, *, strict: bool
+) -> tuple[str, ...]:
+    """Terms about minors and stated ages under 18 (leetspeak read only where evident)."""
+    return _unique(
+        _MINOR_TERMS.find(scanned, tokenizer=tokenizer, careful=True, strict=strict),
+        minor_age_terms(scanned, strict=strict),
+        policy.extra_minor.find(scanned, tokenizer=tokenizer, careful=True, strict=strict),
+    )
+
+
+def _sexual_signals(
+    scanned: ScannedPrompt, policy: GuildPolicy, tokenizer: object | None, *, strict: bool
+) -> tuple[str, ...]:
+    return _unique(
+        _SEXUAL_TERMS.find(scanned, tokenizer=tokenizer, strict=strict),
+        policy.extra_sexual.find(scanned, tokenizer=tokenizer, strict=strict),
+    )
+
+
+def _in_one_tag(
+    scanned: ScannedPrompt, policy: GuildPolicy, tokenizer: object | None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The sexual and minor signals of the first tag that holds both in the strict
+    reading, or two empty tuples."""
+    if not _sexual_signals(scanned, policy, tokenizer, strict=True):
+        return (), ()
+    if not _minor_signals(scanned, policy, tokenizer, strict=True):
+        return (), ()
+    for tag in scanned.tags:
+        one = scan(tag)
+        sexual = _sexual_signals(one, policy, tokenizer, strict=True)
+        minors = _minor_signals(one, policy, tokenizer, strict=True) if sexual else ()
+        if sexual and minors:
+            return sexual, minors
+    return (), ()
+
+
 def check_prompt(
     prompt: str,
     negative: str,
@@ -447,23 +485,31 @@ def check_prompt(
     else:
         final_negative = ensure_negatives(negative, (ALWAYS_NEGATIVE, *policy.extra_negatives))
 
-    minors = _unique(
-        _MINOR_TERMS.find(scanned, tokenizer=tokenizer),
-        minor_age_terms(scanned),
-        policy.extra_minor.find(scanned, tokenizer=tokenizer),
-    )
+    minors = _minor_signals(scanned, policy, tokenizer, strict=False)
     sexual = _unique(
         rating_tags(rating_name) if nsfw_rating else (),
-        _SEXUAL_TERMS.find(scanned, tokenizer=tokenizer),
-        policy.extra_sexual.find(scanned, tokenizer=tokenizer),
+        _sexual_signals(scanned, policy, tokenizer, strict=False),
     )
-    child_sexual = _CHILD_SEXUAL_TERMS.find(scanned, tokenizer=tokenizer)
-    if child_sexual or (minors and sexual):
-        matched = _unique(child_sexual, sexual if minors else (), minors)
+    child_sexual = _CHILD_SEXUAL_TERMS.find(
+        scanned, tokenizer=tokenizer, careful=True, strict=True, one_side=True
+    )
+    hard_minors = minors
+    if not child_sexual:
+        # One signal plainly present: the other is read strictly (a harmless prompt carries
+        # neither, so the stricter reading costs nothing there). Neither present: both are
+        # read strictly, and only count when one tag holds both (littl-eboyf.e.l.l.a.t.i.o).
+        if minors and not sexual:
+            sexual = _sexual_signals(scanned, policy, tokenizer, strict=True)
+        elif sexual and not minors:
+            hard_minors = _minor_signals(scanned, policy, tokenizer, strict=True)
+        elif not minors and not sexual:
+            sexual, hard_minors = _in_one_tag(scanned, policy, tokenizer)
+    if child_sexual or (hard_minors and sexual):
+        matched = _unique(child_sexual, sexual if hard_minors else (), hard_minors)
         if child_sexual:
             why = f"terms that sexualise minors: {', '.join(child_sexual)}"
         else:
-            why = f"sexual: {', '.join(sexual)}; minor: {', '.join(minors)}"
+            why = f"sexual: {', '.join(sexual)}; minor: {', '.join(hard_minors)}"
         return PromptDecision(
             Decision.HARD_BLOCK,
             "sexual content involving minors is never allowed, in any channel; the attempt "

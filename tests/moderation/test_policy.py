@@ -303,8 +303,14 @@ def test_blocked_tags_mode_replace() -> None:
 
 def test_fresh_install_blocks_the_default_list() -> None:
     assert POLICY.blocked_tags == DEFAULT_BLOCKED_TAGS
+    hard_blocked = []
     for tag in DEFAULT_BLOCKED_TAGS:
-        assert decide(f"1girl, {tag}", None, PLAIN).decision is Decision.REFUSE, tag
+        decision = decide(f"1girl, {tag}", None, PLAIN).decision
+        assert decision is not Decision.ALLOW, tag
+        if decision is Decision.HARD_BLOCK:
+            hard_blocked.append(tag)
+    # LDNOOBW's "jail bait" is jailbait (a child-sexual term) written in two words
+    assert hard_blocked == ["jail bait"]
 
 
 def test_overrides_are_validated_with_clear_messages() -> None:
