@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny SDXL model on disk and an engine on the CPU."""
+"""Shared fixtures: a tiny SDXL model on disk, an engine on the CPU, a migrated SQLite
+database in tmp_path and a clock that moves only when told to."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from hypothesis import settings as hypothesis_settings
 
 from bot.config import Settings, load_settings
 from bot.engine import Engine
+from bot.storage import Database
+from tests.storage.fakes import FakeClock, open_db
 from tests.support.tiny_sdxl import save_tiny_model
 
 # The same examples on every run: CI is judged on one run, so a property test must not turn
@@ -52,3 +55,21 @@ def tiny_settings(model_dir: Path, **env: str) -> Settings:
 @pytest.fixture(scope="session")
 def engine(tiny_model_dir: Path) -> Engine:
     return Engine.load(tiny_settings(tiny_model_dir))
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """Where :func:`db` keeps its file (in a folder the database layer creates)."""
+    return tmp_path / "state" / "bot.db"
+
+
+@pytest.fixture
+def db(db_path: Path) -> Iterator[Database]:
+    database = open_db(db_path)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

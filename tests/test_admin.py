@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +15,7 @@ from bot.service import NotAllowed
 from bot.storage import Database
 from bot.storage.jobs import JobStore, NewJob
 from bot.storage.members import GuildStore, MemberStore
-from tests.storage.fakes import FakeClock, open_db
+from tests.storage.fakes import FakeClock
 
 GUILD = 10
 OTHER_GUILD = 11
@@ -40,18 +38,6 @@ class Canceller:
         self.calls.append((job_id, who, moderator))
         if job_id in self.finished:
             raise NotAllowed(f"job {job_id} is already finished")
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_db(tmp_path / "bot.db")
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -17,6 +17,15 @@ from tests.support.broken_sdxl import save_broken_model
 SMALL = ["--device", "cpu", "--width", "64", "--height", "64", "--steps", "2"]
 
 
+@pytest.fixture(autouse=True)
+def outputs_under_tmp_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Runs without --out write (and create their folder) under tmp_path, never into the
+    working tree."""
+    folder = tmp_path / "outputs"
+    monkeypatch.setenv("ANIMAGINE_OUTPUT__DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> Path:
     monkeypatch.setenv("ANIMAGINE_ENGINE__MIN_SIDE", "64")
@@ -126,7 +135,7 @@ def test_unknown_wildcard_is_named(
 
 
 def test_missing_model_exits_1_naming_it(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    outputs_under_tmp_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "nowhere"
     code, _, err = run_cli(
@@ -134,6 +143,7 @@ def test_missing_model_exits_1_naming_it(
     )
     assert code == 1
     assert str(missing) in err
+    assert list(outputs_under_tmp_path.iterdir()) == []  # the default folder, and empty
 
 
 def test_config_error_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

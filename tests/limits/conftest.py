@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -9,26 +8,9 @@ import pytest
 from bot.config import LimitsSettings
 from bot.limits import RateLimiter
 from bot.storage import Database
-from tests.storage.fakes import FakeClock, open_db
+from tests.storage.fakes import FakeClock
 
 Tier = LimitsSettings.Tier
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "bot.db"
-
-
-@pytest.fixture
-def db(db_path: Path) -> Iterator[Database]:
-    database = open_db(db_path)
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 MakeLimiter = Callable[..., RateLimiter]

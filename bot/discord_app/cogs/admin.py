@@ -275,6 +275,17 @@ class AdminCog(
         embed = self._policy_embed(view)
         await interaction.followup.send(f"Saved.{note}", embed=embed, ephemeral=True)
 
+    async def _change_tags(
+        self,
+        interaction: discord.Interaction[AnimagineBot],
+        tags: str,
+        change: Callable[[int, list[str]], Awaitable[ModerationView | Unblocked]],
+    ) -> None:
+        """``/settings moderation block`` and ``unblock``: the typed tags to ``change``."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        wanted = split_tags(tags)
+        await self._save_moderation(interaction, lambda guild_id: change(guild_id, wanted))
+
     @moderation.command(name="set", description="Thresholds, spoilers, the log channel, ...")
     @app_commands.describe(
         questionable_threshold="Outside age-restricted channels, withhold images rated "
@@ -349,12 +360,7 @@ class AdminCog(
         interaction: discord.Interaction[AnimagineBot],
         tags: app_commands.Range[str, 1, 2000],
     ) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        assert interaction.guild_id is not None
-        wanted = split_tags(tags)
-        await self._save_moderation(
-            interaction, lambda guild_id: self.admin.block(guild_id, wanted)
-        )
+        await self._change_tags(interaction, tags, self.admin.block)
 
     @moderation.command(
         name="unblock", description="Allow tags that are blocked here (the ratings stay refused)"
@@ -365,11 +371,7 @@ class AdminCog(
         interaction: discord.Interaction[AnimagineBot],
         tags: app_commands.Range[str, 1, 2000],
     ) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        wanted = split_tags(tags)
-        await self._save_moderation(
-            interaction, lambda guild_id: self.admin.unblock(guild_id, wanted)
-        )
+        await self._change_tags(interaction, tags, self.admin.unblock)
 
     @moderation.command(name="reset", description="Back to the bot's defaults")
     @app_commands.describe(setting="Which setting (or everything)")
