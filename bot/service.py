@@ -132,7 +132,7 @@ class ImagineService:
         )
         self.limiter = limiter or RateLimiter(db, settings.limits)
         self.queue: JobQueue = queue or FairQueue(settings.queue.max_length)
-        renderer = Renderer(
+        self.renderer = Renderer(
             settings=settings,
             db=db,
             jobs=self.jobs,
@@ -141,7 +141,7 @@ class ImagineService:
             events=events,
             output=ImageOutput(db, self.jobs, classifier, classifier_error),
         )
-        self.worker = Worker(renderer)
+        self.worker = Worker(self.renderer)
         self.accepting = True
         self._warm_up: asyncio.Task[None] | None = None
         self._units: dict[int, float] = {}
@@ -198,7 +198,7 @@ class ImagineService:
     def tokenizer(self) -> object | None:
         """The loaded model's CLIP tokenizer, which the policy reads prompts with (None when
         the engine has none: the policy then uses the CLIP tokenizer shipped with it)."""
-        return self.worker.renderer.tokenizer
+        return self.renderer.tokenizer
 
     def _priority(self, role_ids: frozenset[int]) -> int:
         return max(
@@ -246,7 +246,7 @@ class ImagineService:
             await self._log_refusal(exc.decision, spec.request, who, where)
             raise SubmitRefused(exc.decision.reason, decision=exc.decision) from None
         # Too long for the encoder: say so now, not after the job waited in the queue.
-        self.worker.renderer.check_length(plan.job)
+        self.renderer.check_length(plan.job)
         if len(self.queue) >= self.queue.max_length:
             raise SubmitRefused(str(QueueFull(self.queue.max_length)))
         new = NewJob.of(
