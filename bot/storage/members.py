@@ -6,7 +6,7 @@ direct messages). All methods are synchronous; call them through ``Database.run`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -150,6 +150,36 @@ class MemberStore(Store):
             row = session.get(Member, (guild_id, user_id))
             return None if row is None else MemberRecord.of(row)
 
+    def _change(
+        self,
+        kind: str,
+        guild_id: int,
+        user_id: int,
+        change: Callable[[Member, datetime], None],
+        *,
+        actor_id: int | None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> MemberRecord:
+        """Apply ``change`` to the member's row (created when missing) and record the event
+        ``kind`` about it, in one transaction."""
+        now = self._now()
+        with self.db.transaction() as session:
+            row = _member_row(session, guild_id, user_id, now)
+            change(row, now)
+            _event(
+                session,
+                now,
+                kind,
+                guild_id=guild_id,
+                user_id=user_id,
+                actor_id=actor_id,
+                reason=reason,
+                details=details,
+            )
+            session.flush()
+            return MemberRecord.of(row)
+
     def ban(
         self,
         guild_id: int,
@@ -160,67 +190,40 @@ class MemberStore(Store):
         actor_id: int | None = None,
     ) -> MemberRecord:
         """Ban a member from generating (``until=None``: until unbanned)."""
-        now = self._now()
-        with self.db.transaction() as session:
-            row = _member_row(session, guild_id, user_id, now)
+        end = None if until is None else as_utc(until)
+
+        def ban(row: Member, now: datetime) -> None:
             row.banned = True
             row.ban_reason = reason
             row.banned_at = now
-            row.banned_until = None if until is None else as_utc(until)
+            row.banned_until = end
             row.banned_by = actor_id
-            details = None if until is None else {"until": as_utc(until).isoformat()}
-            _event(
-                session,
-                now,
-                "ban",
-                guild_id=guild_id,
-                user_id=user_id,
-                actor_id=actor_id,
-                reason=reason,
-                details=details,
-            )
-            session.flush()
-            return MemberRecord.of(row)
+
+        details = None if end is None else {"until": end.isoformat()}
+        return self._change(
+            "ban", guild_id, user_id, ban, actor_id=actor_id, reason=reason, details=details
+        )
 
     def unban(
         self, guild_id: int, user_id: int, *, actor_id: int | None = None, reason: str | None = None
     ) -> MemberRecord:
-        now = self._now()
-        with self.db.transaction() as session:
-            row = _member_row(session, guild_id, user_id, now)
+        def unban(row: Member, now: datetime) -> None:
             row.banned = False
             row.banned_until = None
-            _event(
-                session,
-                now,
-                "unban",
-                guild_id=guild_id,
-                user_id=user_id,
-                actor_id=actor_id,
-                reason=reason,
-            )
-            session.flush()
-            return MemberRecord.of(row)
+
+        return self._change("unban", guild_id, user_id, unban, actor_id=actor_id, reason=reason)
 
     def set_tier(
         self, guild_id: int, user_id: int, tier: str | None, *, actor_id: int | None = None
     ) -> MemberRecord:
         """Give a member a named tier regardless of roles (None: back to roles and defaults)."""
-        now = self._now()
-        with self.db.transaction() as session:
-            row = _member_row(session, guild_id, user_id, now)
+
+        def set_tier(row: Member, now: datetime) -> None:
             row.tier = tier
-            _event(
-                session,
-                now,
-                "set_tier",
-                guild_id=guild_id,
-                user_id=user_id,
-                actor_id=actor_id,
-                details={"tier": tier},
-            )
-            session.flush()
-            return MemberRecord.of(row)
+
+        return self._change(
+            "set_tier", guild_id, user_id, set_tier, actor_id=actor_id, details={"tier": tier}
+        )
 
     def set_notes(self, guild_id: int, user_id: int, notes: str | None) -> MemberRecord:
         now = self._now()
