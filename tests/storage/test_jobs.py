@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from bot.engine.job import RenderJob
@@ -170,3 +173,13 @@ def test_requeue_puts_one_running_job_back(store: JobStore) -> None:
     store.mark_started(job)
     assert store.requeue(job).status is JobStatus.QUEUED
     assert [j.id for j in store.queued()] == [job]
+
+
+def test_the_stored_job_and_its_storage_import_no_torch() -> None:
+    code = (
+        "import sys\n"
+        "import bot.jobspec, bot.planning, bot.storage, bot.storage.migrate\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
