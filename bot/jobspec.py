@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bot.engine.job import RenderJob
-from bot.moderation.policy import ChannelContext
+from bot.moderation.channels import ChannelContext
 from bot.request import GenerationRequest
 from bot.shape import JobShape
 

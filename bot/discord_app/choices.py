@@ -7,7 +7,7 @@ from typing import Final
 
 from discord import app_commands
 
-from bot.moderation.policy import OVERRIDE_KEYS
+from bot.moderation.guild_policy import OVERRIDE_KEYS
 from bot.prompts import QUALITY_PRESETS, RATINGS, STYLE_PRESETS, YEAR_RANGES
 from bot.request import ASPECTS, SAMPLERS
 

@@ -1,8 +1,10 @@
 """Moderation without Discord: channel policy, prompt matching and the image classifier.
 
-* :mod:`bot.moderation.policy`: channel contexts, per-server policies, prompt decisions
-  (:func:`check_prompt`, :func:`check_built`), image verdicts (:func:`image_verdict`) and
-  the ``policy check`` command's lines (:func:`policy_check_lines`);
+* :mod:`bot.moderation.channels`: channel contexts (age-restricted, thread, DM);
+* :mod:`bot.moderation.guild_policy`: a server's overrides over the bot-wide settings;
+* :mod:`bot.moderation.prompt_check`: prompt decisions (:func:`check_prompt`,
+  :func:`check_built`) and the ``policy check`` command's lines;
+* :mod:`bot.moderation.image_check`: image verdicts (:func:`image_verdict`);
 * :mod:`bot.moderation.matching`: normalisation and term matching that see through
   evasions; :mod:`bot.moderation.lists`: the built-in term lists;
 * :mod:`bot.moderation.settings`: the ``[moderation]`` settings section;
@@ -13,27 +15,24 @@ Nothing here imports :mod:`bot.config`, so the settings module can import
 :class:`ModerationSettings` without a cycle.
 """
 
-from bot.moderation.matching import TermSet, normalize_text, scan, tag_key
-from bot.moderation.policy import (
-    Action,
-    ChannelContext,
-    ChannelKind,
-    Decision,
+from bot.moderation.channels import ChannelContext, ChannelKind, channel_context
+from bot.moderation.guild_policy import (
     GuildOverrides,
     GuildPolicy,
     PolicySettingsError,
-    PromptDecision,
-    RatingScores,
     Thresholds,
-    Verdict,
-    channel_context,
+    merge_overrides,
+    validate_overrides,
+)
+from bot.moderation.image_check import Action, RatingScores, Verdict, image_verdict
+from bot.moderation.matching import TermSet, normalize_text, scan, tag_key
+from bot.moderation.prompt_check import (
+    Decision,
+    PromptDecision,
     check_built,
     check_prompt,
     ensure_negatives,
-    image_verdict,
-    merge_overrides,
     policy_check_lines,
-    validate_overrides,
 )
 from bot.moderation.settings import ClassifierSettings, ModerationSettings, SpoilerPolicy
 

@@ -16,7 +16,7 @@ the input size read from the ONNX graph, float32 values 0-255 in BGR order, shap
 event loop. The session uses a few CPU threads (``moderation.classifier.threads``) so that
 it does not starve the engine. Every failure, at load or at run time, raises
 :class:`ClassifierUnavailable`, whose message names the classifier's source; the caller
-then decides with ``scores=None`` (see :func:`bot.moderation.policy.image_verdict`).
+then decides with ``scores=None`` (see :func:`bot.moderation.image_check.image_verdict`).
 
 **The image-side hard block.** Besides the ratings, the tagger scores thousands of Danbooru
 tags. :meth:`Tagger.rate` reads two groups of them (names as in ``selected_tags.csv``,
@@ -40,7 +40,7 @@ own, lower, rating thresholds) is a hard block in every channel. The tag choice:
   ``swimsuit`` or ``underwear``, which a harmless beach or bath picture shows too.
 
 :attr:`Tagger.missing_tags` lists the required minor tags the tag list lacks; then every
-image's :attr:`~bot.moderation.policy.RatingScores.minors_checked` is False and sexual
+image's :attr:`~bot.moderation.image_check.RatingScores.minors_checked` is False and sexual
 images are withheld everywhere (fail closed), and :attr:`Tagger.problem` says why.
 """
 
@@ -57,7 +57,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from bot.moderation.policy import RatingScores
+from bot.moderation.image_check import RatingScores
 from bot.moderation.settings import ClassifierSettings, ImageHardBlockSettings
 
 __all__ = [

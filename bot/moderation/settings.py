@@ -1,7 +1,7 @@
 """The ``[moderation]`` settings section: bot-wide defaults of the moderation policy.
 
 Servers override most of these through ``/settings`` (see
-:func:`bot.moderation.policy.validate_overrides`); the hard block (sexual content combined
+:func:`bot.moderation.guild_policy.validate_overrides`); the hard block (sexual content combined
 with terms about minors) has no setting at all. This module imports nothing from
 :mod:`bot.config`, so that the settings module can import it without a cycle.
 """

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from bot.jobspec import JobSpec, StoredPlan
-from bot.moderation.policy import ChannelContext
+from bot.moderation.channels import ChannelContext
 from bot.request import GenerationRequest
 from bot.storage.clock import as_utc
 from bot.storage.database import Store

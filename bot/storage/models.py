@@ -115,7 +115,7 @@ class GuildSettings(Base):
     server_limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # {"quality": "Light v3.1", "steps": 24, "max_steps": 30, ...}: /imagine defaults here.
     generation_defaults: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # Validated by bot.moderation.policy.validate_overrides: blocked tags, thresholds, ...
+    # Validated by bot.moderation.guild_policy.validate_overrides: blocked tags, thresholds, ...
     moderation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()

@@ -8,7 +8,7 @@ import pytest
 
 from bot.moderation import ChannelContext, Decision, GuildPolicy, check_prompt
 from bot.moderation.matching import minor_age_terms, scan
-from bot.moderation.policy import _MINOR_TERMS, _SEXUAL_TERMS
+from bot.moderation.prompt_check import _MINOR_TERMS, _SEXUAL_TERMS
 
 PLAIN = ChannelContext(age_restricted=False)
 ADULT = ChannelContext(age_restricted=True)

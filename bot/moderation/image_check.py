@@ -1,0 +1,209 @@
+"""Image verdicts: which rendered images may be posted where.
+
+**Images** (:func:`image_verdict`): outside age-restricted channels an image whose
+questionable or explicit score is above the server's threshold is withheld, and so is every
+image when the classifier could not run, unless ``fail_closed`` is off. In age-restricted
+channels images are posted, as spoilers per the server's spoiler policy, except when the
+prompt mentions minors (:attr:`PromptDecision.minors`): then the plain-channel rules apply.
+First of all, in every channel: an image the classifier sees as sexual and as showing a
+minor is a hard block, never posted nor forwarded (see :func:`image_verdict`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+from bot.moderation.channels import ChannelContext
+from bot.moderation.guild_policy import (
+    GuildPolicy,
+    Thresholds,
+)
+
+MINOR_KEY: Final = "minor:"
+SEXUAL_KEY: Final = "sexual:"
+
+
+@dataclass(frozen=True, slots=True)
+class RatingScores:
+    """The classifier's four rating scores (0-1), stored with each image, and what it saw
+    of the image-side hard block.
+
+    ``minors`` are the minor-related tags the tagger scored over its threshold, ``sexual``
+    the sexual signals over theirs (sexual tags, and ``rating:questionable`` /
+    ``rating:explicit`` when a rating passes the hard block's own rating threshold), each
+    with its score (see :mod:`bot.moderation.classifier`). ``minors_checked`` is False when
+    the tagger lacks the minor tags it needs: then nobody can tell whether a sexual image
+    shows a minor, and :func:`image_verdict` withholds sexual images everywhere.
+    """
+
+    general: float
+    sensitive: float
+    questionable: float
+    explicit: float
+    minors: Mapping[str, float] = field(default_factory=dict)
+    sexual: Mapping[str, float] = field(default_factory=dict)
+    minors_checked: bool = True
+
+    @property
+    def hard_block(self) -> bool:
+        """The image shows, to the tagger, both a minor and sexual content."""
+        return bool(self.minors) and bool(self.sexual)
+
+    def as_dict(self) -> dict[str, float]:
+        """For ``Image.moderation_scores`` (hard-block signals as ``minor:x``/``sexual:x``)."""
+        out = {
+            "general": self.general,
+            "sensitive": self.sensitive,
+            "questionable": self.questionable,
+            "explicit": self.explicit,
+        }
+        out.update({f"{MINOR_KEY}{tag}": score for tag, score in self.minors.items()})
+        out.update({f"{SEXUAL_KEY}{tag}": score for tag, score in self.sexual.items()})
+        return out
+
+    @classmethod
+    def from_dict(cls, scores: Mapping[str, float]) -> RatingScores:
+        return cls(
+            general=float(scores["general"]),
+            sensitive=float(scores["sensitive"]),
+            questionable=float(scores["questionable"]),
+            explicit=float(scores["explicit"]),
+            minors={
+                k.removeprefix(MINOR_KEY): float(v)
+                for k, v in scores.items()
+                if k.startswith(MINOR_KEY)
+            },
+            sexual={
+                k.removeprefix(SEXUAL_KEY): float(v)
+                for k, v in scores.items()
+                if k.startswith(SEXUAL_KEY)
+            },
+        )
+
+    @property
+    def rating(self) -> str:
+        """The rating with the highest score."""
+        scores = self.as_dict()
+        return max(scores, key=scores.__getitem__)
+
+    def over(self, thresholds: Thresholds) -> tuple[str, ...]:
+        """The ratings whose scores are above their thresholds (explicit first)."""
+        out: list[str] = []
+        if self.explicit > thresholds.explicit:
+            out.append("explicit")
+        if self.questionable > thresholds.questionable:
+            out.append("questionable")
+        return tuple(out)
+
+
+class Action(StrEnum):
+    POST = "post"
+    SPOILER = "spoiler"
+    WITHHOLD = "withhold"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What to do with one output image, and why (the reason is shown to the member)."""
+
+    action: Action
+    reason: str
+    flagged: bool = False  # rated over a threshold
+    hard_block: bool = False  # sexual content and a minor, to the image classifier
+    quarantined: bool = False  # never leaves the bot: not even to the moderation log
+
+    @property
+    def posted(self) -> bool:
+        return self.action is not Action.WITHHOLD
+
+    @property
+    def spoiler(self) -> bool:
+        return self.action is Action.SPOILER
+
+    @property
+    def forwardable(self) -> bool:
+        """A withheld image that may go to the moderation log channel (never a hard
+        block, nor a sexual image nobody could check for minors)."""
+        return not self.posted and not self.quarantined
+
+    @property
+    def event_kind(self) -> str | None:
+        """The ``ModerationEvent.kind`` to record, or None."""
+        if self.hard_block:
+            return "image_hard_blocked"
+        return "image_withheld" if self.action is Action.WITHHOLD else None
+
+
+def _signals(found: Mapping[str, float]) -> str:
+    return ", ".join(f"{tag} {score:.2f}" for tag, score in found.items())
+
+
+def image_verdict(
+    scores: RatingScores | None,
+    channel: ChannelContext,
+    policy: GuildPolicy,
+    *,
+    error: str | None = None,
+    minors: Sequence[str] = (),
+) -> Verdict:
+    """Decide whether an image is posted (see the module docstring).
+
+    ``scores`` is None when the classifier could not run; ``error`` then says why. Pass the
+    prompt decision's ``minors``: an image whose prompt mentions minors is held to the rules
+    of a plain channel even in an age-restricted one (the model can make NSFW images
+    unprompted, and sexual images of minors are never posted).
+
+    Before anything else, in every channel and whatever the settings: an image the
+    classifier sees as sexual and as showing a minor (:attr:`RatingScores.hard_block`) is
+    a hard block: withheld, quarantined (forwarded to nobody) and logged as
+    ``image_hard_blocked``. When the classifier cannot check for minors
+    (:attr:`RatingScores.minors_checked` is False), an image with a sexual signal is
+    withheld and quarantined in every channel, age-restricted ones included.
+    """
+    if scores is not None and scores.hard_block:
+        return Verdict(
+            Action.WITHHOLD,
+            f"hard block: the image check sees sexual content ({_signals(scores.sexual)}) "
+            f"and a minor ({_signals(scores.minors)}); sexual images of minors are never "
+            "posted, in any channel, and this is logged for moderators",
+            flagged=True,
+            hard_block=True,
+            quarantined=True,
+        )
+    if scores is not None and not scores.minors_checked and scores.sexual:
+        return Verdict(
+            Action.WITHHOLD,
+            f"withheld: the image looks sexual ({_signals(scores.sexual)}) and the image "
+            "classifier cannot check it for minors (its tag list lacks the tags the hard "
+            "block needs)",
+            flagged=True,
+            quarantined=True,
+        )
+    if channel.is_dm and not policy.dm_allowed:
+        return Verdict(Action.WITHHOLD, "the bot does not post images in direct messages")
+    strict = not channel.age_restricted or bool(minors)
+    where = "in this channel" if not channel.age_restricted else "for a prompt about minors"
+    over = () if scores is None else scores.over(policy.thresholds)
+    if scores is None:
+        why = f"the image check could not run ({error})" if error else "the image check did not run"
+        if strict and policy.fail_closed:
+            return Verdict(Action.WITHHOLD, f"withheld: {why}")
+        if channel.age_restricted:
+            action = Action.POST if policy.spoiler == "never" else Action.SPOILER
+            return Verdict(action, why)
+        return Verdict(Action.POST, f"posted unchecked: {why}")
+    if over:
+        worst = over[0]
+        score = getattr(scores, worst)
+        limit = getattr(policy.thresholds, worst)
+        why = f"rated {worst} ({score:.2f}, above {limit:.2f})"
+        if strict:
+            return Verdict(Action.WITHHOLD, f"withheld: {why}; not allowed {where}", flagged=True)
+        action = Action.POST if policy.spoiler == "never" else Action.SPOILER
+        return Verdict(action, why, flagged=True)
+    if channel.age_restricted and policy.spoiler == "always":
+        return Verdict(Action.SPOILER, f"rated {scores.rating}; spoilers always on here")
+    return Verdict(Action.POST, f"rated {scores.rating}")
