@@ -102,6 +102,14 @@ class QueueStatus:
     warming_up: bool = False  # the engine is still compiling; jobs wait
 
 
+@dataclass(frozen=True)
+class ClassifierStatus:
+    """Whether the image check runs, for ``/settings show``."""
+
+    loaded: bool
+    problem: str | None  # why it is not loaded, or what the hard block lacks; None: all well
+
+
 class ImagineService:
     """Accepts jobs, queues them fairly, and runs them on one engine."""
 
@@ -327,6 +335,13 @@ class ImagineService:
             if entry.job_id == job_id:
                 return index, eta
         return 0, 0.0
+
+    def classifier_status(self) -> ClassifierStatus:
+        """Whether the image classifier is loaded and has what the image hard block needs."""
+        classifier = self.worker.classifier
+        if classifier is None:
+            return ClassifierStatus(False, self.worker.classifier_error or "none configured")
+        return ClassifierStatus(True, classifier.problem)
 
     async def status(self, who: Requester) -> QueueStatus:
         """The member's waiting and running jobs with positions and ETAs."""

@@ -107,12 +107,12 @@ class AdminCog(
 
     def _policy_embed(self, view: ModerationView) -> discord.Embed:
         settings = self.bot.settings.moderation
-        worker = self.bot.service.worker
-        if worker.classifier is None:
-            classifier = f"not available: {worker.classifier_error or 'none configured'}"
-        elif (problem := worker.classifier.problem) is not None:
+        status = self.bot.service.classifier_status()
+        if not status.loaded:
+            classifier = f"not available: {status.problem}"
+        elif status.problem is not None:
             classifier = (
-                f"⚠ loaded ({settings.classifier.source}), hard block incomplete: {problem}"
+                f"⚠ loaded ({settings.classifier.source}), hard block incomplete: {status.problem}"
             )
         else:
             classifier = (
