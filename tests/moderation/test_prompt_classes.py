@@ -169,3 +169,18 @@ def test_owner_extends_the_vocabulary_with_config_keys() -> None:
     assert "sexual: zorblax" in both.reason
     assert "minor: tykeling" in both.reason
     assert check_prompt("tykeling, nude", "", None, ADULT, POLICY).decision is Decision.ALLOW
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("1girl, голая, девочка", Decision.HARD_BLOCK),
+        ("1boy, голый, мальчик", Decision.HARD_BLOCK),
+        # девушка is a young woman: adult content stays allowed where it is allowed.
+        ("1girl, девушка, голая", Decision.ALLOW),
+        # A child with nothing sexual asked is no hard block.
+        ("1girl, девочка, playing in the park", Decision.ALLOW),
+    ],
+)
+def test_russian_words_for_a_girl_or_boy_child(prompt: str, expected: Decision) -> None:
+    assert decide(prompt, ADULT) is expected
