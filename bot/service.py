@@ -26,6 +26,7 @@ from bot.queue.base import JobQueue, QueueEntry, QueueFull
 from bot.queue.events import JobEvents
 from bot.queue.fair import FairQueue
 from bot.queue.output import Classifier, ImageOutput
+from bot.queue.redis_backend import RedisDispatcher
 from bot.queue.render import Renderer
 from bot.queue.worker import Worker
 from bot.request import GenerationRequest, validate_request
@@ -149,7 +150,12 @@ class ImagineService:
             events=events,
             output=ImageOutput(db, self.jobs, classifier, classifier_error),
         )
-        self.worker = Worker(self.renderer)
+        # Where jobs render: this process's engine, or remote workers through Redis.
+        self.worker: Worker | RedisDispatcher = (
+            RedisDispatcher(self.renderer)
+            if settings.queue.backend == "redis"
+            else Worker(self.renderer)
+        )
         self.accepting = True
         self._warm_up: asyncio.Task[None] | None = None
         self._units: dict[int, float] = {}
@@ -158,10 +164,19 @@ class ImagineService:
     async def restore(self) -> int:
         """Put jobs accepted before a restart back in the queue; returns how many.
 
-        An interrupted running job starts again first; queued jobs keep their order.
+        An interrupted running job starts again first; queued jobs keep their order. With
+        the Redis backend, Redis is reached first (:class:`~bot.queue.redis_backend.
+        RedisUnavailable` when it cannot be) and running jobs stay with the workers: their
+        results are delivered when they come, and those Redis lost are sent again.
         """
         await self._learn_durations()
-        interrupted = await self.db.run(self.jobs.requeue_interrupted)
+        if isinstance(self.worker, RedisDispatcher):
+            await self.worker.connect()
+            active = await self.db.run(self.jobs.active)
+            await self.worker.adopt([j for j in active if j.status is JobStatus.RUNNING])
+            interrupted: list[JobRecord] = []
+        else:
+            interrupted = await self.db.run(self.jobs.requeue_interrupted)
         queued = await self.db.run(self.jobs.queued)
         front = {j.id for j in interrupted}
         for job in queued:
