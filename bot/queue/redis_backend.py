@@ -30,13 +30,12 @@ from redis.exceptions import RedisError, ResponseError
 from bot.engine.job import RenderJob
 from bot.images import Infotext
 from bot.queue import protocol
-from bot.queue.eta import DurationModel
+from bot.queue.state import RendererState
 from bot.storage.jobs import JobNotFoundError, JobRecord, JobStateError
 from bot.storage.models import JobStatus
 
 if TYPE_CHECKING:
     from bot.planning import Plan
-    from bot.queue.output import Classifier
     from bot.queue.render import Renderer
 
 log = logging.getLogger(__name__)
@@ -153,7 +152,7 @@ def _field(fields: dict[Any, Any]) -> bytes | str:
     return raw
 
 
-class RedisDispatcher:
+class RedisDispatcher(RendererState):
     """The bot's scheduling loop for remote workers (same face as :class:`Worker`)."""
 
     def __init__(self, renderer: Renderer) -> None:
@@ -181,29 +180,10 @@ class RedisDispatcher:
         self._progress_seen: OrderedDict[int, None] = OrderedDict()
 
     # ----------------------------------------------------------------- state
-    @property
-    def durations(self) -> DurationModel:
-        return self.renderer.durations
-
-    @property
-    def last_job_seconds(self) -> OrderedDict[int, dict[str, float]]:
-        return self.renderer.last_job_seconds
-
-    @property
-    def classifier(self) -> Classifier | None:
-        return self.output.classifier
-
-    @property
-    def classifier_error(self) -> str | None:
-        return self.output.classifier_error
 
     @property
     def running_job_ids(self) -> tuple[int, ...]:
         return tuple(j for j in self.inflight if j in self.started)
-
-    @property
-    def running_job_id(self) -> int | None:
-        return next(iter(self.running_job_ids), None)
 
     def remaining_seconds(self) -> float:
         """Until the earliest running job is done (0 when none runs)."""

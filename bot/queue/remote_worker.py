@@ -199,7 +199,8 @@ class RemoteWorker:
         try:
             result = await self._render(entry_id, job_id, render)
             await self._publish(result, entry_id)
-            self.jobs_done += 1
+            if result.status == "finished":  # jobs done: rendered, not cancelled or failed
+                self.jobs_done += 1
         finally:
             self.state, self.job_id = "idle", None
 
