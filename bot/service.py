@@ -341,15 +341,27 @@ class ImagineService:
         return await self.db.run(self.limiter.allowance, who)
 
     # ------------------------------------------------------------ queue view
-    def _position(self, job_id: int) -> tuple[int, float]:
-        if job_id in self.worker.running_job_ids:
-            return 0, self.worker.remaining_seconds()
-        eta = self.worker.remaining_seconds()
+    def _plan_queue(self) -> tuple[dict[int, tuple[int, float]], float]:
+        """Every active job -> (position, seconds until it is done), and the seconds until
+        the whole queue is done. Running jobs (and, with Redis, jobs handed to a worker)
+        are at position 0. Waiting jobs go in fair order to the first renderer that is
+        free: the one engine, or each live, compatible Redis worker."""
+        worker = self.worker
+        if isinstance(worker, RedisDispatcher):
+            placed = {job_id: (0, left) for job_id, left in worker.in_flight_seconds().items()}
+            slots = worker.slots()
+        else:
+            left = worker.remaining_seconds()
+            placed = dict.fromkeys(worker.running_job_ids, (0, left))
+            slots = [left]
         for index, entry in enumerate(self.queue.order(), start=1):
-            eta += self.worker.durations.estimate(entry.units)
-            if entry.job_id == job_id:
-                return index, eta
-        return 0, 0.0
+            free = slots.index(min(slots))
+            slots[free] += worker.durations.estimate(entry.units)
+            placed[entry.job_id] = (index, slots[free])
+        return placed, max(slots)
+
+    def _position(self, job_id: int) -> tuple[int, float]:
+        return self._plan_queue()[0].get(job_id, (0, 0.0))
 
     def classifier_status(self) -> ClassifierStatus:
         """Whether the image classifier is loaded and has what the image hard block needs."""
@@ -361,14 +373,9 @@ class ImagineService:
     async def status(self, who: Requester) -> QueueStatus:
         """The member's waiting and running jobs with positions and ETAs."""
         mine = await self.db.run(self.jobs.active, guild_id=who.guild_id, user_id=who.user_id)
-        listed = []
-        for job in mine:
-            position, eta = self._position(job.id)
-            listed.append(QueuedJob(job, position, eta))
+        placed, total = self._plan_queue()
+        listed = [QueuedJob(job, *placed.get(job.id, (0, 0.0))) for job in mine]
         listed.sort(key=lambda q: q.position)
-        total = self.worker.remaining_seconds() + sum(
-            self.worker.durations.estimate(e.units) for e in self.queue.order()
-        )
         return QueueStatus(
             listed,
             len(self.queue),

@@ -186,14 +186,45 @@ class RedisDispatcher(RendererState):
         return tuple(j for j in self.inflight if j in self.started)
 
     def remaining_seconds(self) -> float:
-        """Until the earliest running job is done (0 when none runs)."""
+        """Until the first live worker is free for the next job (0 when one is idle)."""
+        return min(self.slots())
+
+    @property
+    def parallel(self) -> int:
+        """How many jobs render at once: the live, compatible workers (at least 1, so an
+        ETA while no worker is up reads as if one were)."""
+        return max(1, len(self.live_workers))
+
+    def _estimate(self, job_id: int) -> float:
+        plan = self.plans.get(job_id)
+        return 0.0 if plan is None else self.durations.estimate(plan.job.shape.work_units)
+
+    def _schedule(self) -> tuple[dict[int, float], list[float]]:
+        """The jobs handed to Redis shared out over :attr:`parallel` workers, first come
+        first served: each job -> seconds until it is done, and each worker -> seconds
+        until it is free. A running job counts its estimate less the time it has run."""
         now = time.monotonic()
-        left = [
-            max(0.0, self.durations.estimate(self.plans[j].job.shape.work_units) - (now - t))
-            for j, t in self.started.items()
-            if j in self.plans
-        ]
-        return min(left, default=0.0)
+        slots = [0.0] * self.parallel
+        done: dict[int, float] = {}
+        running = [j for j, _ in sorted(self.started.items(), key=lambda i: i[1])]
+        for job_id in [*running, *self.inflight]:
+            if job_id not in self.inflight or job_id in done:
+                continue
+            left = self._estimate(job_id)
+            if job_id in self.started:
+                left = max(0.0, left - (now - self.started[job_id]))
+            index = slots.index(min(slots))
+            slots[index] += left
+            done[job_id] = slots[index]
+        return done, slots
+
+    def in_flight_seconds(self) -> dict[int, float]:
+        """Each job handed to Redis -> seconds until it is done."""
+        return self._schedule()[0]
+
+    def slots(self) -> list[float]:
+        """Seconds until each live worker is free (one entry per worker, at least one)."""
+        return self._schedule()[1]
 
     @property
     def live_workers(self) -> list[protocol.Heartbeat]:

@@ -328,3 +328,44 @@ async def test_a_worker_of_another_protocol_version_is_refused(world: World) -> 
     assert process.wait(60) == 1
     log = world.workers.log("old")
     assert "this worker is refused: protocol version 999 is not supported" in log
+
+
+async def stand_in_beat(w: World, name: str, state: str = "idle") -> None:
+    """A heartbeat as a worker sends it (a stand-in that takes no job)."""
+    assert w.dispatcher.redis is not None
+    beat = protocol.Heartbeat(name, "stand-in", "cpu", "tiny", state, 0, time.time())
+    await w.dispatcher.redis.set(w.dispatcher.keys.worker(name), protocol.heartbeat_message(beat))
+
+
+async def test_queue_positions_and_etas_count_the_workers_that_are_up(world: World) -> None:
+    await world.open()
+    jobs = [(await world.service.submit(request(seed=i), ALICE, HERE)).job for i in range(6)]
+    one = world.dispatcher.durations.estimate(jobs[0].spec.shape.work_units)
+    # No worker is up: the ETAs read as if one were, each job behind the one before.
+    status = await world.service.status(ALICE)
+    assert [q.position for q in status.mine] == [1, 2, 3, 4, 5, 6]
+    assert [round(q.eta_seconds / one, 3) for q in status.mine] == [1, 2, 3, 4, 5, 6]
+    assert round(status.eta_empty_seconds / one, 3) == 6
+    # Two workers come up (stand-ins that take no job): the first two jobs are handed out,
+    # the other four are shared by both workers, so the queue is done in half the time.
+    await stand_in_beat(world, "s1")
+    await stand_in_beat(world, "s2")
+    await world.until(lambda: len(world.dispatcher.inflight) == 2, "two jobs handed out")
+    status = await world.service.status(ALICE)
+    assert [q.position for q in status.mine] == [0, 0, 1, 2, 3, 4]
+    assert [round(q.eta_seconds / one, 3) for q in status.mine] == [1, 1, 2, 2, 3, 3]
+    assert round(status.eta_empty_seconds / one, 3) == 3
+    # One says it is draining: it is no longer counted, and the ETAs grow again.
+    await stand_in_beat(world, "s2", "draining")
+    await world.until(lambda: len(world.dispatcher.live_workers) == 1, "one live worker")
+    status = await world.service.status(ALICE)
+    assert [round(q.eta_seconds / one, 3) for q in status.mine] == [1, 2, 3, 4, 5, 6]
+    # A worker of another protocol version is listed but not counted.
+    old = protocol.Heartbeat("old", "h", "cpu", "tiny", "idle", 0, time.time(), version=999)
+    assert world.dispatcher.redis is not None
+    await world.dispatcher.redis.set(
+        world.dispatcher.keys.worker("old"), protocol.heartbeat_message(old)
+    )
+    await world.until(lambda: len(world.dispatcher.workers) == 3, "three heartbeats")
+    status = await world.service.status(ALICE)
+    assert round(status.eta_empty_seconds / one, 3) == 6
