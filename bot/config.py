@@ -396,6 +396,12 @@ class QueueSettings(_Section):
     redis_claim_timeout_s: Annotated[StrictFloat, Field(ge=0.5, le=3600.0)] = 5.0
     # How often workers report; one silent for 3 intervals counts as gone.
     redis_heartbeat_s: Annotated[StrictFloat, Field(ge=0.1, le=60.0)] = 1.0
+    # A job whose render was lost (its worker crashed or went silent) this many times in a
+    # row fails with a refund instead of going to yet another worker.
+    redis_max_attempts: Annotated[StrictInt, Field(ge=1, le=100)] = 3
+    # Seconds a worker told to stop (SIGTERM) may finish its job; past them it hands the job
+    # back to Redis for another worker (``python -m bot worker --grace`` overrides it).
+    redis_drain_grace_s: Annotated[StrictFloat, Field(ge=0.0, le=86_400.0)] = 60.0
 
 
 class DiscordSettings(_Section):

@@ -152,6 +152,7 @@ class RemoteWorker:
             self.keys.jobs, WORKERS_GROUP, self.name, self.claim_ms, "0-0", count=1
         )
         entries = claimed[1] if claimed else []
+        taken_over = bool(entries)
         if not entries:
             replies = await self.redis.xreadgroup(
                 WORKERS_GROUP, self.name, {self.keys.jobs: ">"}, count=1, block=500
@@ -162,10 +163,41 @@ class RemoteWorker:
                 await self.redis.xack(self.keys.jobs, WORKERS_GROUP, entry_id)
                 continue  # deleted meanwhile
             raw = fields.get(b"m", fields.get("m"))
-            if isinstance(raw, bytes | str):
+            if not isinstance(raw, bytes | str):
+                await self._done(entry_id)
+            elif taken_over and await self._given_up(entry_id, raw):
+                continue
+            else:
                 return entry_id, raw
-            await self._done(entry_id)
         return None
+
+    async def _deliveries(self, entry_id: Any) -> int:
+        """How many times the group handed this entry out (renewals do not count)."""
+        pending = await self.redis.xpending_range(
+            self.keys.jobs, WORKERS_GROUP, min=entry_id, max=entry_id, count=1
+        )
+        return int(pending[0]["times_delivered"]) if pending else 1
+
+    async def _given_up(self, entry_id: Any, raw: bytes | str) -> bool:
+        """A job taken over from a silent worker that was lost ``queue.redis_max_attempts``
+        times already (each worker crashed or vanished on it) fails instead of crashing
+        another: the bot refunds it and tells the member why."""
+        attempts = self.settings.queue.redis_max_attempts
+        lost = await self._deliveries(entry_id) - 1
+        if lost < attempts:
+            return False
+        try:
+            job_id, _render = protocol.read_job(raw)
+        except protocol.ProtocolError:
+            await self._done(entry_id)
+            return True
+        log.error("job %s was lost on %d workers in a row: failed", job_id, lost)
+        reason = (
+            f"the render stopped {lost} times in a row (the worker rendering it crashed or "
+            "went silent each time), so it is not tried again"
+        )
+        await self._publish(protocol.Result(job_id, "failed", self.name, reason=reason), entry_id)
+        return True
 
     async def _done(self, entry_id: Any) -> None:
         pipe = self.redis.pipeline(transaction=True)

@@ -53,18 +53,18 @@ class Workers:
         self.config.write_text(
             f'[model]\nsource = "{model_dir}"\n\n[engine]\ndevice = "cpu"\n\n'
             f'[queue]\nbackend = "redis"\nredis_url = "{url}"\nredis_prefix = "{prefix}"\n'
-            "redis_claim_timeout_s = 1.5\nredis_heartbeat_s = 0.3\n",
+            "redis_claim_timeout_s = 1.5\nredis_heartbeat_s = 0.3\nredis_max_attempts = 2\n",
             encoding="utf-8",
         )
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, *names: str) -> None:
+    def start(self, *names: str, args: tuple[str, ...] = ()) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         for name in names:
             with (self.dir / f"{name}.log").open("wb") as log:
                 self.processes[name] = subprocess.Popen(
                     [sys.executable, "-m", "bot", "worker", "--config", str(self.config)]  # noqa: RUF005
-                    + ["--name", name],
+                    + ["--name", name, *args],
                     cwd=ROOT,
                     env=env,
                     stdout=log,
@@ -369,3 +369,36 @@ async def test_queue_positions_and_etas_count_the_workers_that_are_up(world: Wor
     await world.until(lambda: len(world.dispatcher.workers) == 3, "three heartbeats")
     status = await world.service.status(ALICE)
     assert round(status.eta_empty_seconds / one, 3) == 6
+
+
+async def test_a_job_lost_on_too_many_workers_in_a_row_fails_with_a_refund(world: World) -> None:
+    await world.open()
+    redis = world.dispatcher.redis
+    assert redis is not None
+    keys = world.dispatcher.keys
+    await stand_in_beat(world, "crashy")
+    job = (await world.service.submit(request(seed=4), ALICE, HERE)).job
+    await world.until(lambda: job.id in world.dispatcher.inflight, "the job handed out")
+    # Two workers take the job in turn and die on it (they never renew nor acknowledge).
+    taken = await redis.xreadgroup("workers", "crashy-1", {keys.jobs: ">"}, count=1)
+    assert len(taken[0][1]) == 1
+    await asyncio.sleep(1.7)  # past the claim timeout
+    again = await redis.xautoclaim(keys.jobs, "workers", "crashy-2", 1500, "0-0", count=1)
+    assert len(again[1]) == 1
+    await redis.delete(keys.worker("crashy"))
+    await asyncio.sleep(1.7)
+    # The third worker (queue.redis_max_attempts = 2) does not render it a third time: the
+    # job fails with the reason, the member gets the cost back, and the worker goes on.
+    world.workers.start("w1")
+    await world.until(lambda: ("failed", job.id) in world.events.log, "the job to fail")
+    assert "stopped 2 times in a row" in world.events.reasons[job.id]
+    row = JobStore(world.db).get(job.id)
+    assert row.status is JobStatus.FAILED
+    assert row.refunded_at is not None
+    assert JobStore(world.db).images(job.id) == []
+    assert await redis.xlen(keys.jobs) == 0
+    after = (await world.service.submit(request(seed=8), ALICE, HERE)).job
+    await world.until(lambda: after.id in finished(world), "the next job")
+    assert ("finished", job.id) not in world.events.log
+    await asyncio.sleep(0.7)  # the next heartbeats
+    assert (await world.beats())["w1"].jobs_done == 1
