@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         "worker", help="render jobs from Redis on this machine (queue.backend = redis)"
     )
     worker.add_argument("--name", help="this worker's name (default: host-pid)")
+    worker.add_argument(
+        "--grace",
+        type=_float,
+        metavar="SECONDS",
+        help="on SIGTERM, finish the current job within this many seconds, else hand it "
+        "back to Redis (default: queue.redis_drain_grace_s)",
+    )
     for command in (
         worker,
         workers := sub.add_parser("workers", help="list the workers that reported lately"),
@@ -338,7 +345,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from bot.queue.remote_worker import serve
 
     try:
-        return asyncio.run(serve(settings, name=args.name))
+        if args.grace is not None and args.grace < 0:
+            raise UsageError(f"--grace: expected a number >= 0, got {args.grace}")
+        return asyncio.run(serve(settings, name=args.name, grace=args.grace))
     except RedisUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -7,7 +7,10 @@ renders (XCLAIM ... JUSTID every third of the claim timeout, so a long render is
 taken over), checks the job's cancel flag after every step, publishes progress at most once a
 second, then its result (PNG bytes, infotext, timings) and only then acknowledges the job
 (XACK): a worker killed at any point leaves the job to another. A heartbeat says who it is
-and what it does. On SIGTERM it stops taking jobs and finishes the one it renders.
+and what it does. On SIGTERM it drains: it takes no new job, says "draining" (the bot no
+longer counts it), and finishes the job it renders within ``queue.redis_drain_grace_s``
+(``--grace``); past that it stops the render and hands the job back to the stream, where
+another worker takes it at once, then exits 0.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 1.0
 
 
+class _HandBack(Exception):
+    """The grace period ran out mid-render: the job goes back to Redis."""
+
+
 class RemoteWorker:
     """Takes jobs from Redis, renders them on ``engine``, publishes the results."""
 
@@ -61,6 +68,11 @@ class RemoteWorker:
         self.job_id: int | None = None
         self.jobs_done = 0
         self.stopping = asyncio.Event()
+        self.grace = settings.queue.redis_drain_grace_s
+        self.handing_back = False  # the drain's grace period is over
+        self._token: CancelToken | None = None
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self._draining_beat: asyncio.Task[None] | None = None
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
 
     @property
@@ -79,7 +91,9 @@ class RemoteWorker:
             host=self.host,
             gpu=self.gpu,
             model=self.settings.model.source,
-            state=self.state,
+            state="draining"
+            if self.stopping.is_set() and self.state in ("idle", "rendering")
+            else self.state,
             jobs_done=self.jobs_done,
             at=time.time(),
             job_id=self.job_id,
@@ -109,6 +123,37 @@ class RemoteWorker:
         self.state = "refused"
         await self.beat(str(error))
         raise error
+
+    def drain(self) -> None:
+        """SIGTERM: take no new job; finish the one in hand within :attr:`grace` seconds,
+        else hand it back."""
+        if self.stopping.is_set():
+            return
+        log.info("draining: no new jobs; %.1f s to finish the current one", self.grace)
+        self.stopping.set()
+        loop = asyncio.get_running_loop()
+        self._grace_timer = loop.call_later(self.grace, self._grace_over)
+        # Say so now: the bot stops counting this worker at once.
+        self._draining_beat = loop.create_task(self._beat_quietly(), name="draining-beat")
+
+    async def _beat_quietly(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self.beat()
+
+    def _grace_over(self) -> None:
+        self.handing_back = True
+        if self._token is not None:
+            self._token.cancel()
+
+    async def _hand_back(self, entry_id: Any, raw: bytes | str, job_id: int) -> None:
+        """The job goes back to the end of the stream for another worker, now (not after
+        the claim timeout); the bot's record of it is untouched."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(self.keys.jobs, {"m": raw})
+        pipe.xack(self.keys.jobs, WORKERS_GROUP, entry_id)
+        pipe.xdel(self.keys.jobs, entry_id)
+        await pipe.execute()
+        log.info("job %s handed back for another worker", job_id)
 
     # ----------------------------------------------------------------- the loop
     async def run(self) -> None:
@@ -140,6 +185,8 @@ class RemoteWorker:
                     await asyncio.sleep(0.5)
         finally:
             self.state = "stopped"
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
             beats.cancel()
             await asyncio.gather(beats, return_exceptions=True)
             with contextlib.suppress(RedisError, OSError):
@@ -227,9 +274,16 @@ class RemoteWorker:
         if await self.redis.exists(self.keys.cancel(job_id)):
             await self._publish(protocol.Result(job_id, "cancelled", self.name), entry_id)
             return
+        if self.stopping.is_set():  # taken as the drain began: not started here
+            await self._hand_back(entry_id, raw, job_id)
+            return
         self.state, self.job_id = "rendering", job_id
         try:
-            result = await self._render(entry_id, job_id, render)
+            try:
+                result = await self._render(entry_id, job_id, render)
+            except _HandBack:
+                await self._hand_back(entry_id, raw, job_id)
+                return
             await self._publish(result, entry_id)
             if result.status == "finished":  # jobs done: rendered, not cancelled or failed
                 self.jobs_done += 1
@@ -239,6 +293,9 @@ class RemoteWorker:
     async def _render(self, entry_id: Any, job_id: int, render: RenderJob) -> protocol.Result:
         loop = asyncio.get_running_loop()
         token = CancelToken()
+        self._token = token
+        if self.handing_back:
+            raise _HandBack
         cancel_key = self.keys.cancel(job_id)
         last = 0.0
 
@@ -282,6 +339,8 @@ class RemoteWorker:
                 self._gpu, lambda: self.engine.render(render, on_progress=progress, cancel=token)
             )
         except JobCancelled:
+            if self.handing_back:
+                raise _HandBack from None
             return protocol.Result(job_id, "cancelled", self.name)
         except (EngineError, PromptError) as exc:
             return protocol.Result(job_id, "failed", self.name, reason=str(exc))
@@ -291,6 +350,7 @@ class RemoteWorker:
                 job_id, "failed", self.name, reason=f"internal error: {type(exc).__name__}"
             )
         finally:
+            self._token = None
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
         seconds = time.perf_counter() - started
@@ -318,16 +378,18 @@ class RemoteWorker:
         )
 
 
-async def serve(settings: Settings, *, name: str | None = None) -> int:
+async def serve(settings: Settings, *, name: str | None = None, grace: float | None = None) -> int:
     """Connect, load the model, serve until SIGTERM/SIGINT; returns the exit status."""
     redis = await connect(settings.queue.redis_url)
     try:
         log.info("loading the model from %s", settings.model.source)
         engine = await asyncio.to_thread(Engine.load, settings)
         worker = RemoteWorker(settings, engine, redis, name=name)
+        if grace is not None:
+            worker.grace = grace
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stopping.set)
+            loop.add_signal_handler(sig, worker.drain)
         log.info("worker %s ready (%s, %s)", worker.name, worker.gpu, settings.model.source)
         await worker.run()
         log.info("worker %s stopped after %d job(s)", worker.name, worker.jobs_done)

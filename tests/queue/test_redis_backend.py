@@ -402,3 +402,66 @@ async def test_a_job_lost_on_too_many_workers_in_a_row_fails_with_a_refund(world
     assert ("finished", job.id) not in world.events.log
     await asyncio.sleep(0.7)  # the next heartbeats
     assert (await world.beats())["w1"].jobs_done == 1
+
+
+async def holder_of(w: World, job_id: int) -> str:
+    """The worker whose heartbeat says it renders ``job_id``."""
+    deadline = time.monotonic() + 10
+    while True:
+        holders = [n for n, b in (await w.beats()).items() if b.job_id == job_id]
+        if holders:
+            return holders[0]
+        assert time.monotonic() < deadline, "no worker says it renders the job"
+        await asyncio.sleep(0.05)
+
+
+async def test_sigterm_mid_render_hands_the_job_back_after_the_grace_period(
+    world: World,
+) -> None:
+    world.workers.start("w1", "w2", args=("--grace", "0.2"))
+    await world.open()
+    await world.live(2)
+    job = (await world.service.submit(request(seed=3, **LONG), ALICE, HERE)).job
+    await world.until(lambda: job.id in world.events.progress, "the first progress")
+    holder = await holder_of(world, job.id)
+    other = "w2" if holder == "w1" else "w1"
+    process = world.workers.processes[holder]
+    process.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    await world.until(lambda: process.poll() is not None, "the worker to exit", 20)
+    assert process.returncode == 0
+    # Handed back, not left to the claim timeout: the other worker starts it at once.
+    await world.until(lambda: job.id in finished(world), "the job to finish elsewhere")
+    await asyncio.sleep(0.7)
+    assert finished(world) == [job.id]
+    assert ("failed", job.id) not in world.events.log
+    assert [i.seed for i in world.events.images[job.id]] == [3, 4]
+    beats = await world.beats()
+    assert holder not in beats  # gone from the list when it exits
+    assert beats[other].jobs_done == 1
+    assert f"job {job.id} handed back for another worker" in world.workers.log(holder)
+    assert time.monotonic() - stopped_at < 30
+
+
+async def test_sigterm_lets_the_job_in_hand_finish_and_takes_no_new_one(world: World) -> None:
+    world.workers.start("w1")
+    await world.open()
+    await world.live(1)
+    job = (await world.service.submit(request(seed=5, **LONG), ALICE, HERE)).job
+    await world.until(lambda: job.id in world.events.progress, "the first progress")
+    process = world.workers.processes["w1"]
+    process.send_signal(signal.SIGTERM)
+    # Draining: the bot no longer counts it, so the next job is not handed to it.
+    await world.until(lambda: not world.dispatcher.live_workers, "the worker to drain")
+    assert [b.state for b in world.dispatcher.workers] == ["draining"]
+    later = (await world.service.submit(request(seed=6), BOB, HERE)).job
+    await world.until(lambda: process.poll() is not None, "the worker to exit", 30)
+    assert process.returncode == 0
+    await world.until(lambda: job.id in finished(world), "the job in hand")
+    assert [i.seed for i in world.events.images[job.id]] == [5, 6]
+    assert JobStore(world.db).get(later.id).status is JobStatus.QUEUED
+    assert "handed back" not in world.workers.log("w1")
+    # Another worker picks up where it left off.
+    world.workers.start("w2")
+    await world.until(lambda: later.id in finished(world), "the next job on a new worker")
+    assert finished(world) == [job.id, later.id]
