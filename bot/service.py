@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -26,6 +27,7 @@ from bot.queue.base import JobQueue, QueueEntry, QueueFull
 from bot.queue.events import JobEvents
 from bot.queue.fair import FairQueue
 from bot.queue.output import Classifier, ImageOutput
+from bot.queue.protocol import Heartbeat
 from bot.queue.redis_backend import RedisDispatcher
 from bot.queue.render import Renderer
 from bot.queue.worker import Worker
@@ -101,6 +103,34 @@ class QueueStatus:
     running: bool
     eta_empty_seconds: float  # until the whole queue is done
     warming_up: bool = False  # the engine is still compiling; jobs wait
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """One remote GPU worker as its latest heartbeat describes it (the Redis backend)."""
+
+    name: str
+    host: str
+    gpu: str
+    model: str
+    state: str  # "idle", "rendering", "draining", "starting", or "refused (protocol N)"
+    jobs_done: int
+    seconds_since_heartbeat: float
+    counted: bool  # taking jobs: counted for dispatch and ETAs
+
+    @classmethod
+    def of(cls, beat: Heartbeat, now: float, counted: bool) -> WorkerStatus:
+        state = beat.state if beat.compatible else f"refused (protocol {beat.version})"
+        return cls(
+            beat.name,
+            beat.host,
+            beat.gpu,
+            beat.model,
+            state,
+            beat.jobs_done,
+            max(0.0, now - beat.at),
+            counted,
+        )
 
 
 @dataclass(frozen=True)
@@ -383,6 +413,15 @@ class ImagineService:
             total,
             warming_up=self.warming_up,
         )
+
+    def workers(self) -> list[WorkerStatus] | None:
+        """The remote workers that reported lately (Redis backend), by name; ``None`` when
+        jobs render in this process (the embedded backend)."""
+        if not isinstance(self.worker, RedisDispatcher):
+            return None
+        live = {beat.name for beat in self.worker.live_workers}
+        now = time.time()
+        return [WorkerStatus.of(b, now, b.name in live) for b in self.worker.workers]
 
     async def run_burst(self) -> int:
         """Run every waiting job now (tests, the CLI): see :meth:`Worker.run_burst`."""
