@@ -332,8 +332,28 @@ def cmd_policy_check(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from bot.discord_app.runner import run
+    from bot.queue.redis_backend import RedisUnavailable
 
-    return run(settings)
+    try:
+        if settings.queue.backend == "redis":
+            _check_redis(settings)  # before the model loads: a wrong URL fails in a second
+        return run(settings)
+    except RedisUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _check_redis(settings: Settings) -> None:
+    """Reach ``queue.redis_url`` once (raises :class:`RedisUnavailable`, one line)."""
+    import asyncio
+
+    from bot.queue.redis_backend import connect
+
+    async def ping() -> None:
+        client = await connect(settings.queue.redis_url)
+        await client.aclose()
+
+    asyncio.run(ping())
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:

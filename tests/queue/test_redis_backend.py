@@ -297,7 +297,7 @@ async def test_unreachable_redis_is_a_one_line_error(world: World, tmp_path: Pat
         f'[model]\nsource = "nowhere"\n\n[queue]\nbackend = "redis"\nredis_url = "{closed}"\n',
         encoding="utf-8",
     )
-    for command in ("worker", "workers"):
+    for command in ("worker", "workers", "run"):
         done = subprocess.run(  # noqa: ASYNC221 - the CLI is what is tested
             [sys.executable, "-m", "bot", "--config", str(config), command],
             cwd=ROOT,
