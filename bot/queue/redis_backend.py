@@ -512,8 +512,10 @@ class RedisDispatcher(RendererState):
             return
         job = await self.db.run(self.jobs.get, note.job_id)
         if note.step == 0:
-            if note.job_id not in self.started:
-                self.started[note.job_id] = time.monotonic()
+            # Started again by another worker (taken over, handed back): its ETA restarts.
+            first = note.job_id not in self.started
+            self.started[note.job_id] = time.monotonic()
+            if first:
                 await self.renderer.notify(self.events.on_started(job))
             return
         await self.renderer.notify(
