@@ -114,6 +114,29 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="start the Discord bot (token from DISCORD_TOKEN)")
     run.set_defaults(handler=cmd_run)
 
+    worker = sub.add_parser(
+        "worker", help="render jobs from Redis on this machine (queue.backend = redis)"
+    )
+    worker.add_argument("--name", help="this worker's name (default: host-pid)")
+    worker.add_argument(
+        "--grace",
+        type=_float,
+        metavar="SECONDS",
+        help="on SIGTERM, finish the current job within this many seconds, else hand it "
+        "back to Redis (default: queue.redis_drain_grace_s)",
+    )
+    for command in (
+        worker,
+        workers := sub.add_parser("workers", help="list the workers that reported lately"),
+    ):
+        # `python -m bot worker --config worker.toml` reads as well as `--config` first.
+        command.add_argument(
+            "--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML settings file"
+        )
+    worker.set_defaults(handler=cmd_worker)
+
+    workers.set_defaults(handler=cmd_workers)
+
     db = sub.add_parser("db", help="database schema: upgrade, current")
     db_sub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
     db_sub.add_parser("upgrade", help="upgrade the database to the newest schema").set_defaults(
@@ -309,8 +332,79 @@ def cmd_policy_check(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from bot.discord_app.runner import run
+    from bot.queue.redis_backend import RedisUnavailable
 
-    return run(settings)
+    try:
+        if settings.queue.backend == "redis":
+            _check_redis(settings)  # before the model loads: a wrong URL fails in a second
+        return run(settings)
+    except RedisUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _check_redis(settings: Settings) -> None:
+    """Reach ``queue.redis_url`` once (raises :class:`RedisUnavailable`, one line)."""
+    import asyncio
+
+    from bot.queue.redis_backend import connect
+
+    async def ping() -> None:
+        client = await connect(settings.queue.redis_url)
+        await client.aclose()
+
+    asyncio.run(ping())
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """A remote worker: no Discord token, no database; model, engine and Redis only."""
+    import asyncio
+
+    from bot.queue.protocol import IncompatibleVersion
+    from bot.queue.redis_backend import RedisUnavailable
+    from bot.queue.remote_worker import serve
+
+    try:
+        if args.grace is not None and args.grace < 0:
+            raise UsageError(f"--grace: expected a number >= 0, got {args.grace}")
+        return asyncio.run(serve(settings, name=args.name, grace=args.grace))
+    except RedisUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except IncompatibleVersion as exc:
+        print(f"error: this worker is refused: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """Each worker that sent a heartbeat lately: host, GPU, model, state, jobs, last beat."""
+    import asyncio
+    import time
+
+    from bot.queue.redis_backend import (
+        Keys,
+        RedisUnavailable,
+        connect,
+        describe_workers,
+        list_workers,
+    )
+
+    async def listing() -> list[str]:
+        redis = await connect(settings.queue.redis_url)
+        try:
+            beats = await list_workers(redis, Keys(settings.queue.redis_prefix))
+        finally:
+            await redis.aclose()
+        return describe_workers(beats, time.time())
+
+    try:
+        lines = asyncio.run(listing())
+    except RedisUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    for line in lines or ["no workers reported in the last few seconds"]:
+        print(line)
+    return 0
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:

@@ -382,6 +382,26 @@ class QueueSettings(_Section):
     # the next jobs in fair order may be looked at for ones compatible with the next job.
     micro_batch_images: Annotated[StrictInt, Field(ge=1, le=8)] = 1
     micro_batch_window: Annotated[StrictInt, Field(ge=1, le=64)] = 4
+    # Where jobs run: "embedded" (this process's engine) or "redis" (workers on other
+    # machines, `python -m bot worker`, reached through Redis Streams at ``redis_url``).
+    backend: Literal["embedded", "redis"] = "embedded"
+    redis_url: StrictStr = "redis://127.0.0.1:6379/0"
+    # Key prefix of every stream and key, so several bots can share one Redis.
+    redis_prefix: Annotated[
+        StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    ] = "animagine"
+    # Jobs handed out beyond what the live workers can start now (kept small: fair order).
+    redis_prefetch: Annotated[StrictInt, Field(ge=0, le=64)] = 1
+    # A job whose worker has not renewed its claim for this long goes to another worker.
+    redis_claim_timeout_s: Annotated[StrictFloat, Field(ge=0.5, le=3600.0)] = 5.0
+    # How often workers report; one silent for 3 intervals counts as gone.
+    redis_heartbeat_s: Annotated[StrictFloat, Field(ge=0.1, le=60.0)] = 1.0
+    # A job whose render was lost (its worker crashed or went silent) this many times in a
+    # row fails with a refund instead of going to yet another worker.
+    redis_max_attempts: Annotated[StrictInt, Field(ge=1, le=100)] = 3
+    # Seconds a worker told to stop (SIGTERM) may finish its job; past them it hands the job
+    # back to Redis for another worker (``python -m bot worker --grace`` overrides it).
+    redis_drain_grace_s: Annotated[StrictFloat, Field(ge=0.0, le=86_400.0)] = 60.0
 
 
 class DiscordSettings(_Section):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -26,6 +27,8 @@ from bot.queue.base import JobQueue, QueueEntry, QueueFull
 from bot.queue.events import JobEvents
 from bot.queue.fair import FairQueue
 from bot.queue.output import Classifier, ImageOutput
+from bot.queue.protocol import Heartbeat
+from bot.queue.redis_backend import RedisDispatcher
 from bot.queue.render import Renderer
 from bot.queue.worker import Worker
 from bot.request import GenerationRequest, validate_request
@@ -103,6 +106,34 @@ class QueueStatus:
 
 
 @dataclass(frozen=True)
+class WorkerStatus:
+    """One remote GPU worker as its latest heartbeat describes it (the Redis backend)."""
+
+    name: str
+    host: str
+    gpu: str
+    model: str
+    state: str  # "idle", "rendering", "draining", "starting", or "refused (protocol N)"
+    jobs_done: int
+    seconds_since_heartbeat: float
+    counted: bool  # taking jobs: counted for dispatch and ETAs
+
+    @classmethod
+    def of(cls, beat: Heartbeat, now: float, counted: bool) -> WorkerStatus:
+        state = beat.state if beat.compatible else f"refused (protocol {beat.version})"
+        return cls(
+            beat.name,
+            beat.host,
+            beat.gpu,
+            beat.model,
+            state,
+            beat.jobs_done,
+            max(0.0, now - beat.at),
+            counted,
+        )
+
+
+@dataclass(frozen=True)
 class ClassifierStatus:
     """Whether the image check runs, for ``/settings show``."""
 
@@ -149,7 +180,12 @@ class ImagineService:
             events=events,
             output=ImageOutput(db, self.jobs, classifier, classifier_error),
         )
-        self.worker = Worker(self.renderer)
+        # Where jobs render: this process's engine, or remote workers through Redis.
+        self.worker: Worker | RedisDispatcher = (
+            RedisDispatcher(self.renderer)
+            if settings.queue.backend == "redis"
+            else Worker(self.renderer)
+        )
         self.accepting = True
         self._warm_up: asyncio.Task[None] | None = None
         self._units: dict[int, float] = {}
@@ -158,10 +194,19 @@ class ImagineService:
     async def restore(self) -> int:
         """Put jobs accepted before a restart back in the queue; returns how many.
 
-        An interrupted running job starts again first; queued jobs keep their order.
+        An interrupted running job starts again first; queued jobs keep their order. With
+        the Redis backend, Redis is reached first (:class:`~bot.queue.redis_backend.
+        RedisUnavailable` when it cannot be) and running jobs stay with the workers: their
+        results are delivered when they come, and those Redis lost are sent again.
         """
         await self._learn_durations()
-        interrupted = await self.db.run(self.jobs.requeue_interrupted)
+        if isinstance(self.worker, RedisDispatcher):
+            await self.worker.connect()
+            active = await self.db.run(self.jobs.active)
+            await self.worker.adopt([j for j in active if j.status is JobStatus.RUNNING])
+            interrupted: list[JobRecord] = []
+        else:
+            interrupted = await self.db.run(self.jobs.requeue_interrupted)
         queued = await self.db.run(self.jobs.queued)
         front = {j.id for j in interrupted}
         for job in queued:
@@ -326,15 +371,27 @@ class ImagineService:
         return await self.db.run(self.limiter.allowance, who)
 
     # ------------------------------------------------------------ queue view
-    def _position(self, job_id: int) -> tuple[int, float]:
-        if job_id in self.worker.running_job_ids:
-            return 0, self.worker.remaining_seconds()
-        eta = self.worker.remaining_seconds()
+    def _plan_queue(self) -> tuple[dict[int, tuple[int, float]], float]:
+        """Every active job -> (position, seconds until it is done), and the seconds until
+        the whole queue is done. Running jobs (and, with Redis, jobs handed to a worker)
+        are at position 0. Waiting jobs go in fair order to the first renderer that is
+        free: the one engine, or each live, compatible Redis worker."""
+        worker = self.worker
+        if isinstance(worker, RedisDispatcher):
+            placed = {job_id: (0, left) for job_id, left in worker.in_flight_seconds().items()}
+            slots = worker.slots()
+        else:
+            left = worker.remaining_seconds()
+            placed = dict.fromkeys(worker.running_job_ids, (0, left))
+            slots = [left]
         for index, entry in enumerate(self.queue.order(), start=1):
-            eta += self.worker.durations.estimate(entry.units)
-            if entry.job_id == job_id:
-                return index, eta
-        return 0, 0.0
+            free = slots.index(min(slots))
+            slots[free] += worker.durations.estimate(entry.units)
+            placed[entry.job_id] = (index, slots[free])
+        return placed, max(slots)
+
+    def _position(self, job_id: int) -> tuple[int, float]:
+        return self._plan_queue()[0].get(job_id, (0, 0.0))
 
     def classifier_status(self) -> ClassifierStatus:
         """Whether the image classifier is loaded and has what the image hard block needs."""
@@ -346,14 +403,9 @@ class ImagineService:
     async def status(self, who: Requester) -> QueueStatus:
         """The member's waiting and running jobs with positions and ETAs."""
         mine = await self.db.run(self.jobs.active, guild_id=who.guild_id, user_id=who.user_id)
-        listed = []
-        for job in mine:
-            position, eta = self._position(job.id)
-            listed.append(QueuedJob(job, position, eta))
+        placed, total = self._plan_queue()
+        listed = [QueuedJob(job, *placed.get(job.id, (0, 0.0))) for job in mine]
         listed.sort(key=lambda q: q.position)
-        total = self.worker.remaining_seconds() + sum(
-            self.worker.durations.estimate(e.units) for e in self.queue.order()
-        )
         return QueueStatus(
             listed,
             len(self.queue),
@@ -361,6 +413,15 @@ class ImagineService:
             total,
             warming_up=self.warming_up,
         )
+
+    def workers(self) -> list[WorkerStatus] | None:
+        """The remote workers that reported lately (Redis backend), by name; ``None`` when
+        jobs render in this process (the embedded backend)."""
+        if not isinstance(self.worker, RedisDispatcher):
+            return None
+        live = {beat.name for beat in self.worker.live_workers}
+        now = time.time()
+        return [WorkerStatus.of(b, now, b.name in live) for b in self.worker.workers]
 
     async def run_burst(self) -> int:
         """Run every waiting job now (tests, the CLI): see :meth:`Worker.run_burst`."""

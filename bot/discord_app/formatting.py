@@ -20,7 +20,7 @@ from bot.moderation import Decision, GuildPolicy, PromptDecision, Thresholds
 from bot.prompts import QUALITY_PRESETS, RATINGS, STYLE_PRESETS, YEAR_RANGES
 from bot.queue.events import OutputImage
 from bot.request import ASPECTS, SAMPLERS, GenerationRequest
-from bot.service import QueueStatus, Submitted
+from bot.service import QueueStatus, Submitted, WorkerStatus
 from bot.storage import ImageRecord, JobRecord, JobStatus
 
 COLOR: Final = discord.Colour(0x8E6AD8)
@@ -369,6 +369,36 @@ def server_settings_embed(
     embed.add_field(name="Style", value=request.style)
     embed.add_field(name=f"Members (tier {tier_name})", value=tier_text(member), inline=False)
     embed.add_field(name="Whole server", value=tier_text(server), inline=False)
+    return embed
+
+
+def workers_embed(workers: Sequence[WorkerStatus]) -> discord.Embed:
+    """The GPU workers reached through Redis, one field each (``/settings show``)."""
+    counted = sum(w.counted for w in workers)
+    embed = discord.Embed(title="Workers", colour=COLOR)
+    if not workers:
+        embed.description = (
+            "No worker has reported in the last few seconds: jobs wait until one is up "
+            "(`python -m bot worker`)."
+        )
+        return embed
+    embed.description = f"{counted} of {plural(len(workers), 'worker')} taking jobs"
+    shown = workers if len(workers) <= 24 else workers[:23]
+    for w in shown:
+        embed.add_field(
+            name=clip(w.name, 256),
+            value=clip(
+                f"host {w.host} · GPU {w.gpu}\nmodel {w.model}\n"
+                f"{w.state} · {plural(w.jobs_done, 'job')} done · "
+                f"last heartbeat {w.seconds_since_heartbeat:.1f} s ago",
+                1024,
+            ),
+            inline=False,
+        )
+    if len(shown) < len(workers):
+        embed.add_field(
+            name="…", value=f"and {len(workers) - len(shown)} more (`python -m bot workers`)"
+        )
     return embed
 
 

@@ -14,18 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 
 from bot.queue.base import QueueEntry
-from bot.queue.eta import DurationModel
-from bot.queue.output import Classifier
 from bot.queue.render import Renderer
+from bot.queue.state import RendererState
 from bot.storage.jobs import JobRecord, JobStateError
 
 log = logging.getLogger(__name__)
 
 
-class Worker:
+class Worker(RendererState):
     """Runs queued jobs one at a time (or one micro-batch at a time) on the renderer."""
 
     def __init__(self, renderer: Renderer) -> None:
@@ -46,30 +44,6 @@ class Worker:
             self.ready.set()
 
     # ----------------------------------------------------------------- state
-    @property
-    def durations(self) -> DurationModel:
-        """The ETA model the renderer teaches."""
-        return self.renderer.durations
-
-    @property
-    def last_job_seconds(self) -> OrderedDict[int, dict[str, float]]:
-        """Where the time of recent jobs went (render, encoders, decode, deliver)."""
-        return self.renderer.last_job_seconds
-
-    @property
-    def classifier(self) -> Classifier | None:
-        """The image classifier of the output step (None: none loaded)."""
-        return self.output.classifier
-
-    @property
-    def classifier_error(self) -> str | None:
-        """Why there is no working classifier, or None."""
-        return self.output.classifier_error
-
-    @property
-    def running_job_id(self) -> int | None:
-        """The running job (the first of a micro-batch); ``None`` when idle."""
-        return next(iter(self.running_job_ids), None)
 
     @property
     def running_job_ids(self) -> tuple[int, ...]:

@@ -99,7 +99,11 @@ class AdminCog(
             server=limits.server,
         )
         moderation = await self._moderation_embed(guild_id)
-        await interaction.followup.send(note, embeds=[embed, moderation], ephemeral=True)
+        embeds = [embed, moderation]
+        workers = self.bot.service.workers()
+        if workers is not None:  # the Redis backend: where jobs render
+            embeds.append(formatting.workers_embed(workers))
+        await interaction.followup.send(note, embeds=embeds, ephemeral=True)
 
     async def _moderation_embed(self, guild_id: int) -> discord.Embed:
         """The moderation policy in force here, as ``/settings show`` shows it."""

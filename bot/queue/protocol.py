@@ -1,0 +1,356 @@
+"""The wire protocol between the bot and remote workers (Redis Streams), torch-free.
+
+Every message is one stream entry with a single field ``m``: a JSON object holding ``v``,
+the protocol version. JSON only, never pickle: a write to Redis must not become code
+execution on a GPU machine. Every size read back is bounded (:class:`ProtocolError` when
+not): the raw message, strings, lists, and each image's PNG (base64).
+
+Streams and keys (``P`` is ``queue.redis_prefix``):
+
+* ``P:jobs`` - jobs to render; consumer group ``workers``. A worker takes one with
+  XREADGROUP, renews its claim while rendering (XCLAIM ... JUSTID) and acknowledges it (XACK)
+  after its result is published; entries idle longer than the claim timeout are taken over
+  by another worker (XAUTOCLAIM).
+* ``P:results`` - finished, failed and cancelled jobs; consumer group ``bot``: survives a
+  bot restart, so results published meanwhile are delivered when it is back.
+* ``P:progress`` - started and progress notes (at most one a second per job), capped.
+* ``P:inflight`` - hash: job id -> dispatch note, the bot's record of what Redis holds for
+  it; a job running in SQLite with no entry here (Redis restarted or emptied) is dispatched
+  again.
+* ``P:cancel:<job id>`` - set (with a TTL) when a member cancels; workers check it.
+* ``P:worker:<name>`` - a worker's heartbeat (JSON, TTL of three heartbeats).
+* ``P:protocol`` - the bot's protocol version; a worker of another version refuses to run.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.engine.job import RenderJob
+from bot.request import HiresOptions
+
+PROTOCOL_VERSION = 1
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_PNG_BYTES = 16 * 1024 * 1024
+MAX_IMAGES = 8
+MAX_TEXT = 8192
+MAX_NAME = 256
+MAX_PARAMS = 64
+MAX_TIMINGS = 32
+
+
+class ProtocolError(Exception):
+    """A message that is not ours, too big, or of another protocol version."""
+
+
+class IncompatibleVersion(ProtocolError):
+    """A peer speaks another protocol version."""
+
+    def __init__(self, theirs: object) -> None:
+        super().__init__(
+            f"protocol version {theirs!r} is not supported: this side speaks version "
+            f"{PROTOCOL_VERSION}; run the same release of the bot and its workers"
+        )
+        self.theirs = theirs
+
+
+def encode(message: dict[str, Any]) -> str:
+    """One message as JSON, tagged with the protocol version."""
+    return json.dumps({"v": PROTOCOL_VERSION, **message}, separators=(",", ":"))
+
+
+def decode(raw: bytes | str, kind: str) -> dict[str, Any]:
+    """A message of ``kind`` read back from Redis, its size and version checked."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"a {kind} message of {len(raw)} bytes is over the limit")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"a {kind} message is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(f"a {kind} message is not an object")
+    if data.get("v") != PROTOCOL_VERSION:
+        raise IncompatibleVersion(data.get("v"))
+    if data.get("kind") != kind:
+        raise ProtocolError(f"expected a {kind} message, got {data.get('kind')!r}")
+    return data
+
+
+def _text(data: dict[str, Any], key: str, limit: int = MAX_TEXT) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or len(value) > limit:
+        raise ProtocolError(f"{key}: expected a string of at most {limit} characters")
+    return value
+
+
+def _int(data: dict[str, Any], key: str, low: int = 0, high: int = 2**63) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ProtocolError(f"{key}: expected a whole number in {low}..{high}")
+    return value
+
+
+def _float(data: dict[str, Any], key: str) -> float:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(f"{key}: expected a number")
+    return float(value)
+
+
+def _pairs(value: object, key: str) -> dict[str, str]:
+    if not isinstance(value, dict) or len(value) > MAX_PARAMS:
+        raise ProtocolError(f"{key}: expected at most {MAX_PARAMS} entries")
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if not isinstance(v, str) or len(k) > MAX_NAME or len(v) > MAX_TEXT:
+            raise ProtocolError(f"{key}: entries must be short strings")
+        out[k] = v
+    return out
+
+
+# ----------------------------------------------------------------------- jobs
+def job_message(job_id: int, render: RenderJob) -> str:
+    return encode(
+        {
+            "kind": "job",
+            "job_id": job_id,
+            "prompt": render.prompt,
+            "negative_prompt": render.negative_prompt,
+            "width": render.width,
+            "height": render.height,
+            "steps": render.steps,
+            "cfg": render.cfg,
+            "sampler": render.sampler,
+            "seeds": list(render.seeds),
+            "hires": None
+            if render.hires is None
+            else {"scale": render.hires.scale, "strength": render.hires.strength},
+            "extra_params": dict(render.extra_params),
+        }
+    )
+
+
+def read_job(raw: bytes | str) -> tuple[int, RenderJob]:
+    data = decode(raw, "job")
+    seeds = data.get("seeds")
+    if not isinstance(seeds, list) or not 1 <= len(seeds) <= MAX_IMAGES:
+        raise ProtocolError(f"seeds: expected 1..{MAX_IMAGES} seeds")
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ProtocolError("seeds: expected whole numbers")
+    hires_data = data.get("hires")
+    hires = None
+    if hires_data is not None:
+        if not isinstance(hires_data, dict):
+            raise ProtocolError("hires: expected an object")
+        hires = HiresOptions(
+            scale=_float(hires_data, "scale"), strength=_float(hires_data, "strength")
+        )
+    render = RenderJob(
+        prompt=_text(data, "prompt"),
+        negative_prompt=_text(data, "negative_prompt"),
+        width=_int(data, "width", 8, 8192),
+        height=_int(data, "height", 8, 8192),
+        steps=_int(data, "steps", 1, 1000),
+        cfg=_float(data, "cfg"),
+        sampler=_text(data, "sampler", MAX_NAME),
+        seeds=tuple(seeds),
+        hires=hires,
+        extra_params=tuple(_pairs(data.get("extra_params", {}), "extra_params").items()),
+    )
+    return _int(data, "job_id"), render
+
+
+# ----------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class ResultImage:
+    seed: int
+    png: bytes
+    prompt: str
+    negative_prompt: str
+    params: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a worker reports about a job: finished (with images), failed or cancelled."""
+
+    job_id: int
+    status: str  # "finished", "failed", "cancelled"
+    worker: str
+    images: list[ResultImage] = field(default_factory=list)
+    reason: str = ""
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+STATUSES = ("finished", "failed", "cancelled")
+
+
+def result_message(result: Result) -> str:
+    return encode(
+        {
+            "kind": "result",
+            "job_id": result.job_id,
+            "status": result.status,
+            "worker": result.worker,
+            "reason": result.reason,
+            "seconds": result.seconds,
+            "timings": result.timings,
+            "images": [
+                {
+                    "seed": image.seed,
+                    "png": base64.b64encode(image.png).decode("ascii"),
+                    "prompt": image.prompt,
+                    "negative_prompt": image.negative_prompt,
+                    "params": image.params,
+                }
+                for image in result.images
+            ],
+        }
+    )
+
+
+def read_result(raw: bytes | str) -> Result:
+    data = decode(raw, "result")
+    status = data.get("status")
+    if status not in STATUSES:
+        raise ProtocolError(f"status: expected one of {', '.join(STATUSES)}")
+    images_data = data.get("images")
+    if not isinstance(images_data, list) or len(images_data) > MAX_IMAGES:
+        raise ProtocolError(f"images: expected at most {MAX_IMAGES}")
+    images: list[ResultImage] = []
+    for item in images_data:
+        if not isinstance(item, dict):
+            raise ProtocolError("images: expected objects")
+        encoded = _text(item, "png", MAX_PNG_BYTES * 4 // 3 + 4)
+        try:
+            png = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError("png: not base64") from None
+        images.append(
+            ResultImage(
+                seed=_int(item, "seed"),
+                png=png,
+                prompt=_text(item, "prompt"),
+                negative_prompt=_text(item, "negative_prompt"),
+                params=_pairs(item.get("params"), "params"),
+            )
+        )
+    timings_data = data.get("timings", {})
+    if not isinstance(timings_data, dict) or len(timings_data) > MAX_TIMINGS:
+        raise ProtocolError("timings: expected a small object")
+    timings = {str(k)[:MAX_NAME]: _float(timings_data, k) for k in timings_data}
+    return Result(
+        job_id=_int(data, "job_id"),
+        status=str(status),
+        worker=_text(data, "worker", MAX_NAME),
+        images=images,
+        reason=_text(data, "reason"),
+        seconds=_float(data, "seconds"),
+        timings=timings,
+    )
+
+
+# ----------------------------------------------------------------------- progress
+def progress_message(job_id: int, worker: str, step: int, total: int, phase: str) -> str:
+    return encode(
+        {
+            "kind": "progress",
+            "job_id": job_id,
+            "worker": worker,
+            "step": step,
+            "total": total,
+            "phase": phase,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class ProgressNote:
+    job_id: int
+    worker: str
+    step: int  # 0: the render started
+    total: int
+    phase: str
+
+
+def read_progress(raw: bytes | str) -> ProgressNote:
+    data = decode(raw, "progress")
+    return ProgressNote(
+        _int(data, "job_id"),
+        _text(data, "worker", MAX_NAME),
+        _int(data, "step", 0, 100_000),
+        _int(data, "total", 0, 100_000),
+        _text(data, "phase", 16),
+    )
+
+
+# ----------------------------------------------------------------------- heartbeats
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a worker says about itself every ``queue.redis_heartbeat_s``."""
+
+    name: str
+    host: str
+    gpu: str
+    model: str
+    state: str  # "starting", "idle", "rendering", "draining", "refused"
+    jobs_done: int
+    at: float  # time.time() of this heartbeat
+    version: int = PROTOCOL_VERSION
+    job_id: int | None = None
+    problem: str = ""
+
+    @property
+    def compatible(self) -> bool:
+        return self.version == PROTOCOL_VERSION
+
+
+def heartbeat_message(beat: Heartbeat) -> str:
+    return json.dumps(
+        {
+            "v": beat.version,
+            "kind": "heartbeat",
+            "name": beat.name,
+            "host": beat.host,
+            "gpu": beat.gpu,
+            "model": beat.model,
+            "state": beat.state,
+            "jobs_done": beat.jobs_done,
+            "at": beat.at,
+            "job_id": beat.job_id,
+            "problem": beat.problem,
+        },
+        separators=(",", ":"),
+    )
+
+
+def read_heartbeat(raw: bytes | str) -> Heartbeat:
+    """A heartbeat of any version (an incompatible worker is listed, not counted)."""
+    if len(raw) > 64 * 1024:
+        raise ProtocolError("a heartbeat over 64 KiB")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("a heartbeat is not JSON") from None
+    if not isinstance(data, dict) or data.get("kind") != "heartbeat":
+        raise ProtocolError("not a heartbeat")
+    version = data.get("v")
+    job_id = data.get("job_id")
+    return Heartbeat(
+        name=_text(data, "name", MAX_NAME),
+        host=_text(data, "host", MAX_NAME),
+        gpu=_text(data, "gpu", MAX_NAME),
+        model=_text(data, "model", MAX_TEXT),
+        state=_text(data, "state", 32),
+        jobs_done=_int(data, "jobs_done"),
+        at=_float(data, "at"),
+        version=version if isinstance(version, int) and not isinstance(version, bool) else -1,
+        job_id=job_id if isinstance(job_id, int) and not isinstance(job_id, bool) else None,
+        problem=_text(data, "problem", MAX_TEXT) if "problem" in data else "",
+    )

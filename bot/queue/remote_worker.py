@@ -1,0 +1,401 @@
+"""A remote worker: one engine on one GPU, fed through Redis (``python -m bot worker``).
+
+It needs no Discord token and no database: its settings hold the model, the engine and the
+queue's Redis keys. It takes one job at a time from the ``workers`` consumer group
+(XAUTOCLAIM first: jobs whose worker died, then XREADGROUP), renews its claim while it
+renders (XCLAIM ... JUSTID every third of the claim timeout, so a long render is never
+taken over), checks the job's cancel flag after every step, publishes progress at most once a
+second, then its result (PNG bytes, infotext, timings) and only then acknowledges the job
+(XACK): a worker killed at any point leaves the job to another. A heartbeat says who it is
+and what it does. On SIGTERM it drains: it takes no new job, says "draining" (the bot no
+longer counts it), and finishes the job it renders within ``queue.redis_drain_grace_s``
+(``--grace``); past that it stops the render and hands the job back to the stream, where
+another worker takes it at once, then exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from bot.config import Settings
+from bot.engine import CancelToken, Engine, EngineError, JobCancelled, Progress, RenderJob
+from bot.images import encode_png
+from bot.prompts import PromptError
+from bot.queue import protocol
+from bot.queue.redis_backend import (
+    WORKERS_GROUP,
+    Keys,
+    RedisUnavailable,
+    connect,
+    ensure_group,
+    stream_entries,
+)
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 1.0
+
+
+class _HandBack(Exception):
+    """The grace period ran out mid-render: the job goes back to Redis."""
+
+
+class RemoteWorker:
+    """Takes jobs from Redis, renders them on ``engine``, publishes the results."""
+
+    def __init__(
+        self, settings: Settings, engine: Engine, redis: Redis, *, name: str | None = None
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.redis = redis
+        self.keys = Keys(settings.queue.redis_prefix)
+        self.host = socket.gethostname()
+        self.name = name or f"{self.host}-{os.getpid()}"
+        self.claim_ms = int(settings.queue.redis_claim_timeout_s * 1000)
+        self.state = "starting"
+        self.job_id: int | None = None
+        self.jobs_done = 0
+        self.stopping = asyncio.Event()
+        self.grace = settings.queue.redis_drain_grace_s
+        self.handing_back = False  # the drain's grace period is over
+        self._token: CancelToken | None = None
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self._draining_beat: asyncio.Task[None] | None = None
+        self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+
+    @property
+    def gpu(self) -> str:
+        device = self.engine.placement.device
+        if device.type != "cuda":
+            return device.type
+        import torch
+
+        return str(torch.cuda.get_device_name(device))
+
+    # ----------------------------------------------------------------- heartbeat
+    def heartbeat(self, problem: str = "") -> protocol.Heartbeat:
+        return protocol.Heartbeat(
+            name=self.name,
+            host=self.host,
+            gpu=self.gpu,
+            model=self.settings.model.source,
+            state="draining"
+            if self.stopping.is_set() and self.state in ("idle", "rendering")
+            else self.state,
+            jobs_done=self.jobs_done,
+            at=time.time(),
+            job_id=self.job_id,
+            problem=problem,
+        )
+
+    async def beat(self, problem: str = "") -> None:
+        ttl = max(1000, int(self.settings.queue.redis_heartbeat_s * 3000))
+        await self.redis.set(
+            self.keys.worker(self.name), protocol.heartbeat_message(self.heartbeat(problem)), px=ttl
+        )
+
+    async def _heartbeats(self) -> None:
+        while True:
+            try:
+                await self.beat()
+            except (RedisError, OSError) as exc:
+                log.warning("heartbeat: %s", exc)
+            await asyncio.sleep(self.settings.queue.redis_heartbeat_s)
+
+    async def check_version(self) -> None:
+        """Refuse to run next to a bot of another protocol version (both sides say so)."""
+        theirs = await self.redis.get(self.keys.protocol)
+        if theirs is None or int(theirs) == protocol.PROTOCOL_VERSION:
+            return
+        error = protocol.IncompatibleVersion(int(theirs))
+        self.state = "refused"
+        await self.beat(str(error))
+        raise error
+
+    def drain(self) -> None:
+        """SIGTERM: take no new job; finish the one in hand within :attr:`grace` seconds,
+        else hand it back."""
+        if self.stopping.is_set():
+            return
+        log.info("draining: no new jobs; %.1f s to finish the current one", self.grace)
+        self.stopping.set()
+        loop = asyncio.get_running_loop()
+        self._grace_timer = loop.call_later(self.grace, self._grace_over)
+        # Say so now: the bot stops counting this worker at once.
+        self._draining_beat = loop.create_task(self._beat_quietly(), name="draining-beat")
+
+    async def _beat_quietly(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self.beat()
+
+    def _grace_over(self) -> None:
+        self.handing_back = True
+        if self._token is not None:
+            self._token.cancel()
+
+    async def _hand_back(self, entry_id: Any, raw: bytes | str, job_id: int) -> None:
+        """The job goes back to the end of the stream for another worker, now (not after
+        the claim timeout); the bot's record of it is untouched."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(self.keys.jobs, {"m": raw})
+        pipe.xack(self.keys.jobs, WORKERS_GROUP, entry_id)
+        pipe.xdel(self.keys.jobs, entry_id)
+        await pipe.execute()
+        log.info("job %s handed back for another worker", job_id)
+
+    # ----------------------------------------------------------------- the loop
+    async def run(self) -> None:
+        """Serve jobs until :attr:`stopping` is set; the job in hand is finished first."""
+        await self.check_version()
+        await ensure_group(self.redis, self.keys.jobs, WORKERS_GROUP)
+        self.state = "idle"
+        beats = asyncio.create_task(self._heartbeats(), name="heartbeat")
+        try:
+            while not self.stopping.is_set():
+                try:
+                    taken = await self._take()
+                except ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    await ensure_group(self.redis, self.keys.jobs, WORKERS_GROUP)
+                    continue
+                except (RedisError, OSError) as exc:
+                    log.warning("Redis: %s; retrying", exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                if taken is None:
+                    continue
+                try:
+                    await self._serve(*taken)
+                except (RedisError, OSError) as exc:
+                    # Redis went away mid-job: the bot sends the job again if Redis lost it.
+                    log.warning("Redis: %s during a job; taking the next one", exc)
+                    await asyncio.sleep(0.5)
+        finally:
+            self.state = "stopped"
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+            beats.cancel()
+            await asyncio.gather(beats, return_exceptions=True)
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.delete(self.keys.worker(self.name))
+            self._gpu.shutdown(wait=True)
+
+    async def _take(self) -> tuple[Any, bytes | str] | None:
+        """A job whose worker went silent, else a new one (waits up to half a second)."""
+        claimed = await self.redis.xautoclaim(
+            self.keys.jobs, WORKERS_GROUP, self.name, self.claim_ms, "0-0", count=1
+        )
+        entries = claimed[1] if claimed else []
+        taken_over = bool(entries)
+        if not entries:
+            replies = await self.redis.xreadgroup(
+                WORKERS_GROUP, self.name, {self.keys.jobs: ">"}, count=1, block=500
+            )
+            entries = stream_entries(replies)
+        for entry_id, fields in entries:
+            if not fields:
+                await self.redis.xack(self.keys.jobs, WORKERS_GROUP, entry_id)
+                continue  # deleted meanwhile
+            raw = fields.get(b"m", fields.get("m"))
+            if not isinstance(raw, bytes | str):
+                await self._done(entry_id)
+            elif taken_over and await self._given_up(entry_id, raw):
+                continue
+            else:
+                return entry_id, raw
+        return None
+
+    async def _deliveries(self, entry_id: Any) -> int:
+        """How many times the group handed this entry out (renewals do not count)."""
+        pending = await self.redis.xpending_range(
+            self.keys.jobs, WORKERS_GROUP, min=entry_id, max=entry_id, count=1
+        )
+        return int(pending[0]["times_delivered"]) if pending else 1
+
+    async def _given_up(self, entry_id: Any, raw: bytes | str) -> bool:
+        """A job taken over from a silent worker that was lost ``queue.redis_max_attempts``
+        times already (each worker crashed or vanished on it) fails instead of crashing
+        another: the bot refunds it and tells the member why."""
+        attempts = self.settings.queue.redis_max_attempts
+        lost = await self._deliveries(entry_id) - 1
+        if lost < attempts:
+            return False
+        try:
+            job_id, _render = protocol.read_job(raw)
+        except protocol.ProtocolError:
+            await self._done(entry_id)
+            return True
+        log.error("job %s was lost on %d workers in a row: failed", job_id, lost)
+        reason = (
+            f"the render stopped {lost} times in a row (the worker rendering it crashed or "
+            "went silent each time), so it is not tried again"
+        )
+        await self._publish(protocol.Result(job_id, "failed", self.name, reason=reason), entry_id)
+        return True
+
+    async def _done(self, entry_id: Any) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xack(self.keys.jobs, WORKERS_GROUP, entry_id)
+        pipe.xdel(self.keys.jobs, entry_id)
+        await pipe.execute()
+
+    async def _publish(self, result: protocol.Result, entry_id: Any) -> None:
+        """The result first, then the acknowledgement: a kill between them doubles the
+        work, never loses it (the bot drops the second result by job id)."""
+        await self.redis.xadd(self.keys.results, {"m": protocol.result_message(result)})
+        await self._done(entry_id)
+
+    async def _serve(self, entry_id: Any, raw: bytes | str) -> None:
+        try:
+            job_id, render = protocol.read_job(raw)
+        except protocol.IncompatibleVersion as exc:
+            self.state = "refused"
+            await self.beat(str(exc))
+            log.error("refused a job: %s", exc)  # noqa: TRY400
+            self.stopping.set()
+            raise
+        except protocol.ProtocolError as exc:
+            log.error("dropped an unreadable job: %s", exc)  # noqa: TRY400
+            await self._done(entry_id)
+            return
+        if await self.redis.exists(self.keys.cancel(job_id)):
+            await self._publish(protocol.Result(job_id, "cancelled", self.name), entry_id)
+            return
+        if self.stopping.is_set():  # taken as the drain began: not started here
+            await self._hand_back(entry_id, raw, job_id)
+            return
+        self.state, self.job_id = "rendering", job_id
+        try:
+            try:
+                result = await self._render(entry_id, job_id, render)
+            except _HandBack:
+                await self._hand_back(entry_id, raw, job_id)
+                return
+            await self._publish(result, entry_id)
+            if result.status == "finished":  # jobs done: rendered, not cancelled or failed
+                self.jobs_done += 1
+        finally:
+            self.state, self.job_id = "idle", None
+
+    async def _render(self, entry_id: Any, job_id: int, render: RenderJob) -> protocol.Result:
+        loop = asyncio.get_running_loop()
+        token = CancelToken()
+        self._token = token
+        if self.handing_back:
+            raise _HandBack
+        cancel_key = self.keys.cancel(job_id)
+        last = 0.0
+
+        async def note(step: int, total: int, phase: str) -> None:
+            message = protocol.progress_message(job_id, self.name, step, total, phase)
+            await self.redis.xadd(
+                self.keys.progress, {"m": message}, maxlen=10_000, approximate=True
+            )
+
+        async def cancelled() -> bool:
+            return bool(await self.redis.exists(cancel_key))
+
+        def progress(p: Progress) -> None:  # on the engine's thread, after every step
+            nonlocal last
+            check = asyncio.run_coroutine_threadsafe(cancelled(), loop)
+            try:
+                if check.result(timeout=5):
+                    token.cancel()
+            except Exception as exc:
+                log.warning("cannot read the cancel flag: %s", exc)
+            now = time.monotonic()
+            if now - last >= PROGRESS_INTERVAL_S or p.step == p.total:
+                last = now
+                asyncio.run_coroutine_threadsafe(note(p.step, p.total, p.phase), loop)
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.claim_ms / 3000)
+                try:
+                    await self.redis.xclaim(
+                        self.keys.jobs, WORKERS_GROUP, self.name, 0, [entry_id], justid=True
+                    )
+                except (RedisError, OSError) as exc:
+                    log.warning("cannot renew the claim on job %s: %s", job_id, exc)
+
+        await note(0, render.steps, "base")
+        renewing = asyncio.create_task(renew(), name="renew-claim")
+        started = time.perf_counter()
+        try:
+            result = await loop.run_in_executor(
+                self._gpu, lambda: self.engine.render(render, on_progress=progress, cancel=token)
+            )
+        except JobCancelled:
+            if self.handing_back:
+                raise _HandBack from None
+            return protocol.Result(job_id, "cancelled", self.name)
+        except (EngineError, PromptError) as exc:
+            return protocol.Result(job_id, "failed", self.name, reason=str(exc))
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            return protocol.Result(
+                job_id, "failed", self.name, reason=f"internal error: {type(exc).__name__}"
+            )
+        finally:
+            self._token = None
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
+        seconds = time.perf_counter() - started
+
+        def encode() -> list[protocol.ResultImage]:
+            return [
+                protocol.ResultImage(
+                    item.seed,
+                    encode_png(item.image, item.infotext, compress_level=1),
+                    item.infotext.prompt,
+                    item.infotext.negative_prompt,
+                    dict(item.infotext.params),
+                )
+                for item in result.images
+            ]
+
+        images = await asyncio.to_thread(encode)
+        return protocol.Result(
+            job_id,
+            "finished",
+            self.name,
+            images=images,
+            seconds=result.seconds or seconds,
+            timings=dict(result.timings),
+        )
+
+
+async def serve(settings: Settings, *, name: str | None = None, grace: float | None = None) -> int:
+    """Connect, load the model, serve until SIGTERM/SIGINT; returns the exit status."""
+    redis = await connect(settings.queue.redis_url)
+    try:
+        log.info("loading the model from %s", settings.model.source)
+        engine = await asyncio.to_thread(Engine.load, settings)
+        worker = RemoteWorker(settings, engine, redis, name=name)
+        if grace is not None:
+            worker.grace = grace
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.drain)
+        log.info("worker %s ready (%s, %s)", worker.name, worker.gpu, settings.model.source)
+        await worker.run()
+        log.info("worker %s stopped after %d job(s)", worker.name, worker.jobs_done)
+        return 0
+    finally:
+        await redis.aclose()
+
+
+__all__ = ["RedisUnavailable", "RemoteWorker", "serve"]
