@@ -13,6 +13,7 @@ of that moment, without building it again. :func:`plan_render` does both at once
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,14 @@ def plan_job(request: GenerationRequest, settings: Settings, channel: ChannelCon
     return JobSpec(request=request, channel=channel, plan=plan)
 
 
+# Recent decisions: a job's prompt is checked when it is accepted and again when it starts;
+# under the same policy (policies are immutable and cached) the second check is a lookup.
+# The key holds the policy itself, so an edited policy is a new key; the tokenizer is the
+# loaded model's (held by the key, so never mistaken for another).
+_DECISIONS: OrderedDict[tuple[object, ...], PromptDecision] = OrderedDict()
+_DECISIONS_KEPT = 1024
+
+
 def decide(
     plan: StoredPlan,
     channel: ChannelContext,
@@ -118,9 +127,17 @@ def decide(
     ``local`` (the CLI): the demo's negatives, untouched.
     """
     render = plan.render
-    decision = check_prompt(
-        render.prompt, render.negative_prompt, plan.rating, channel, policy, tokenizer=tokenizer
-    )
+    key = (render.prompt, render.negative_prompt, plan.rating, channel, policy, tokenizer)
+    decision = _DECISIONS.get(key)
+    if decision is None:
+        decision = check_prompt(
+            render.prompt, render.negative_prompt, plan.rating, channel, policy, tokenizer=tokenizer
+        )
+        if len(_DECISIONS) >= _DECISIONS_KEPT:
+            _DECISIONS.popitem(last=False)
+        _DECISIONS[key] = decision
+    else:
+        _DECISIONS.move_to_end(key)
     if not decision.allowed:
         raise PromptRefused(decision)
     if not local:

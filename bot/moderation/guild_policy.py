@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import functools
+import json
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, TypeVar
@@ -143,6 +145,24 @@ def merge_overrides(
     return validate_overrides(merged)
 
 
+# id(settings) -> (the settings, weakly; overrides as JSON -> policy). Settings objects are
+# frozen, so one object always gives the same policies; keyed by identity, as they are
+# neither hashable nor cheap to compare.
+_POLICIES: dict[int, tuple[weakref.ref[ModerationSettings], dict[str, GuildPolicy]]] = {}
+_POLICIES_KEPT = 4096
+
+
+def _policies_of(settings: ModerationSettings) -> dict[str, GuildPolicy]:
+    held = _POLICIES.get(id(settings))
+    if held is not None and held[0]() is settings:
+        return held[1]
+    number = id(settings)
+    ref = weakref.ref(settings, lambda _ref: _POLICIES.pop(number, None))
+    known: dict[str, GuildPolicy] = {}
+    _POLICIES[number] = (ref, known)
+    return known
+
+
 @functools.lru_cache(maxsize=128)
 def _compile(tags: tuple[str, ...]) -> TermSet:
     return TermSet(tags, TERM_EXCEPTIONS, TERM_CONTEXTS)
@@ -183,8 +203,24 @@ class GuildPolicy:
     ) -> GuildPolicy:
         """The bot-wide defaults with a server's stored overrides applied.
 
-        Raises :class:`PolicySettingsError` when the overrides are not valid.
+        Raises :class:`PolicySettingsError` when the overrides are not valid. Policies are
+        cached by settings and overrides (a policy is immutable): building one reads every
+        tag list, and each job asks for its server's policy when accepted and dispatched.
         """
+        key = json.dumps(overrides or {}, sort_keys=True, default=str)
+        known = _policies_of(settings)
+        policy = known.get(key)
+        if policy is None:
+            policy = cls._build(settings, overrides)
+            if len(known) >= _POLICIES_KEPT:
+                known.clear()
+            known[key] = policy
+        return policy
+
+    @classmethod
+    def _build(
+        cls, settings: ModerationSettings, overrides: Mapping[str, Any] | None
+    ) -> GuildPolicy:
         over = GuildOverrides.model_validate(validate_overrides(overrides))
         base = list(settings.blocked_tags)
         if settings.blocked_tags_mode == "extend":

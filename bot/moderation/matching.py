@@ -35,7 +35,7 @@ import functools
 import itertools
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -443,6 +443,7 @@ def scan(text: str) -> ScannedPrompt:
     )
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def tag_key(tag: str) -> str:
     """A tag's comparable form: ``(Long_Hair:1.2)`` and ``long hair`` give ``long hair``."""
     normalized = normalize_text(tag)
@@ -655,6 +656,8 @@ class TermSet:
         self._exceptions: dict[int, list[tuple[str, ...]]] = {}
         # (letters of an ASCII term, number, offsets where its words meet)
         self._glued: list[tuple[str, int, frozenset[int]]] = []
+        # the same, by their first letters: found by walking a prompt's letters once
+        self._glued_index: dict[str, list[tuple[str, int, frozenset[int]]]] = {}
         self._glued_exceptions: dict[int, tuple[str, ...]] = {}
         self._contexts: dict[int, frozenset[str]] = {}
         for term in terms:
@@ -684,7 +687,9 @@ class TermSet:
             letters = "".join(words)
             if letters.isascii() and letters.isalpha() and len(letters) >= _SHORT_TERM:
                 joints = itertools.accumulate(len(w) for w in words[:-1])
-                self._glued.append((letters, number, frozenset(joints)))
+                entry = (letters, number, frozenset(joints))
+                self._glued.append(entry)
+                self._glued_index.setdefault(letters[:_SHORT_TERM], []).append(entry)
                 _KNOWN_TERMS.add(letters)
                 self._glued_exceptions[number] = tuple(
                     "".join(words) for words in self._exceptions.get(number, ())
@@ -720,6 +725,15 @@ class TermSet:
                     return True
                 at = letters.find(innocent, at + 1)
         return False
+
+    def _glued_hits(self, letters: str) -> Iterator[tuple[int, str, int, frozenset[int]]]:
+        """Every place in ``letters`` where a glued term starts: (offset, letters of the
+        term, its number, where its words meet), in the order of the offsets."""
+        index = self._glued_index
+        for at in range(len(letters) - _SHORT_TERM + 1):
+            for key, number, inner in index.get(letters[at : at + _SHORT_TERM], ()):
+                if letters.startswith(key, at):
+                    yield at, key, number, inner
 
     def find(
         self,
@@ -773,29 +787,23 @@ class TermSet:
             view = "careful_segments" if careful else "segments"
             for runs in scanned.letter_runs(read, view):
                 letters = runs.letters
-                for key, number, inner in self._glued:
-                    at = letters.find(key)
-                    while at >= 0:
-                        if not self._glued_excepted(number, letters, at, len(key)) and _glued_match(
-                            runs, key, at, inner
-                        ):
-                            found.add(number)
-                            if len(key) != len(letters):
-                                inside.add(number)
-                        at = letters.find(key, at + 1)
+                for at, key, number, inner in self._glued_hits(letters):
+                    if not self._glued_excepted(number, letters, at, len(key)) and _glued_match(
+                        runs, key, at, inner
+                    ):
+                        found.add(number)
+                        if len(key) != len(letters):
+                            inside.add(number)
             if strict:
                 for runs in scanned.letter_runs(read, "strict_segments"):
                     letters = runs.letters
-                    for key, number, _ in self._glued:
-                        at = letters.find(key)
-                        while at >= 0:
-                            if not self._glued_excepted(
-                                number, letters, at, len(key)
-                            ) and _strict_match(runs, key, at, one_side=one_side):
-                                found.add(number)
-                                if len(key) != len(letters):
-                                    inside.add(number)
-                            at = letters.find(key, at + 1)
+                    for at, key, number, _ in self._glued_hits(letters):
+                        if not self._glued_excepted(
+                            number, letters, at, len(key)
+                        ) and _strict_match(runs, key, at, one_side=one_side):
+                            found.add(number)
+                            if len(key) != len(letters):
+                                inside.add(number)
         for number, context in self._contexts.items():
             if number in found and number not in inside and context & scanned.words:
                 found.discard(number)
