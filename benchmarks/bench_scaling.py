@@ -152,27 +152,35 @@ class SleepingEngine:
         self.placement = SimpleNamespace(device=SimpleNamespace(type="cpu"))
         self.image = Image.new("RGB", (SIDE, SIDE), (200, 120, 160))
 
-    def render(self, render: Any, *, on_progress: Any, cancel: Any) -> Any:
+    def render_batch(self, renders: Any, *, on_progress: Any, cancels: Any) -> Any:
         from bot.engine import JobCancelled, Progress, RenderedImage, RenderResult
         from bot.images import Infotext
 
         started = time.perf_counter()
-        for step in range(1, render.steps + 1):
+        steps = renders[0].steps
+        for step in range(1, steps + 1):
             time.sleep(self.step_s)
-            on_progress(Progress(step, render.steps, "base"))
-            if cancel.cancelled:
+            for callback in on_progress:
+                callback(Progress(step, steps, "base"))
+            if all(token.cancelled for token in cancels):
                 raise JobCancelled()
-        images = [
-            RenderedImage(
-                self.image.resize(render.output_size)
-                if render.output_size != (SIDE, SIDE)
-                else self.image,
-                seed,
-                Infotext(render.prompt, render.negative_prompt, {"Seed": str(seed)}),
+        seconds = (time.perf_counter() - started) / len(renders)
+        return [
+            RenderResult(
+                [
+                    RenderedImage(
+                        self.image.resize(render.output_size)
+                        if render.output_size != (SIDE, SIDE)
+                        else self.image,
+                        seed,
+                        Infotext(render.prompt, render.negative_prompt, {"Seed": str(seed)}),
+                    )
+                    for seed in render.seeds
+                ],
+                seconds,
             )
-            for seed in render.seeds
+            for render in renders
         ]
-        return RenderResult(images, time.perf_counter() - started)
 
 
 def worker_main(url: str, prefix: str, name: str, step_s: float, out: str) -> None:
@@ -186,12 +194,12 @@ def worker_main(url: str, prefix: str, name: str, step_s: float, out: str) -> No
             received = time.time()
             self._published = 0.0
             await super()._serve(entry_id, raw)
-            job_id = protocol.read_job(raw)[0]
-            self.records.append({"job": job_id, "recv": received, "pub": self._published})
+            for job_id, _render in protocol.read_jobs(raw):
+                self.records.append({"job": job_id, "recv": received, "pub": self._published})
 
-        async def _publish(self, result: protocol.Result, entry_id: Any) -> None:
+        async def _publish(self, results: list[protocol.Result], entry_id: Any) -> None:
             self._published = time.time()
-            await super()._publish(result, entry_id)
+            await super()._publish(results, entry_id)
 
     async def main() -> None:
         from bot.queue.redis_backend import connect
@@ -250,6 +258,22 @@ BOT_ENGINE = SimpleNamespace(
     # here) and reads prompts with the CLIP tokenizer shipped with the policy.
     encoder=SimpleNamespace(check=lambda prompt, negative: None, tokenizers=None)
 )
+
+
+HAIR = ("long", "short", "blonde", "black", "silver", "pink", "twin tails", "ponytail")
+EYES = ("blue", "red", "green", "purple", "yellow", "heterochromia")
+SCENES = ("outdoors, cherry blossoms", "classroom", "night sky, stars", "beach, ocean",
+          "city street, rain", "forest, sunlight", "library, books", "cafe, coffee")  # fmt: skip
+
+
+def prompt_for(i: int) -> str:
+    """A different prompt per job, as members write them (the policy's checks run on
+    each, none is a repeat the bot has seen)."""
+    return (
+        f"{'1girl' if i % 3 else '1boy'}, solo, {HAIR[i % len(HAIR)]} hair, "
+        f"{EYES[i // len(HAIR) % len(EYES)]} eyes, {SCENES[i // 7 % len(SCENES)]}, "
+        f"looking at viewer, {'smile' if i % 5 else 'open mouth'}, upper body"
+    )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -316,7 +340,7 @@ async def one_run(  # noqa: PLR0917
                 await asyncio.sleep(max(0.0, first + i * pace_s - time.time()))
             who = Requester(user_id=1 + i % MEMBERS, guild_id=10)
             request = GenerationRequest(
-                prompt="1girl, solo", width=SIDE, height=SIDE, steps=args.steps, seed=i
+                prompt=prompt_for(i), width=SIDE, height=SIDE, steps=args.steps, seed=i
             )
             submitted = await service.submit(request, who, HERE)
             created[submitted.job.id] = time.time()  # the row is written, the job queued

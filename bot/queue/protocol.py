@@ -7,7 +7,8 @@ not): the raw message, strings, lists, and each image's PNG (base64).
 
 Streams and keys (``P`` is ``queue.redis_prefix``):
 
-* ``P:jobs`` - jobs to render; consumer group ``workers``. A worker takes one with
+* ``P:jobs`` - jobs to render (one, or a micro-batch of compatible jobs, per entry);
+  consumer group ``workers``. A worker takes one entry with
   XREADGROUP, renews its claim while rendering (XCLAIM ... JUSTID) and acknowledges it (XACK)
   after its result is published; entries idle longer than the claim timeout are taken over
   by another worker (XAUTOCLAIM).
@@ -33,7 +34,7 @@ from typing import Any
 from bot.engine.job import RenderJob
 from bot.request import HiresOptions
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: a job message holds a list of jobs (micro-batches)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_PNG_BYTES = 16 * 1024 * 1024
@@ -114,29 +115,35 @@ def _pairs(value: object, key: str) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------- jobs
-def job_message(job_id: int, render: RenderJob) -> str:
-    return encode(
-        {
-            "kind": "job",
-            "job_id": job_id,
-            "prompt": render.prompt,
-            "negative_prompt": render.negative_prompt,
-            "width": render.width,
-            "height": render.height,
-            "steps": render.steps,
-            "cfg": render.cfg,
-            "sampler": render.sampler,
-            "seeds": list(render.seeds),
-            "hires": None
-            if render.hires is None
-            else {"scale": render.hires.scale, "strength": render.hires.strength},
-            "extra_params": dict(render.extra_params),
-        }
-    )
+def _job_fields(job_id: int, render: RenderJob) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "prompt": render.prompt,
+        "negative_prompt": render.negative_prompt,
+        "width": render.width,
+        "height": render.height,
+        "steps": render.steps,
+        "cfg": render.cfg,
+        "sampler": render.sampler,
+        "seeds": list(render.seeds),
+        "hires": None
+        if render.hires is None
+        else {"scale": render.hires.scale, "strength": render.hires.strength},
+        "extra_params": dict(render.extra_params),
+    }
 
 
-def read_job(raw: bytes | str) -> tuple[int, RenderJob]:
-    data = decode(raw, "job")
+def job_message(jobs: list[tuple[int, RenderJob]]) -> str:
+    """One stream entry for one worker: a job, or a micro-batch of compatible jobs that the
+    worker renders in one pipeline call (the bot chose them, in fair order)."""
+    if not 1 <= len(jobs) <= MAX_IMAGES:
+        raise ValueError(f"a job message holds 1..{MAX_IMAGES} jobs")
+    return encode({"kind": "job", "jobs": [_job_fields(i, r) for i, r in jobs]})
+
+
+def _read_one(data: object) -> tuple[int, RenderJob]:
+    if not isinstance(data, dict):
+        raise ProtocolError("jobs: expected objects")
     seeds = data.get("seeds")
     if not isinstance(seeds, list) or not 1 <= len(seeds) <= MAX_IMAGES:
         raise ProtocolError(f"seeds: expected 1..{MAX_IMAGES} seeds")
@@ -163,6 +170,18 @@ def read_job(raw: bytes | str) -> tuple[int, RenderJob]:
         extra_params=tuple(_pairs(data.get("extra_params", {}), "extra_params").items()),
     )
     return _int(data, "job_id"), render
+
+
+def read_jobs(raw: bytes | str) -> list[tuple[int, RenderJob]]:
+    """The jobs of a job message (one, or a micro-batch), each bounded."""
+    data = decode(raw, "job")
+    jobs = data.get("jobs")
+    if not isinstance(jobs, list) or not 1 <= len(jobs) <= MAX_IMAGES:
+        raise ProtocolError(f"jobs: expected 1..{MAX_IMAGES} jobs")
+    read = [_read_one(item) for item in jobs]
+    if sum(len(render.seeds) for _, render in read) > MAX_IMAGES:
+        raise ProtocolError(f"a job message of more than {MAX_IMAGES} images")
+    return read
 
 
 # ----------------------------------------------------------------------- results

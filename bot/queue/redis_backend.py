@@ -18,7 +18,6 @@ import contextlib
 import io
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -44,6 +43,8 @@ WORKERS_GROUP = "workers"
 BOT_GROUP = "bot"
 PROGRESS_MAXLEN = 10_000
 CANCEL_TTL_S = 24 * 3600
+READ_BLOCK_MS = 500  # the longest a read waits on Redis, so a stop never waits on one
+DELIVERIES_AT_ONCE = 8  # results decoded, rated and stored at once
 
 
 class RedisUnavailable(Exception):
@@ -170,14 +171,21 @@ class RedisDispatcher(RendererState):
         self.workers: list[protocol.Heartbeat] = []
         self.inflight: dict[int, str] = {}  # job id -> its job message (sent to Redis)
         self.plans: dict[int, Plan] = {}
+        self.records: dict[int, JobRecord] = {}  # job id -> its row when it was handed out
         self.started: dict[int, float] = {}  # job id -> when a worker started it
         self.handled = 0  # results delivered (finished, failed, cancelled by a worker)
         self.refused_warned: set[str] = set()
         self._lock = asyncio.Lock()
         self._taking = False  # a job taken from the queue, not yet sent
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._progress_seen: OrderedDict[int, None] = OrderedDict()
+        # results being delivered: job id -> its latest task (one at a time per job), and
+        # the entries in hand (a re-read of one is skipped)
+        self._delivering: dict[int, asyncio.Task[None]] = {}
+        self._in_hand: set[Any] = set()
+        self._delivery_slots = asyncio.Semaphore(DELIVERIES_AT_ONCE)
+        self._reread_pending = True  # results read before but not acknowledged
 
     # ----------------------------------------------------------------- state
 
@@ -206,6 +214,7 @@ class RedisDispatcher(RendererState):
         now = time.monotonic()
         slots = [0.0] * self.parallel
         done: dict[int, float] = {}
+        slot_of: dict[str, int] = {}  # a message -> its worker (a micro-batch shares one)
         running = [j for j, _ in sorted(self.started.items(), key=lambda i: i[1])]
         for job_id in [*running, *self.inflight]:
             if job_id not in self.inflight or job_id in done:
@@ -213,7 +222,10 @@ class RedisDispatcher(RendererState):
             left = self._estimate(job_id)
             if job_id in self.started:
                 left = max(0.0, left - (now - self.started[job_id]))
-            index = slots.index(min(slots))
+            message = self.inflight[job_id]
+            index = slot_of.get(message)
+            if index is None:
+                index = slot_of[message] = slots.index(min(slots))
             slots[index] += left
             done[job_id] = slots[index]
         return done, slots
@@ -233,8 +245,14 @@ class RedisDispatcher(RendererState):
 
     @property
     def capacity(self) -> int:
-        """Jobs Redis may hold at once: one per live worker, plus the prefetch."""
+        """Messages (a job or a micro-batch) Redis may hold at once: one per live worker,
+        plus the prefetch."""
         return len(self.live_workers) + self.settings.queue.redis_prefetch
+
+    @property
+    def handed_out(self) -> int:
+        """Messages handed to Redis and not yet done (a micro-batch counts once)."""
+        return len(set(self.inflight.values()))
 
     # ----------------------------------------------------------------- lifecycle
     async def connect(self) -> None:
@@ -252,6 +270,8 @@ class RedisDispatcher(RendererState):
     async def adopt(self, running: list[JobRecord]) -> None:
         """Jobs left running by the previous process: Redis may still hold them (their
         results are delivered when they come); those it does not hold are sent again."""
+        assert self.redis is not None
+        held = await self.redis.hgetall(self.keys.inflight)
         for job in running:
             try:
                 plan = await self.renderer.plan(job)
@@ -259,10 +279,17 @@ class RedisDispatcher(RendererState):
                 await self._fail(job, f"the request cannot be rendered: {exc}")
                 continue
             self.plans[job.id] = plan
-            self.inflight[job.id] = protocol.job_message(job.id, plan.job)
+            self.records[job.id] = job
+            message = held.get(str(job.id).encode(), held.get(str(job.id)))
+            if isinstance(message, bytes):
+                message = message.decode("utf-8", "replace")
+            if not isinstance(message, str):
+                message = protocol.job_message([(job.id, plan.job)])
+            self.inflight[job.id] = message
         await self._reconcile()
 
     def start(self) -> None:
+        self._stopping.clear()
         self._tasks = [
             asyncio.create_task(self._loop(self._dispatch_once), name="redis-dispatch"),
             asyncio.create_task(self._loop(self._results_once), name="redis-results"),
@@ -275,18 +302,42 @@ class RedisDispatcher(RendererState):
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop dispatching and reading. Jobs in flight stay in Redis and SQLite (running):
-        the next start delivers their results or sends them again."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        the next start delivers their results or sends them again.
+
+        The loops are asked to stop and end on their own (no read waits on Redis longer
+        than :data:`READ_BLOCK_MS`): a Redis command cancelled halfway can leave its
+        connection stuck (redis-py #2579), so cancelling is only the fallback. Results being
+        delivered are finished within ``grace``."""
+        self._stopping.set()
+        self._wake.set()
+        if self._tasks and not self._taking:
+            self._tasks[0].cancel()  # the dispatcher, waiting for a job: no Redis command
+        if self._tasks:
+            _done, late = await asyncio.wait(self._tasks, timeout=READ_BLOCK_MS / 1000 + 2)
+            for task in late:  # the dispatcher waiting for a queued job, or a stuck read
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        deliveries = list(self._delivering.values())
+        if deliveries:
+            await asyncio.wait(deliveries, timeout=grace)
         await self.renderer.drain()
         if self.redis is not None:
-            await self.redis.aclose()
-            self.redis = None
+            redis, self.redis = self.redis, None
+            try:
+                await asyncio.wait_for(redis.aclose(), 5)
+            except (TimeoutError, RedisError, OSError) as exc:
+                log.warning("Redis did not close cleanly: %s", exc or type(exc).__name__)
 
     async def drain(self) -> None:
+        while self._delivering:
+            await asyncio.gather(*list(self._delivering.values()), return_exceptions=True)
         await self.renderer.drain()
+
+    @property
+    def busy(self) -> bool:
+        """A job waits, is handed out, or its result is being delivered."""
+        return bool(len(self.queue) or self.inflight or self._taking or self._delivering)
 
     async def run_burst(self, limit_s: float = 120.0) -> int:
         """Wait until nothing waits or runs; returns how many results were handled."""
@@ -294,7 +345,7 @@ class RedisDispatcher(RendererState):
         if not self._tasks:
             self.start()
         deadline = time.monotonic() + limit_s
-        while len(self.queue) or self.inflight or self._taking:
+        while self.busy:
             if time.monotonic() > deadline:
                 raise TimeoutError("jobs still waiting or running")
             await asyncio.sleep(0.05)
@@ -302,52 +353,75 @@ class RedisDispatcher(RendererState):
         return self.handled - before
 
     async def _loop(self, once: Any) -> None:
-        """Run ``once`` forever; Redis going away is waited out, never fatal."""
-        while True:
+        """Run ``once`` until stopped; Redis going away is waited out, never fatal."""
+        while not self._stopping.is_set():
             try:
                 await once()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("Redis: %s; retrying", exc)
-                await asyncio.sleep(0.5)
+                self._reread_pending = True
+                await self._pause(0.5)
             except Exception:
                 log.exception("the Redis dispatcher failed; retrying")
-                await asyncio.sleep(0.5)
+                await self._pause(0.5)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when the dispatcher stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     # ----------------------------------------------------------------- dispatch
     async def _dispatch_once(self) -> None:
-        while len(self.inflight) >= self.capacity:
+        while self.handed_out >= self.capacity:
+            if self._stopping.is_set():
+                return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 0.5)
         entry = await self.queue.get()
+        if self._stopping.is_set():  # stopped while it waited: it stays queued in SQLite
+            return
         self._taking = True
         try:
-            await self._dispatch(entry.job_id)
+            # Micro-batching per worker: compatible jobs from the fair order's window go in
+            # one message, rendered by one worker in one pipeline call.
+            companions = await self.renderer.take_compatible(entry)
+            await self._dispatch([entry.job_id, *(c.job_id for c in companions)])
         finally:
             self._taking = False
 
-    async def _dispatch(self, job_id: int) -> None:
-        try:
-            job = await self.db.run(self.jobs.mark_started, job_id)
-        except JobStateError:
-            return  # cancelled (or handled) while it waited
-        try:
-            plan = await self.renderer.plan(job)
-        except Exception as exc:  # refused by the policy now, or a wildcard gone
-            await self._fail(job, f"the request cannot be rendered: {exc}")
-            return
-        self.plans[job.id] = plan
-        message = protocol.job_message(job.id, plan.job)
-        self.inflight[job.id] = message
-        await self._send(job.id, message)
+    async def _dispatch(self, job_ids: list[int]) -> None:
+        groups: dict[object, list[tuple[JobRecord, Plan]]] = {}
+        for job_id in job_ids:
+            try:
+                job = await self.db.run(self.jobs.mark_started, job_id)
+            except JobStateError:
+                continue  # cancelled (or handled) while it waited
+            try:
+                plan = await self.renderer.plan(job)
+            except Exception as exc:  # refused by the policy now, or a wildcard gone
+                await self._fail(job, f"the request cannot be rendered: {exc}")
+                continue
+            self.plans[job.id] = plan
+            self.records[job.id] = job
+            groups.setdefault(plan.job.shape.batch_key, []).append((job, plan))
+        for group in groups.values():
+            await self._send([(job.id, plan.job) for job, plan in group])
 
-    async def _send(self, job_id: int, message: str) -> None:
+    async def _send(self, jobs: list[tuple[int, RenderJob]]) -> None:
+        """Record the jobs as handed out and hand them out in one message, under the lock
+        that :meth:`_reconcile` takes: a job is never seen recorded but not yet sent (and
+        sent twice). Should Redis fail here, the record stays and the jobs go when it is
+        back."""
         assert self.redis is not None
+        message = protocol.job_message(jobs)
         async with self._lock:
             pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(self.keys.inflight, str(job_id), message)
+            for job_id, _render in jobs:
+                self.inflight[job_id] = message
+                pipe.hset(self.keys.inflight, str(job_id), message)
             pipe.xadd(self.keys.jobs, {"m": message})
             await pipe.execute()
 
@@ -368,7 +442,7 @@ class RedisDispatcher(RendererState):
                 )
         await self._reconcile()
         self._wake.set()
-        await asyncio.sleep(self.settings.queue.redis_heartbeat_s / 2)
+        await self._pause(self.settings.queue.redis_heartbeat_s / 2)
 
     async def _reconcile(self) -> None:
         """Jobs running in SQLite that Redis no longer holds (restarted, emptied) go again."""
@@ -381,11 +455,19 @@ class RedisDispatcher(RendererState):
             if lost:
                 await self._setup()
                 log.warning("Redis holds nothing for job(s) %s: sent again", lost)
-                pipe = self.redis.pipeline(transaction=True)
+                # Sent again as they went (a micro-batch together), without the jobs of
+                # their message that are done meanwhile.
+                together: dict[str, list[int]] = {}
                 for job_id in lost:
-                    self.started.pop(job_id, None)
-                    pipe.hset(self.keys.inflight, str(job_id), self.inflight[job_id])
-                    pipe.xadd(self.keys.jobs, {"m": self.inflight[job_id]})
+                    together.setdefault(self.inflight[job_id], []).append(job_id)
+                pipe = self.redis.pipeline(transaction=True)
+                for group in together.values():
+                    message = protocol.job_message([(j, self.plans[j].job) for j in group])
+                    for job_id in group:
+                        self.started.pop(job_id, None)
+                        self.inflight[job_id] = message
+                        pipe.hset(self.keys.inflight, str(job_id), message)
+                    pipe.xadd(self.keys.jobs, {"m": message})
                 await pipe.execute()
 
     # ----------------------------------------------------------------- control
@@ -396,8 +478,13 @@ class RedisDispatcher(RendererState):
             return False
         self.inflight.pop(job_id)
         self.started.pop(job_id, None)
+        self._forget(job_id)
         self.renderer.spawn(self._cancel(job_id))
         return True
+
+    def _forget(self, job_id: int) -> None:
+        self.plans.pop(job_id, None)
+        self.records.pop(job_id, None)
 
     async def _cancel(self, job_id: int) -> None:
         if self.redis is not None:
@@ -413,33 +500,79 @@ class RedisDispatcher(RendererState):
     # ----------------------------------------------------------------- results
     async def _results_once(self) -> None:
         assert self.redis is not None
-        # First what was read but not acknowledged before (a restart), then new results.
-        for start in ("0", ">"):
-            replies = await self.redis.xreadgroup(
-                BOT_GROUP,
-                "bot",
-                {self.keys.results: start},
-                count=16,
-                block=None if start == "0" else 1000,
-            )
-            for entry_id, fields in stream_entries(replies):
-                await self._handle_result(entry_id, fields)
+        # After a start or a Redis error, first what was read but not acknowledged (a
+        # restart; a delivery that failed), then new results.
+        if self._reread_pending:
+            self._reread_pending = False
+            await self._read_results("0")
+        await self._read_results(">")
+
+    async def _read_results(self, start: str) -> None:
+        assert self.redis is not None
+        replies = await self.redis.xreadgroup(
+            BOT_GROUP,
+            "bot",
+            {self.keys.results: start},
+            count=64,
+            block=None if start == "0" else READ_BLOCK_MS,
+        )
+        for entry_id, fields in stream_entries(replies):
+            await self._handle_result(entry_id, fields)
 
     async def _handle_result(self, entry_id: Any, fields: dict[Any, Any]) -> None:
+        """A result frees its worker's slot at once (the next job is sent while this one is
+        delivered); the delivery runs beside the reading, one at a time per job."""
         assert self.redis is not None
         try:
             result = protocol.read_result(_field(fields))
         except protocol.ProtocolError as exc:
             log.error("a result was dropped: %s", exc)  # noqa: TRY400
-        else:
-            await self._deliver(result)
-            self.inflight.pop(result.job_id, None)
+            await self._acknowledge(entry_id)
+            return
+        if entry_id in self._in_hand:
+            return  # read again while it is delivered; acknowledged when that is done
+        if self.inflight.pop(result.job_id, None) is not None:
             self.started.pop(result.job_id, None)
-            self.plans.pop(result.job_id, None)
-            await self.redis.hdel(self.keys.inflight, str(result.job_id))
             self._wake.set()
-        await self.redis.xack(self.keys.results, BOT_GROUP, entry_id)
-        await self.redis.xdel(self.keys.results, entry_id)
+        await self._delivery_slots.acquire()
+        self._in_hand.add(entry_id)
+        # A second result for a job (it was sent twice) waits for the first: then the job
+        # is no longer running and the second is dropped.
+        before = self._delivering.get(result.job_id)
+        task = asyncio.create_task(
+            self._settle(entry_id, result, before), name=f"redis-deliver-{result.job_id}"
+        )
+        self._delivering[result.job_id] = task
+
+    async def _settle(
+        self, entry_id: Any, result: protocol.Result, before: asyncio.Task[None] | None
+    ) -> None:
+        """Deliver ``result`` (exactly once: see :meth:`_deliver`), then forget the job in
+        Redis and acknowledge the result. Should the delivery fail, the result stays
+        unacknowledged and is read again."""
+        try:
+            if before is not None:
+                await asyncio.gather(before, return_exceptions=True)
+            await self._deliver(result)
+            self._forget(result.job_id)
+            if self.redis is not None:
+                await self.redis.hdel(self.keys.inflight, str(result.job_id))
+                await self._acknowledge(entry_id)
+        except Exception:
+            log.exception("job %s: its result could not be delivered; again soon", result.job_id)
+            self._reread_pending = True
+        finally:
+            if self._delivering.get(result.job_id) is asyncio.current_task():
+                del self._delivering[result.job_id]
+            self._in_hand.discard(entry_id)
+            self._delivery_slots.release()
+
+    async def _acknowledge(self, entry_id: Any) -> None:
+        assert self.redis is not None
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xack(self.keys.results, BOT_GROUP, entry_id)
+        pipe.xdel(self.keys.results, entry_id)
+        await pipe.execute()
 
     async def _deliver(self, result: protocol.Result) -> None:
         """Exactly once: only a job still running in SQLite is delivered."""
@@ -484,10 +617,12 @@ class RedisDispatcher(RendererState):
     # ----------------------------------------------------------------- progress
     async def _progress_loop(self) -> None:
         last = "$"
-        while True:
+        while not self._stopping.is_set():
             try:
                 assert self.redis is not None
-                replies = await self.redis.xread({self.keys.progress: last}, count=100, block=1000)
+                replies = await self.redis.xread(
+                    {self.keys.progress: last}, count=100, block=READ_BLOCK_MS
+                )
                 for entry_id, fields in stream_entries(replies):
                     last = entry_id
                     await self._handle_progress(fields)
@@ -496,7 +631,7 @@ class RedisDispatcher(RendererState):
             except (RedisError, OSError) as exc:
                 log.warning("Redis (progress): %s; retrying", exc)
                 last = "$"
-                await asyncio.sleep(0.5)
+                await self._pause(0.5)
             except Exception:
                 log.exception("a progress note failed")
 
@@ -510,7 +645,9 @@ class RedisDispatcher(RendererState):
             return
         if note.job_id not in self.inflight:
             return
-        job = await self.db.run(self.jobs.get, note.job_id)
+        job = self.records.get(note.job_id)  # no database read per note
+        if job is None:
+            job = await self.db.run(self.jobs.get, note.job_id)
         if note.step == 0:
             # Started again by another worker (taken over, handed back): its ETA restarts.
             first = note.job_id not in self.started

@@ -21,7 +21,9 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,7 +31,15 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from bot.config import Settings
-from bot.engine import CancelToken, Engine, EngineError, JobCancelled, Progress, RenderJob
+from bot.engine import (
+    CancelToken,
+    Engine,
+    EngineError,
+    JobCancelled,
+    Progress,
+    RenderJob,
+    RenderResult,
+)
 from bot.images import encode_png
 from bot.prompts import PromptError
 from bot.queue import protocol
@@ -70,7 +80,7 @@ class RemoteWorker:
         self.stopping = asyncio.Event()
         self.grace = settings.queue.redis_drain_grace_s
         self.handing_back = False  # the drain's grace period is over
-        self._token: CancelToken | None = None
+        self._tokens: list[CancelToken] = []  # of the jobs rendering now
         self._grace_timer: asyncio.TimerHandle | None = None
         self._draining_beat: asyncio.Task[None] | None = None
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
@@ -142,18 +152,26 @@ class RemoteWorker:
 
     def _grace_over(self) -> None:
         self.handing_back = True
-        if self._token is not None:
-            self._token.cancel()
+        for token in self._tokens:
+            token.cancel()
 
-    async def _hand_back(self, entry_id: Any, raw: bytes | str, job_id: int) -> None:
-        """The job goes back to the end of the stream for another worker, now (not after
-        the claim timeout); the bot's record of it is untouched."""
+    async def _hand_back(
+        self,
+        entry_id: Any,
+        jobs: list[tuple[int, RenderJob]],
+        results: list[protocol.Result] | None = None,
+    ) -> None:
+        """``jobs`` go back to the end of the stream for another worker, now (not after the
+        claim timeout), with the ``results`` of the others of their message; the bot's
+        record of them is untouched."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(self.keys.jobs, {"m": raw})
+        for result in results or ():
+            pipe.xadd(self.keys.results, {"m": protocol.result_message(result)})
+        pipe.xadd(self.keys.jobs, {"m": protocol.job_message(jobs)})
         pipe.xack(self.keys.jobs, WORKERS_GROUP, entry_id)
         pipe.xdel(self.keys.jobs, entry_id)
         await pipe.execute()
-        log.info("job %s handed back for another worker", job_id)
+        log.info("job(s) %s handed back for another worker", ", ".join(str(j) for j, _ in jobs))
 
     # ----------------------------------------------------------------- the loop
     async def run(self) -> None:
@@ -226,24 +244,26 @@ class RemoteWorker:
         return int(pending[0]["times_delivered"]) if pending else 1
 
     async def _given_up(self, entry_id: Any, raw: bytes | str) -> bool:
-        """A job taken over from a silent worker that was lost ``queue.redis_max_attempts``
-        times already (each worker crashed or vanished on it) fails instead of crashing
-        another: the bot refunds it and tells the member why."""
+        """Jobs taken over from a silent worker that were lost ``queue.redis_max_attempts``
+        times already (each worker crashed or vanished on them) fail instead of crashing
+        another: the bot refunds them and tells the members why."""
         attempts = self.settings.queue.redis_max_attempts
         lost = await self._deliveries(entry_id) - 1
         if lost < attempts:
             return False
         try:
-            job_id, _render = protocol.read_job(raw)
+            jobs = protocol.read_jobs(raw)
         except protocol.ProtocolError:
             await self._done(entry_id)
             return True
-        log.error("job %s was lost on %d workers in a row: failed", job_id, lost)
+        ids = [job_id for job_id, _ in jobs]
+        log.error("job(s) %s lost on %d workers in a row: failed", ids, lost)
         reason = (
             f"the render stopped {lost} times in a row (the worker rendering it crashed or "
             "went silent each time), so it is not tried again"
         )
-        await self._publish(protocol.Result(job_id, "failed", self.name, reason=reason), entry_id)
+        failed = [protocol.Result(job_id, "failed", self.name, reason=reason) for job_id in ids]
+        await self._publish(failed, entry_id)
         return True
 
     async def _done(self, entry_id: Any) -> None:
@@ -252,15 +272,18 @@ class RemoteWorker:
         pipe.xdel(self.keys.jobs, entry_id)
         await pipe.execute()
 
-    async def _publish(self, result: protocol.Result, entry_id: Any) -> None:
-        """The result first, then the acknowledgement: a kill between them doubles the
-        work, never loses it (the bot drops the second result by job id)."""
-        await self.redis.xadd(self.keys.results, {"m": protocol.result_message(result)})
+    async def _publish(self, results: list[protocol.Result], entry_id: Any) -> None:
+        """The results first, then the acknowledgement: a kill between them doubles the
+        work, never loses it (the bot drops a second result by job id)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for result in results:
+            pipe.xadd(self.keys.results, {"m": protocol.result_message(result)})
+        await pipe.execute()
         await self._done(entry_id)
 
     async def _serve(self, entry_id: Any, raw: bytes | str) -> None:
         try:
-            job_id, render = protocol.read_job(raw)
+            jobs = protocol.read_jobs(raw)
         except protocol.IncompatibleVersion as exc:
             self.state = "refused"
             await self.beat(str(exc))
@@ -271,55 +294,82 @@ class RemoteWorker:
             log.error("dropped an unreadable job: %s", exc)  # noqa: TRY400
             await self._done(entry_id)
             return
-        if await self.redis.exists(self.keys.cancel(job_id)):
-            await self._publish(protocol.Result(job_id, "cancelled", self.name), entry_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, _render in jobs:
+            pipe.exists(self.keys.cancel(job_id))
+        flags = await pipe.execute()
+        cancelled = [job_id for (job_id, _), flag in zip(jobs, flags, strict=True) if flag]
+        jobs = [(job_id, render) for job_id, render in jobs if job_id not in cancelled]
+        results = [protocol.Result(job_id, "cancelled", self.name) for job_id in cancelled]
+        if not jobs:  # every one cancelled before it started
+            await self._publish(results, entry_id)
             return
         if self.stopping.is_set():  # taken as the drain began: not started here
-            await self._hand_back(entry_id, raw, job_id)
+            await self._hand_back(entry_id, jobs, results)
             return
-        self.state, self.job_id = "rendering", job_id
+        self.state, self.job_id = "rendering", jobs[0][0]
+        await self._beat_quietly()  # who renders what is known at once, not a beat later
         try:
             try:
-                result = await self._render(entry_id, job_id, render)
+                done, back = await self._render(entry_id, jobs)
             except _HandBack:
-                await self._hand_back(entry_id, raw, job_id)
+                await self._hand_back(entry_id, jobs, results)
                 return
-            await self._publish(result, entry_id)
-            if result.status == "finished":  # jobs done: rendered, not cancelled or failed
-                self.jobs_done += 1
+            results += done
+            if back:
+                await self._hand_back(entry_id, back, results)
+            else:
+                await self._publish(results, entry_id)
+            # jobs done: rendered, not cancelled or failed
+            self.jobs_done += sum(result.status == "finished" for result in results)
         finally:
             self.state, self.job_id = "idle", None
 
-    async def _render(self, entry_id: Any, job_id: int, render: RenderJob) -> protocol.Result:
+    async def _render(
+        self, entry_id: Any, jobs: list[tuple[int, RenderJob]]
+    ) -> tuple[list[protocol.Result], list[tuple[int, RenderJob]]]:
+        """Render ``jobs`` (one, or a micro-batch) in one engine call: a result per job, and
+        the jobs stopped by the end of the drain's grace period (to hand back). Raises
+        :class:`_HandBack` when the grace ended the whole call."""
         loop = asyncio.get_running_loop()
-        token = CancelToken()
-        self._token = token
+        tokens = [CancelToken() for _ in jobs]
+        self._tokens = tokens
         if self.handing_back:
             raise _HandBack
-        cancel_key = self.keys.cancel(job_id)
-        last = 0.0
+        cancel_keys = [self.keys.cancel(job_id) for job_id, _ in jobs]
+        checking = threading.Event()  # a read of the cancel flags is under way
+        last: dict[int, float] = {}
 
-        async def note(step: int, total: int, phase: str) -> None:
+        async def note(job_id: int, step: int, total: int, phase: str) -> None:
             message = protocol.progress_message(job_id, self.name, step, total, phase)
             await self.redis.xadd(
                 self.keys.progress, {"m": message}, maxlen=10_000, approximate=True
             )
 
-        async def cancelled() -> bool:
-            return bool(await self.redis.exists(cancel_key))
-
-        def progress(p: Progress) -> None:  # on the engine's thread, after every step
-            nonlocal last
-            check = asyncio.run_coroutine_threadsafe(cancelled(), loop)
+        async def check_cancel() -> None:
             try:
-                if check.result(timeout=5):
-                    token.cancel()
-            except Exception as exc:
-                log.warning("cannot read the cancel flag: %s", exc)
-            now = time.monotonic()
-            if now - last >= PROGRESS_INTERVAL_S or p.step == p.total:
-                last = now
-                asyncio.run_coroutine_threadsafe(note(p.step, p.total, p.phase), loop)
+                flags = await self.redis.mget(cancel_keys)
+                for token, flag in zip(tokens, flags, strict=True):
+                    if flag is not None:
+                        token.cancel()
+            except (RedisError, OSError) as exc:
+                log.warning("cannot read the cancel flags: %s", exc)
+            finally:
+                checking.clear()
+
+        def reporter(job_id: int, first: bool) -> Callable[[Progress], None]:
+            def progress(p: Progress) -> None:  # on the engine's thread, after every step
+                # The flags are read beside the render, never waited for: a cancel lands
+                # at the step after it is read, and a step never waits on Redis.
+                if first and not checking.is_set():
+                    checking.set()
+                    asyncio.run_coroutine_threadsafe(check_cancel(), loop)
+                now = time.monotonic()
+                if now - last.get(job_id, 0.0) >= PROGRESS_INTERVAL_S or p.step == p.total:
+                    last[job_id] = now
+                    asyncio.run_coroutine_threadsafe(note(job_id, p.step, p.total, p.phase), loop)
+
+            return progress
 
         async def renew() -> None:
             while True:
@@ -329,33 +379,35 @@ class RemoteWorker:
                         self.keys.jobs, WORKERS_GROUP, self.name, 0, [entry_id], justid=True
                     )
                 except (RedisError, OSError) as exc:
-                    log.warning("cannot renew the claim on job %s: %s", job_id, exc)
+                    log.warning("cannot renew the claim on job(s) %s: %s", entry_id, exc)
 
-        await note(0, render.steps, "base")
+        for job_id, render in jobs:
+            await note(job_id, 0, render.steps, "base")
         renewing = asyncio.create_task(renew(), name="renew-claim")
         started = time.perf_counter()
+        callbacks = [reporter(job_id, i == 0) for i, (job_id, _) in enumerate(jobs)]
+        renders = [render for _, render in jobs]
         try:
-            result = await loop.run_in_executor(
-                self._gpu, lambda: self.engine.render(render, on_progress=progress, cancel=token)
+            outcome = await loop.run_in_executor(
+                self._gpu,
+                lambda: self.engine.render_batch(renders, on_progress=callbacks, cancels=tokens),
             )
         except JobCancelled:
             if self.handing_back:
                 raise _HandBack from None
-            return protocol.Result(job_id, "cancelled", self.name)
+            return [protocol.Result(job_id, "cancelled", self.name) for job_id, _ in jobs], []
         except (EngineError, PromptError) as exc:
-            return protocol.Result(job_id, "failed", self.name, reason=str(exc))
+            return self._failed(jobs, str(exc)), []
         except Exception as exc:
-            log.exception("job %s failed", job_id)
-            return protocol.Result(
-                job_id, "failed", self.name, reason=f"internal error: {type(exc).__name__}"
-            )
+            log.exception("job(s) %s failed", [job_id for job_id, _ in jobs])
+            return self._failed(jobs, f"internal error: {type(exc).__name__}"), []
         finally:
-            self._token = None
+            self._tokens = []
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
         seconds = time.perf_counter() - started
 
-        def encode() -> list[protocol.ResultImage]:
+        def encode(result: RenderResult) -> list[protocol.ResultImage]:
             return [
                 protocol.ResultImage(
                     item.seed,
@@ -367,15 +419,30 @@ class RemoteWorker:
                 for item in result.images
             ]
 
-        images = await asyncio.to_thread(encode)
-        return protocol.Result(
-            job_id,
-            "finished",
-            self.name,
-            images=images,
-            seconds=result.seconds or seconds,
-            timings=dict(result.timings),
-        )
+        results: list[protocol.Result] = []
+        back: list[tuple[int, RenderJob]] = []
+        for (job_id, render), result in zip(jobs, outcome, strict=True):
+            if result.cancelled and self.handing_back:
+                back.append((job_id, render))  # stopped by the grace, not by its member
+            elif result.cancelled:
+                results.append(protocol.Result(job_id, "cancelled", self.name))
+            elif result.error is not None:
+                results.append(protocol.Result(job_id, "failed", self.name, reason=result.error))
+            else:
+                results.append(
+                    protocol.Result(
+                        job_id,
+                        "finished",
+                        self.name,
+                        images=await asyncio.to_thread(encode, result),
+                        seconds=result.seconds or seconds / len(jobs),
+                        timings=dict(result.timings),
+                    )
+                )
+        return results, back
+
+    def _failed(self, jobs: list[tuple[int, RenderJob]], reason: str) -> list[protocol.Result]:
+        return [protocol.Result(job_id, "failed", self.name, reason=reason) for job_id, _ in jobs]
 
 
 async def serve(settings: Settings, *, name: str | None = None, grace: float | None = None) -> int:

@@ -88,7 +88,7 @@ class Workers:
 
 class World:
     def __init__(
-        self, tmp_path: Path, model_dir: Path, engine: Engine, server: RedisServer
+        self, tmp_path: Path, model_dir: Path, engine: Engine, server: RedisServer, **env: str
     ) -> None:
         self.tmp_path = tmp_path
         self.engine = engine
@@ -103,6 +103,7 @@ class World:
             ANIMAGINE_QUEUE__REDIS_PREFETCH="0",
             ANIMAGINE_QUEUE__REDIS_CLAIM_TIMEOUT_S="1.5",
             ANIMAGINE_QUEUE__REDIS_HEARTBEAT_S="0.3",
+            **env,
         )
         self.db: Database = prepare_database(self.settings)
         self.workers = Workers(tmp_path, model_dir, server.url, self.prefix)
@@ -113,6 +114,11 @@ class World:
     def dispatcher(self) -> RedisDispatcher:
         assert isinstance(self.service.worker, RedisDispatcher)
         return self.service.worker
+
+    async def close(self) -> None:
+        await self.service.stop(grace=5)
+        self.workers.stop()
+        self.db.close()
 
     async def open(self) -> None:
         await self.service.restore()
@@ -149,9 +155,21 @@ async def world(
     try:
         yield w
     finally:
-        await w.service.stop(grace=5)
-        w.workers.stop()
-        w.db.close()
+        await w.close()
+
+
+@pytest.fixture
+async def batching_world(
+    tmp_path: Path, tiny_model_dir: Path, engine: Engine, redis_server: RedisServer
+) -> AsyncIterator[World]:
+    """A world whose bot puts up to 4 compatible images in one worker's pipeline call."""
+    w = World(
+        tmp_path, tiny_model_dir, engine, redis_server, ANIMAGINE_QUEUE__MICRO_BATCH_IMAGES="4"
+    )
+    try:
+        yield w
+    finally:
+        await w.close()
 
 
 def finished(w: World) -> list[int]:
@@ -205,8 +223,7 @@ async def test_a_killed_worker_job_is_finished_by_the_other_and_delivered_once(
     await world.live(2)
     job = (await world.service.submit(request(seed=3, **LONG), ALICE, HERE)).job
     await world.until(lambda: job.id in world.events.progress, "the first progress")
-    beats = await world.beats()
-    holder = next(n for n, b in beats.items() if b.job_id == job.id)
+    holder = await holder_of(world, job.id)
     other = "w2" if holder == "w1" else "w1"
     os.kill(world.workers.processes[holder].pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -439,7 +456,7 @@ async def test_sigterm_mid_render_hands_the_job_back_after_the_grace_period(
     beats = await world.beats()
     assert holder not in beats  # gone from the list when it exits
     assert beats[other].jobs_done == 1
-    assert f"job {job.id} handed back for another worker" in world.workers.log(holder)
+    assert f"job(s) {job.id} handed back for another worker" in world.workers.log(holder)
     assert time.monotonic() - stopped_at < 30
 
 
@@ -465,3 +482,58 @@ async def test_sigterm_lets_the_job_in_hand_finish_and_takes_no_new_one(world: W
     world.workers.start("w2")
     await world.until(lambda: later.id in finished(world), "the next job on a new worker")
     assert finished(world) == [job.id, later.id]
+
+
+async def test_compatible_jobs_go_to_one_worker_as_one_micro_batch(batching_world: World) -> None:
+    w = batching_world
+    await w.open()
+    # Queued while one (stand-in) worker is up: the bot takes the next job in fair order
+    # and the compatible ones from the window, and hands them out as one message.
+    jobs = [(await w.service.submit(request(seed=s), who, HERE)).job for s, who in
+            [(1, ALICE), (2, BOB), (3, ALICE)]]  # fmt: skip
+    odd = (await w.service.submit(request(seed=4, steps=3), BOB, HERE)).job  # not compatible
+    await stand_in_beat(w, "stand-in")
+    await w.until(lambda: len(w.dispatcher.inflight) == 3, "the batch handed out")
+    redis = w.dispatcher.redis
+    assert redis is not None
+    entries = await redis.xrange(w.dispatcher.keys.jobs)
+    assert len(entries) == 1
+    batch = protocol.read_jobs(entries[0][1][b"m"])
+    assert [job_id for job_id, _ in batch] == [jobs[0].id, jobs[1].id, jobs[2].id]
+    assert w.dispatcher.handed_out == 1  # a micro-batch takes one worker's place
+    # A real worker takes it: one pipeline call, each job delivered with its own image.
+    await redis.delete(w.dispatcher.keys.worker("stand-in"))
+    w.workers.start("w1")
+    await w.service.run_burst()
+    assert sorted(finished(w)) == sorted([*(j.id for j in jobs), odd.id])
+    assert [[i.seed for i in w.events.images[j.id]] for j in jobs] == [[1], [2], [3]]
+    assert all(JobStore(w.db).get(j.id).status is JobStatus.FINISHED for j in jobs)
+    await asyncio.sleep(0.7)  # the next heartbeat
+    assert (await w.beats())["w1"].jobs_done == 4
+
+
+async def test_a_password_protected_redis_is_reached_and_the_password_never_shown(
+    tmp_path: Path,
+) -> None:
+    from bot.queue.redis_backend import connect
+
+    server = RedisServer(tmp_path, args=("--requirepass", "s3cret-pass"))
+    server.start()
+    try:
+        good = f"redis://:s3cret-pass@127.0.0.1:{server.port}/0"
+        client = await connect(good)
+        assert await client.ping()
+        await client.aclose()
+        for url in (
+            f"redis://:wrong-pass@127.0.0.1:{server.port}/0",
+            f"redis://127.0.0.1:{server.port}/0",
+        ):
+            with pytest.raises(RedisUnavailable) as caught:
+                await connect(url)
+            message = str(caught.value)
+            assert "\n" not in message
+            assert "wrong-pass" not in message
+            assert "s3cret-pass" not in message
+            assert message.startswith("cannot reach Redis at redis://")
+    finally:
+        server.stop()
