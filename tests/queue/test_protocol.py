@@ -44,8 +44,8 @@ def test_a_pickle_is_never_read() -> None:
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        ({"jobs": []}, "expected 1..8 jobs"),
-        ({"jobs": [{"job_id": 1}] * 9}, "expected 1..8 jobs"),
+        ({"jobs": []}, r"expected 1\.\.8 jobs"),
+        ({"jobs": [{"job_id": 1}] * 9}, r"expected 1\.\.8 jobs"),
         ({"kind": "result"}, "expected a job message"),
         ({"v": 999}, "protocol version 999 is not supported"),
     ],
@@ -63,7 +63,7 @@ def test_every_size_read_back_is_bounded() -> None:
     with pytest.raises(protocol.ProtocolError, match="prompt"):
         protocol.read_jobs(json.dumps(data))
     many = [(i, render((i, i + 1))) for i in range(5)]  # 10 images in 5 jobs
-    with pytest.raises(ValueError, match="1..8 jobs"):
+    with pytest.raises(ValueError, match=r"1\.\.8 jobs"):
         protocol.job_message([(i, render()) for i in range(9)])
     raw = json.loads(protocol.job_message(many[:4]))
     raw["jobs"].append(raw["jobs"][0])
@@ -74,9 +74,7 @@ def test_every_size_read_back_is_bounded() -> None:
     huge = protocol.Result(1, "finished", "w", seconds=1.0)
     message = json.loads(protocol.result_message(huge))
     big = base64.b64encode(b"\0" * (protocol.MAX_PNG_BYTES + 3)).decode()
-    message["images"] = [
-        {"seed": 1, "png": big, "prompt": "", "negative_prompt": "", "params": {}}
-    ]
+    message["images"] = [{"seed": 1, "png": big, "prompt": "", "negative_prompt": "", "params": {}}]
     with pytest.raises(protocol.ProtocolError, match="png"):
         protocol.read_result(json.dumps(message))
 
