@@ -19,6 +19,7 @@ from datetime import datetime
 from bot.admin import ServerAdmin
 from bot.config import Settings
 from bot.engine import Engine
+from bot.engine.front import PromptFront
 from bot.jobspec import JobSpec
 from bot.limits import Accepted, Allowance, RateLimiter, Refusal, Requester
 from bot.moderation import ChannelContext, GuildPolicy, PromptDecision
@@ -148,7 +149,7 @@ class ImagineService:
         self,
         settings: Settings,
         db: Database,
-        engine: Engine,
+        engine: Engine | PromptFront,
         events: JobEvents,
         *,
         queue: JobQueue | None = None,

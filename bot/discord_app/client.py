@@ -21,6 +21,7 @@ from bot.discord_app.context import reply
 from bot.discord_app.delivery import Delivery
 from bot.discord_app.moderation import ModLog
 from bot.engine import Engine
+from bot.engine.front import PromptFront
 from bot.queue.output import Classifier
 from bot.service import ImagineService
 from bot.storage import Database
@@ -68,7 +69,7 @@ class AnimagineBot(commands.Bot):
 
     settings: Settings
     db: Database
-    engine: Engine
+    engine: Engine | PromptFront
     delivery: Delivery
     modlog: ModLog
     service: ImagineService
@@ -77,7 +78,7 @@ class AnimagineBot(commands.Bot):
         self,
         settings: Settings,
         db: Database,
-        engine: Engine,
+        engine: Engine | PromptFront,
         *,
         classifier: Classifier | None = None,
         classifier_error: str | None = None,

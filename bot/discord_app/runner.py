@@ -25,6 +25,7 @@ from discord.http import Route
 from bot.config import TOKEN_ENV, DiscordSettings, Settings
 from bot.discord_app.client import AnimagineBot
 from bot.engine import DeviceError, Engine, ModelLoadError
+from bot.engine.front import PromptFront
 from bot.queue.output import Classifier
 from bot.storage import Database, DatabaseError, prepare_database
 
@@ -142,9 +143,14 @@ async def load_classifier(settings: Settings) -> tuple[Classifier | None, str | 
 async def _serve(
     settings: Settings, db: Database, token: str, stop: asyncio.Event, options: dict[str, Any]
 ) -> int:
-    log.info("loading the model from %s", settings.model.source)
+    engine: Engine | PromptFront
     try:
-        engine = await asyncio.to_thread(Engine.load, settings)
+        if settings.queue.backend == "redis":  # the workers render: the tokenizer is enough
+            log.info("loading the tokenizer of %s (jobs render on workers)", settings.model.source)
+            engine = await asyncio.to_thread(PromptFront.load, settings)
+        else:
+            log.info("loading the model from %s", settings.model.source)
+            engine = await asyncio.to_thread(Engine.load, settings)
     except (ModelLoadError, DeviceError) as exc:
         log.error("cannot load the model: %s", exc)  # noqa: TRY400
         return EXIT_FAILURE

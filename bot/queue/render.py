@@ -47,6 +47,7 @@ from bot.engine import (
     RenderJob,
     RenderResult,
 )
+from bot.engine.front import PromptFront
 from bot.planning import Plan, current_policy, decide, plan_job
 from bot.prompts import PromptError
 from bot.queue.base import JobQueue, QueueEntry
@@ -99,7 +100,7 @@ class Renderer:
         db: Database,
         jobs: JobStore,
         queue: JobQueue,
-        engine: Engine,
+        engine: Engine | PromptFront,
         events: JobEvents,
         output: ImageOutput,
     ) -> None:
@@ -121,6 +122,14 @@ class Renderer:
         self.last_job_seconds: OrderedDict[int, dict[str, float]] = OrderedDict()
 
     # ----------------------------------------------------------------- engine
+    @property
+    def local_engine(self) -> Engine:
+        """The engine in this process (the embedded backend); with the Redis backend the
+        bot holds only the model's tokenizer and renders nothing itself."""
+        if isinstance(self.engine, PromptFront):
+            raise EngineError("jobs render on remote workers: this process has no engine")
+        return self.engine
+
     @property
     def tokenizer(self) -> object | None:
         """The loaded model's CLIP tokenizer, which the policy reads prompts with (None when
@@ -241,10 +250,12 @@ class Renderer:
         renders = [plan.job for _, plan in group]
         callbacks = [reporter(job) for job, _ in group]
 
+        engine = self.local_engine
+
         def call() -> list[RenderResult]:
             if len(group) == 1:  # the engine's one-job entry point (tests spy on it)
-                return [self.engine.render(renders[0], on_progress=callbacks[0], cancel=tokens[0])]
-            return self.engine.render_batch(renders, on_progress=callbacks, cancels=tokens)
+                return [engine.render(renders[0], on_progress=callbacks[0], cancel=tokens[0])]
+            return engine.render_batch(renders, on_progress=callbacks, cancels=tokens)
 
         future = loop.run_in_executor(self._gpu, call)
         limit = self.timeout * len(group)

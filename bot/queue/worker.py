@@ -31,7 +31,7 @@ class Worker(RendererState):
         self.db = renderer.db
         self.jobs = renderer.jobs
         self.queue = renderer.queue
-        self.engine = renderer.engine
+        self.engine = renderer.local_engine
         self.events = renderer.events
         self.output = renderer.output
         self._stopping = False

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from bot.config import Settings
 from bot.discord_app.client import AnimagineBot
 from bot.engine import Engine
+from bot.engine.front import PromptFront
 from bot.images import Infotext, read_infotext
 from bot.storage import JobRecord, JobStore, prepare_database
 from bot.storage.models import Job
@@ -77,7 +78,7 @@ def make_settings(tiny_model_dir: Path, tmp_path: Path) -> SettingsFactory:
 async def start_bot(
     fake: FakeDiscord,
     settings: Settings,
-    engine: Engine,
+    engine: Engine | PromptFront,
     *,
     start_worker: bool = True,
     **options: Any,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bot.discord_app.client import AnimagineBot
-from bot.engine import Engine
+from bot.engine.front import PromptFront
 from tests.e2e.conftest import (
     BotEnv,
     SettingsFactory,
@@ -58,7 +58,6 @@ def counted(bot: AnimagineBot) -> int:
 async def test_settings_show_lists_each_worker_with_its_state_and_jobs(
     fake: FakeDiscord,
     make_settings: SettingsFactory,
-    engine: Engine,
     tiny_model_dir: Path,
     tmp_path: Path,
     redis_server: RedisServer,
@@ -73,8 +72,11 @@ async def test_settings_show_lists_each_worker_with_its_state_and_jobs(
         ANIMAGINE_QUEUE__REDIS_HEARTBEAT_S="0.3",
     )
     workers = Workers(tmp_path, tiny_model_dir, redis_server.url, prefix)
+    # The bot holds the model's tokenizer only (as `run` loads it with the Redis backend):
+    # no weights, no GPU on its machine.
+    front = PromptFront.load(settings)
     try:
-        async with start_bot(fake, settings, engine) as bot:
+        async with start_bot(fake, settings, front) as bot:
             env = BotEnv(fake, bot)
             embeds = await settings_show(fake)
             assert embeds[-1]["title"] == "Workers"
