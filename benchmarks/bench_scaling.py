@@ -438,8 +438,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=list(WORKER_COUNTS))
     parser.add_argument("--jobs-per-worker", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--step-ms", type=float, default=20.0)
+    # The default stand-in job is a real one's length: 28 steps of the 832x1216 SDXL render
+    # the GPU benchmark timed at 1.137 s an image on an H200 (BENCHMARKS.md), ~40 ms a step.
+    parser.add_argument("--steps", type=int, default=28)
+    parser.add_argument("--step-ms", type=float, default=40.0)
     parser.add_argument("--load", type=float, default=0.8, help="latency run: share of ideal")
     args = parser.parse_args()
     job_s = args.steps * args.step_ms / 1000

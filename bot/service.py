@@ -23,6 +23,7 @@ from bot.engine.front import PromptFront
 from bot.jobspec import JobSpec
 from bot.limits import Accepted, Allowance, RateLimiter, Refusal, Requester
 from bot.moderation import ChannelContext, GuildPolicy, PromptDecision
+from bot.moderation.prompt_check import warm_up as warm_moderation
 from bot.planning import PromptRefused, current_policy, decide, plan_job
 from bot.queue.base import JobQueue, QueueEntry, QueueFull
 from bot.queue.events import JobEvents
@@ -201,6 +202,8 @@ class ImagineService:
         results are delivered when they come, and those Redis lost are sent again.
         """
         await self._learn_durations()
+        policy = await self.policy(None)
+        await asyncio.to_thread(warm_moderation, policy, self.tokenizer)
         if isinstance(self.worker, RedisDispatcher):
             await self.worker.connect()
             active = await self.db.run(self.jobs.active)

@@ -312,3 +312,10 @@ def policy_check_lines(
             if decision.decision is not Decision.HARD_BLOCK:
                 decision = PromptDecision(Decision.REFUSE, str(exc), (), decision.negative_prompt)
         yield {"prompt": prompt, **decision.as_dict()}
+
+
+def warm_up(policy: GuildPolicy, tokenizer: object | None = None) -> None:
+    """Load and compile now what the first prompt check would (the term lists, the English
+    dictionary, the CLIP pieces), so the first member's request does not wait for it."""
+    for channel in (ChannelContext(age_restricted=False), ChannelContext(age_restricted=True)):
+        check_prompt("1girl, solo, smile", "lowres", None, channel, policy, tokenizer=tokenizer)

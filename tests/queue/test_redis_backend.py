@@ -49,6 +49,7 @@ class Workers:
 
     def __init__(self, tmp_path: Path, model_dir: Path, url: str, prefix: str) -> None:
         self.dir = tmp_path
+        self.model_dir = model_dir
         self.config = tmp_path / "worker.toml"
         self.config.write_text(
             f'[model]\nsource = "{model_dir}"\n\n[engine]\ndevice = "cpu"\n\n'
@@ -537,3 +538,27 @@ async def test_a_password_protected_redis_is_reached_and_the_password_never_show
             assert message.startswith("cannot reach Redis at redis://")
     finally:
         server.stop()
+
+
+async def test_a_worker_logged_in_as_a_restricted_acl_user_renders(world: World) -> None:
+    """The ACL the README gives GPU workers is enough for a worker's whole round."""
+    await world.open()
+    redis = world.dispatcher.redis
+    assert redis is not None
+    user = f"gpu{free_port()}"
+    await redis.execute_command(
+        "ACL", "SETUSER", user, "on", ">worker-pass", f"~{world.prefix}:*",
+        "+@stream", "+get", "+mget", "+set", "+del", "+exists", "+ping",
+    )  # fmt: skip
+    try:
+        url = f"redis://{user}:worker-pass@127.0.0.1:{world.server.port}/0"
+        world.workers = Workers(world.tmp_path, world.workers.model_dir, url, world.prefix)
+        world.workers.start("acl-worker")
+        await world.live(1)
+        job = (await world.service.submit(request(seed=11), ALICE, HERE)).job
+        await world.until(lambda: job.id in finished(world), "the job from the ACL worker")
+        assert [i.seed for i in world.events.images[job.id]] == [11]
+        assert "NOPERM" not in world.workers.log("acl-worker")
+    finally:
+        world.workers.stop()
+        await redis.execute_command("ACL", "DELUSER", user)
