@@ -18,7 +18,10 @@ Streams and keys (``P`` is ``queue.redis_prefix``):
 * ``P:inflight`` - hash: job id -> dispatch note, the bot's record of what Redis holds for
   it; a job running in SQLite with no entry here (Redis restarted or emptied) is dispatched
   again.
-* ``P:cancel:<job id>`` - set (with a TTL) when a member cancels; workers check it.
+* ``P:cancel:<job id>`` - set (with a TTL) when a member cancels; a worker checks it before
+  it starts a job, and once a second while it renders (should it miss the stream below).
+* ``P:cancels`` - the ids of cancelled jobs (capped); a rendering worker reads it with a
+  blocking XREAD and stops the job at its next step.
 * ``P:worker:<name>`` - a worker's heartbeat (JSON, TTL of three heartbeats).
 * ``P:protocol`` - the bot's protocol version; a worker of another version refuses to run.
 """

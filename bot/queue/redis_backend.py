@@ -108,6 +108,11 @@ class Keys:
     def cancel(self, job_id: int) -> str:
         return f"{self.prefix}:cancel:{job_id}"
 
+    @property
+    def cancels(self) -> str:
+        """A stream of cancelled job ids: rendering workers hear a cancel at once."""
+        return f"{self.prefix}:cancels"
+
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"
 
@@ -488,8 +493,12 @@ class RedisDispatcher(RendererState):
 
     async def _cancel(self, job_id: int) -> None:
         if self.redis is not None:
-            await self.redis.set(self.keys.cancel(job_id), "1", ex=CANCEL_TTL_S)
-            await self.redis.hdel(self.keys.inflight, str(job_id))
+            # The flag for a worker about to start it; the stream for the one rendering it.
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.set(self.keys.cancel(job_id), "1", ex=CANCEL_TTL_S)
+            pipe.xadd(self.keys.cancels, {"job": str(job_id)}, maxlen=1000, approximate=True)
+            pipe.hdel(self.keys.inflight, str(job_id))
+            await pipe.execute()
         self._wake.set()
         try:
             record = await self.db.run(self.jobs.mark_cancelled, job_id, "cancelled while running")

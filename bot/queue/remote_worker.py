@@ -55,6 +55,7 @@ from bot.queue.redis_backend import (
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0
+CANCEL_POLL_S = 1.0  # the cancel flags are read this often while rendering (a fallback)
 
 
 class _HandBack(Exception):
@@ -81,6 +82,8 @@ class RemoteWorker:
         self.grace = settings.queue.redis_drain_grace_s
         self.handing_back = False  # the drain's grace period is over
         self._tokens: list[CancelToken] = []  # of the jobs rendering now
+        self._rendering: dict[int, CancelToken] = {}  # job id -> its token, while rendering
+        self._closing = False
         self._grace_timer: asyncio.TimerHandle | None = None
         self._draining_beat: asyncio.Task[None] | None = None
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
@@ -180,6 +183,7 @@ class RemoteWorker:
         await ensure_group(self.redis, self.keys.jobs, WORKERS_GROUP)
         self.state = "idle"
         beats = asyncio.create_task(self._heartbeats(), name="heartbeat")
+        hearing = asyncio.create_task(self._hear_cancels(), name="cancels")
         try:
             while not self.stopping.is_set():
                 try:
@@ -207,9 +211,38 @@ class RemoteWorker:
                 self._grace_timer.cancel()
             beats.cancel()
             await asyncio.gather(beats, return_exceptions=True)
+            self._closing = True  # the listener ends after its current read (at most 1 s)
+            try:
+                await asyncio.wait_for(asyncio.shield(hearing), 2)
+            except TimeoutError:
+                hearing.cancel()
+                await asyncio.gather(hearing, return_exceptions=True)
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.delete(self.keys.worker(self.name))
             self._gpu.shutdown(wait=True)
+
+    async def _hear_cancels(self) -> None:
+        """Cancels as the bot publishes them (``P:cancels``): a job rendering here stops at
+        its next step, with no Redis round trip per step."""
+        last: Any = "$"
+        while not self._closing:
+            try:
+                replies = await self.redis.xread({self.keys.cancels: last}, count=100, block=1000)
+            except (RedisError, OSError) as exc:
+                log.warning("cancels: %s", exc)
+                last = "$"
+                await asyncio.sleep(0.5)
+                continue
+            for entry_id, fields in stream_entries(replies):
+                last = entry_id
+                raw = fields.get(b"job", fields.get("job")) if fields else None
+                try:
+                    job_id = int(raw) if isinstance(raw, bytes | str) else -1
+                except ValueError:
+                    continue
+                token = self._rendering.get(job_id)
+                if token is not None:
+                    token.cancel()
 
     async def _take(self) -> tuple[Any, bytes | str] | None:
         """A job whose worker went silent, else a new one (waits up to half a second)."""
@@ -339,6 +372,9 @@ class RemoteWorker:
         cancel_keys = [self.keys.cancel(job_id) for job_id, _ in jobs]
         checking = threading.Event()  # a read of the cancel flags is under way
         last: dict[int, float] = {}
+        checked = [time.monotonic()]  # when the flags were read last
+        for (job_id, _), token in zip(jobs, tokens, strict=True):
+            self._rendering[job_id] = token
 
         async def note(job_id: int, step: int, total: int, phase: str) -> None:
             message = protocol.progress_message(job_id, self.name, step, total, phase)
@@ -359,12 +395,14 @@ class RemoteWorker:
 
         def reporter(job_id: int, first: bool) -> Callable[[Progress], None]:
             def progress(p: Progress) -> None:  # on the engine's thread, after every step
-                # The flags are read beside the render, never waited for: a cancel lands
-                # at the step after it is read, and a step never waits on Redis.
-                if first and not checking.is_set():
+                # Cancels arrive on the stream (:meth:`_hear_cancels`); the flags are also
+                # read once a second beside the render (never waited for), should the
+                # stream have missed one.
+                now = time.monotonic()
+                if first and not checking.is_set() and now - checked[0] >= CANCEL_POLL_S:
+                    checked[0] = now
                     checking.set()
                     asyncio.run_coroutine_threadsafe(check_cancel(), loop)
-                now = time.monotonic()
                 if now - last.get(job_id, 0.0) >= PROGRESS_INTERVAL_S or p.step == p.total:
                     last[job_id] = now
                     asyncio.run_coroutine_threadsafe(note(job_id, p.step, p.total, p.phase), loop)
@@ -403,6 +441,8 @@ class RemoteWorker:
             return self._failed(jobs, f"internal error: {type(exc).__name__}"), []
         finally:
             self._tokens = []
+            for job_id, _ in jobs:
+                self._rendering.pop(job_id, None)
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
         seconds = time.perf_counter() - started
