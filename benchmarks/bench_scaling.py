@@ -126,9 +126,14 @@ class RedisServer:
 
 
 # ----------------------------------------------------------------------- workers
+PREFETCH: list[str] = []  # --prefetch, when given
+
+
 def settings_for(url: str, prefix: str, tmp: Path) -> Settings:
+    extra = {"ANIMAGINE_QUEUE__REDIS_PREFETCH": PREFETCH[0]} if PREFETCH else {}
     return load_settings(
         environ={
+            **extra,
             "ANIMAGINE_ENGINE__DEVICE": "cpu",
             "ANIMAGINE_ENGINE__MIN_SIDE": str(SIDE),
             "ANIMAGINE_DATABASE__URL": f"sqlite:///{tmp / 'bot.db'}",
@@ -443,7 +448,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=28)
     parser.add_argument("--step-ms", type=float, default=40.0)
     parser.add_argument("--load", type=float, default=0.8, help="latency run: share of ideal")
+    parser.add_argument("--prefetch", type=int, help="queue.redis_prefetch (default: config's)")
     args = parser.parse_args()
+    if args.prefetch is not None:
+        PREFETCH.append(str(args.prefetch))
     job_s = args.steps * args.step_ms / 1000
 
     ctx = multiprocessing.get_context("forkserver")

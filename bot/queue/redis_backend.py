@@ -65,8 +65,15 @@ def safe_url(url: str) -> str:
 async def connect(url: str, *, connect_timeout: float = 5.0) -> Redis:
     """A client for ``url`` (redis://, rediss://, unix://), checked with a PING."""
     try:
+        # An explicit read timeout: redis-py otherwise reuses the connect timeout (5 s) for
+        # every reply, and a busy machine's blocking reads then fail now and then. Every
+        # blocking read here waits at most 1 s, so 30 s only catches a dead server.
         client: Redis = Redis.from_url(
-            url, socket_connect_timeout=connect_timeout, health_check_interval=10
+            url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=30.0,
+            socket_keepalive=True,
+            health_check_interval=10,
         )
     except ValueError as exc:
         raise RedisUnavailable(f"queue.redis_url {safe_url(url)!r}: {exc}") from None
