@@ -23,8 +23,14 @@ What the fake models (see ``shared/reference/discord-testing.md`` for the protoc
   callbacks, webhook follow-ups and edits, and channel messages; every request is recorded,
   and unknown routes answer 404 and are listed in :attr:`FakeDiscord.unknown_requests`;
 * a model of the messages in each channel (content, embeds, components, attachments with
-  their bytes, flags), interaction tokens that can be expired, upload limits, and one-shot
-  injected failures such as 429 rate limits.
+  their bytes, flags), interaction tokens that can be expired, upload limits;
+* faults on purpose: errors for the next requests (:meth:`FakeDiscord.fail_next`) or for a
+  period (:meth:`FakeDiscord.fail_for`), as JSON or as a proxy's HTML page (with any
+  status, 200 included); 429 rate limits, per route or global, once or for a period;
+  requests held without an answer (:meth:`FakeDiscord.hang_next`,
+  :meth:`FakeDiscord.hang_for`); :meth:`FakeDiscord.recover` ends them all at once. On the
+  gateway: dropped connections (the client RESUMEs), op 7 RECONNECT, op 9 INVALID_SESSION
+  (the client IDENTIFYs afresh and gets READY and its guilds again).
 
 Every JSON answer carries ``Content-Type: application/json`` exactly (discord.py ignores
 bodies with ``; charset=utf-8``).
@@ -36,17 +42,21 @@ import asyncio
 import contextlib
 import contextvars
 import datetime as dt
+import hashlib
 import itertools
 import json
+import math
 import mimetypes
 import re
 import secrets
 import socket
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from http import HTTPStatus
 from typing import Any, Final, TypeVar
 
 import discord
@@ -101,6 +111,7 @@ __all__ = [
 
 JSON = dict[str, Any]
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 API_VERSION: Final = 10
 DISCORD_EPOCH_MS: Final = 1_420_070_400_000
@@ -679,14 +690,96 @@ def _json_response(
     return web.Response(status=status, body=json.dumps(body).encode(), headers=all_headers)
 
 
+def _html_page(status: int) -> str:
+    """An HTML page as a proxy in front of the API sends it: Cloudflare's error page for an
+    error status, its "Just a moment..." challenge page for 200."""
+    if status == 200:
+        return (
+            '<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title>'
+            "</head>\n<body>\n<noscript>Enable JavaScript and cookies to continue</noscript>"
+            "\n</body></html>\n"
+        )
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    return (
+        f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
+
+
 @dataclass
 class _InjectedFailure:
+    """A failure the fake answers instead of the route's handler (or a hang before it).
+
+    Count-based (``remaining`` matching requests) or time-based (every matching request
+    until the monotonic ``until``).
+    """
+
     method: str
     pattern: re.Pattern[str]
-    status: int
-    body: Any
-    headers: dict[str, str]
-    remaining: int
+    status: int = 500
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    remaining: int | None = 1
+    until: float | None = None
+    html: bool = False
+    hang: bool = False
+    rate_limit: tuple[float, bool] | None = None
+    """``(retry_after, is_global)``: the rate-limit headers are built at answer time."""
+
+    def expired(self, now: float) -> bool:
+        return self.until is not None and now >= self.until
+
+    def matches(self, record: RecordedRequest) -> bool:
+        return self.method in (record.method, "*") and bool(self.pattern.fullmatch(record.route))
+
+    def response(self) -> web.Response:
+        headers = dict(self.headers)
+        if self.rate_limit is not None:
+            headers.update(_rate_limit_headers(self.pattern.pattern, *self.rate_limit))
+        if self.html:
+            body = self.body if isinstance(self.body, str) else _html_page(self.status)
+            headers.setdefault("Content-Type", "text/html; charset=UTF-8")
+            return web.Response(status=self.status, body=body.encode(), headers=headers)
+        body = self.body
+        if body is None:
+            body = {"message": f"injected {self.status}", "code": 0}
+        return _json_response(body, status=self.status, headers=headers)
+
+
+def _rate_limit_body(retry_after: float, is_global: bool) -> JSON:
+    return {
+        "message": "You are being rate limited.",
+        "retry_after": retry_after,
+        "global": is_global,
+    }
+
+
+def _rate_limit_headers(bucket_key: str, retry_after: float, is_global: bool) -> dict[str, str]:
+    """The headers of Discord's 429: ``Via`` (discord.py treats a 429 without it as a
+    Cloudflare ban), ``Retry-After`` in whole seconds, and the scope; a per-route limit also
+    names its bucket and when it resets."""
+    headers = {
+        "Via": "1.1 google",
+        "Retry-After": str(max(1, math.ceil(retry_after))),
+        "X-RateLimit-Scope": "global" if is_global else "user",
+    }
+    if is_global:
+        headers["X-RateLimit-Global"] = "true"
+    else:
+        headers.update(
+            {
+                "X-RateLimit-Bucket": hashlib.sha1(bucket_key.encode()).hexdigest()[:32],
+                "X-RateLimit-Limit": "5",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": f"{time.time() + retry_after:.3f}",
+                "X-RateLimit-Reset-After": f"{retry_after:.3f}",
+            }
+        )
+    return headers
 
 
 # --------------------------------------------------------------------------------------------
@@ -927,6 +1020,9 @@ class FakeDiscord:
         self._interactions: dict[int, InteractionHandle] = {}
         self._tokens: dict[str, InteractionHandle] = {}
         self._failures: list[_InjectedFailure] = []
+        self._held: list[RecordedRequest] = []
+        self._recoveries = 0
+        self._stopping = False
         self._connections: list[_Connection] = []
         self._connection_ids = itertools.count(1)
         self._session: _Session | None = None
@@ -945,6 +1041,7 @@ class FakeDiscord:
             self.assert_healthy()
 
     async def start(self) -> None:
+        self._stopping = False
         app = web.Application(middlewares=[self._middleware], client_max_size=1 << 30)
         api = f"/api/v{API_VERSION}"
         commands = f"{api}/applications/{{app_id}}"
@@ -996,7 +1093,8 @@ class FakeDiscord:
         self._runner = runner
 
     async def stop(self) -> None:
-        """Close every gateway connection, then the server."""
+        """Close every gateway connection, then the server (held requests are closed)."""
+        self._stopping = True
         for conn in list(self._connections):
             if not conn.ws.closed:
                 with contextlib.suppress(Exception):
@@ -1131,6 +1229,32 @@ class FakeDiscord:
         regex = re.compile(route_pattern)
         return [r for r in self.requests if r.method == method and regex.fullmatch(r.route)]
 
+    def count_posts(
+        self,
+        key: Callable[[FakeMessage], K | None],
+        *,
+        channel_id: int | None = None,
+        include_deleted: bool = False,
+    ) -> Counter[K]:
+        """How many messages share each ``key`` (messages whose key is ``None`` are left
+        out): e.g. ``count_posts(lambda m: m.channel_id)``, or a job id read from the
+        content, to assert that nothing was posted twice."""
+        messages = (
+            self.messages(channel_id, include_deleted=include_deleted)
+            if channel_id is not None
+            else self.all_messages(include_deleted=include_deleted)
+        )
+        return Counter(k for m in messages if (k := key(m)) is not None)
+
+    def upload_counts(self, *, channel_id: int | None = None) -> Counter[str]:
+        """How many attachments of visible (not deleted) messages carry each file content,
+        by SHA-256 of the bytes: a count over 1 is the same file posted twice.
+
+        An edit that keeps or replaces a message's files counts once, as a member sees it.
+        """
+        messages = self.messages(channel_id) if channel_id is not None else self.all_messages()
+        return Counter(hashlib.sha256(a.data).hexdigest() for m in messages for a in m.attachments)
+
     def commands(self, guild_id: int | None = None) -> list[JSON]:
         """The commands last synced globally (``guild_id=None``) or for a guild."""
         if guild_id is None:
@@ -1197,20 +1321,57 @@ class FakeDiscord:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         times: int = 1,
+        html: bool = False,
     ) -> None:
         """Answer the next ``times`` matching REST requests with this error instead.
 
-        ``route_pattern`` is a regular expression matched in full against the route, e.g.
-        ``r"/channels/\\d+/messages"``. Note: discord.py retries 5xx answers with sleeps.
+        ``method`` is an HTTP method or ``"*"``; ``route_pattern`` is a regular expression
+        matched in full against the route, e.g. ``r"/channels/\\d+/messages"``. The body is
+        JSON (default ``{"message": "injected <status>", "code": 0}``); ``html=True``
+        answers with a ``text/html`` page instead (``body`` if it is a string, else a
+        Cloudflare-style error page, or its challenge page for ``status=200``): what a proxy
+        in front of the API sends. Note: discord.py retries 500, 502, 504 and 524 answers
+        itself, with sleeps of 1, 3, 5 and 7 s.
         """
         self._failures.append(
             _InjectedFailure(
                 method.upper(),
                 re.compile(route_pattern),
                 status,
-                body if body is not None else {"message": f"injected {status}", "code": 0},
+                body,
                 dict(headers or {}),
-                times,
+                remaining=times,
+                html=html,
+            )
+        )
+
+    def fail_for(
+        self,
+        method: str,
+        route_pattern: str,
+        seconds: float,
+        *,
+        status: int = 503,
+        body: Any = None,
+        html: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """An outage: every matching request fails for ``seconds`` from now, then the route
+        answers normally again (or at once after :meth:`recover`).
+
+        Arguments as for :meth:`fail_next`; e.g. ``fail_for("*", r"/webhooks/.*", 45)``
+        refuses every interaction follow-up and edit with 503 for 45 s.
+        """
+        self._failures.append(
+            _InjectedFailure(
+                method.upper(),
+                re.compile(route_pattern),
+                status,
+                body,
+                dict(headers or {}),
+                remaining=None,
+                until=time.monotonic() + seconds,
+                html=html,
             )
         )
 
@@ -1223,23 +1384,101 @@ class FakeDiscord:
         is_global: bool = False,
         times: int = 1,
     ) -> None:
-        """Answer the next matching requests with a 429 that discord.py retries."""
-        self.fail_next(
-            method,
-            route_pattern,
-            status=429,
-            body={
-                "message": "You are being rate limited.",
-                "retry_after": retry_after,
-                "global": is_global,
-            },
-            headers={
-                "Via": "1.1 google",
-                "Retry-After": str(max(1, round(retry_after))),
-                "X-RateLimit-Scope": "global" if is_global else "user",
-            },
-            times=times,
+        """Answer the next matching requests with a 429 that discord.py retries.
+
+        As Discord: the JSON body has ``retry_after`` (seconds, fractional) and ``global``;
+        the headers have ``Retry-After`` (whole seconds), ``X-RateLimit-Scope`` (``global``
+        or ``user``) and, for a per-route limit, ``X-RateLimit-Bucket``,
+        ``X-RateLimit-Remaining: 0`` and the reset time; a global one has
+        ``X-RateLimit-Global: true``.
+        """
+        self._failures.append(
+            _InjectedFailure(
+                method.upper(),
+                re.compile(route_pattern),
+                429,
+                _rate_limit_body(retry_after, is_global),
+                remaining=times,
+                rate_limit=(retry_after, is_global),
+            )
         )
+
+    def rate_limit_for(
+        self,
+        method: str,
+        route_pattern: str,
+        seconds: float,
+        *,
+        retry_after: float = 0.05,
+        is_global: bool = False,
+    ) -> None:
+        """Answer every matching request with a 429 (as :meth:`rate_limit_next`) for
+        ``seconds`` from now: a client that honours ``retry_after`` is refused again until
+        the period ends."""
+        self._failures.append(
+            _InjectedFailure(
+                method.upper(),
+                re.compile(route_pattern),
+                429,
+                _rate_limit_body(retry_after, is_global),
+                remaining=None,
+                until=time.monotonic() + seconds,
+                rate_limit=(retry_after, is_global),
+            )
+        )
+
+    def hang_next(self, method: str, route_pattern: str, *, times: int = 1) -> None:
+        """The next ``times`` matching requests get no answer: the fake reads them and holds
+        the connection open until :meth:`recover` (or until the client gives up).
+
+        Other requests are served meanwhile. A held request whose client is still
+        connected when it is released gets its normal answer (the route runs then); one
+        whose client went away is not run at all and is recorded with status 0. While held
+        it is listed in :attr:`held_requests`.
+        """
+        self._failures.append(
+            _InjectedFailure(method.upper(), re.compile(route_pattern), remaining=times, hang=True)
+        )
+
+    def hang_for(self, method: str, route_pattern: str, seconds: float) -> None:
+        """Every matching request arriving in the next ``seconds`` gets no answer until the
+        period ends (or :meth:`recover`); then as :meth:`hang_next`."""
+        self._failures.append(
+            _InjectedFailure(
+                method.upper(),
+                re.compile(route_pattern),
+                remaining=None,
+                until=time.monotonic() + seconds,
+                hang=True,
+            )
+        )
+
+    def recover(self) -> None:
+        """End every injected failure, outage, rate limit and hang at once.
+
+        Held requests are released: answered normally if their client still waits.
+        """
+        self._failures.clear()
+        self._recoveries += 1
+        self._bump()
+
+    @property
+    def held_requests(self) -> list[RecordedRequest]:
+        """Requests the fake is holding without an answer (see :meth:`hang_next`)."""
+        return list(self._held)
+
+    async def _hold(self, request: web.Request, failure: _InjectedFailure) -> bool:
+        """Hold ``request`` until the hang ends; whether its client still waits."""
+        recoveries = self._recoveries
+        while not self._stopping and self._recoveries == recoveries:
+            if failure.until is not None and time.monotonic() >= failure.until:
+                break
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return False
+            await asyncio.sleep(0.02)
+        transport = request.transport
+        return not self._stopping and transport is not None and not transport.is_closing()
 
     def expire_token(self, token: str) -> None:
         self._tokens[token].expire()
@@ -1580,10 +1819,21 @@ class FakeDiscord:
             record = await self._record(request)
             _CURRENT_RECORD.set(record)
             injected = self._take_failure(record)
+            if injected is not None and injected.hang:
+                self._held.append(record)
+                self._bump()
+                try:
+                    waiting = await self._hold(request, injected)
+                finally:
+                    self._held.remove(record)
+                if not waiting:  # nobody to answer: the route does not run
+                    record.status = 0
+                    self.requests.append(record)
+                    self._bump()
+                    return web.Response(status=504)
+                injected = None
             if injected is not None:
-                response = _json_response(
-                    injected.body, status=injected.status, headers=injected.headers
-                )
+                response = injected.response()
             else:
                 response = await handler(request)
         except DiscordError as error:
@@ -1647,11 +1897,14 @@ class FakeDiscord:
         )
 
     def _take_failure(self, record: RecordedRequest) -> _InjectedFailure | None:
+        now = time.monotonic()
+        self._failures = [f for f in self._failures if not f.expired(now)]
         for failure in self._failures:
-            if failure.method in (record.method, "*") and failure.pattern.fullmatch(record.route):
-                failure.remaining -= 1
-                if failure.remaining <= 0:
-                    self._failures.remove(failure)
+            if failure.matches(record):
+                if failure.remaining is not None:
+                    failure.remaining -= 1
+                    if failure.remaining <= 0:
+                        self._failures.remove(failure)
                 return failure
         return None
 

@@ -3,13 +3,16 @@
 A small ``commands.Bot`` defined here exercises what the project's end-to-end tests rely
 on: login and READY, command sync, deferred responses with files, ephemeral replies,
 persistent views, modals, channel messages with the bot token, expired interaction tokens,
-heartbeats, reconnects, rate limits and unknown routes.
+heartbeats, reconnects, rate limits and unknown routes; and the faults the fake injects on
+purpose (outages, HTML answers, held requests, rate limits for a period, invalidated
+sessions), some with a plain aiohttp client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -617,3 +620,229 @@ async def test_autocomplete_and_user_context_menu(env: Env) -> None:
     ]
     menu = await fake.user_context_menu("Avatar", BOB_ID, DEFAULT_GUILD_ID, THREAD_ID, ALICE_ID)
     assert (await menu.original()).content == f"avatar of {BOB_ID}"
+
+
+# ---- faults on purpose ---------------------------------------------------------------------
+
+
+def _bot_headers(fake: FakeDiscord) -> dict[str, str]:
+    return {"Authorization": f"Bot {fake.token}"}
+
+
+async def _get_me(session: aiohttp.ClientSession, fake: FakeDiscord) -> tuple[int, str, str]:
+    async with session.get(f"{fake.rest_base}/users/@me", headers=_bot_headers(fake)) as r:
+        return r.status, r.headers["Content-Type"], await r.text()
+
+
+async def test_an_outage_fails_every_matching_request_for_its_period() -> None:
+    async with FakeDiscord() as fake, aiohttp.ClientSession() as session:
+        fake.fail_for("GET", r"/users/@me", 0.4)
+        fake.fail_for("*", r"/channels/\d+/messages", 0.4, status=500, body={"code": 7})
+        for _ in range(3):
+            assert (await _get_me(session, fake))[:2] == (503, "application/json")
+        async with session.get(f"{fake.rest_base}/gateway") as other:  # another route
+            assert other.status == 200
+        await asyncio.sleep(0.45)
+        status, content_type, body = await _get_me(session, fake)
+        assert (status, content_type) == (200, "application/json")
+        assert json.loads(body)["id"] == str(fake.bot_user.id)
+    statuses = [r.status for r in fake.requests_to("GET", "/users/@me")]
+    assert statuses == [503, 503, 503, 200]
+    assert fake.requests_to("GET", "/users/@me")[0].response == {
+        "message": "injected 503",
+        "code": 0,
+    }
+
+
+async def test_html_answers_as_a_proxy_sends_them_with_any_status() -> None:
+    async with FakeDiscord() as fake, aiohttp.ClientSession() as session:
+        fake.fail_next("GET", r"/users/@me", status=502, html=True)
+        fake.fail_next("GET", r"/users/@me", status=200, html=True)
+        fake.fail_next("GET", r"/users/@me", status=503, html=True, body="<p>down</p>")
+        fake.fail_for("GET", r"/gateway", 5, status=502, html=True)
+
+        status, content_type, body = await _get_me(session, fake)
+        assert (status, content_type) == (502, "text/html; charset=UTF-8")
+        assert "<title>502 Bad Gateway</title>" in body
+        assert "cloudflare" in body
+        status, content_type, body = await _get_me(session, fake)
+        assert (status, content_type) == (200, "text/html; charset=UTF-8")
+        assert "Just a moment..." in body
+        assert (await _get_me(session, fake))[::2] == (503, "<p>down</p>")
+        async with session.get(f"{fake.rest_base}/gateway") as outage:
+            assert outage.status == 502
+            assert "502 Bad Gateway" in await outage.text()
+        assert (await _get_me(session, fake))[0] == 200
+        fake.recover()
+        async with session.get(f"{fake.rest_base}/gateway") as recovered:
+            assert recovered.status == 200
+
+
+async def test_discord_py_reads_an_html_answer_as_text(env: Env) -> None:
+    fake, bot = env.fake, env.bot
+    fake.fail_next("GET", r"/users/@me", status=200, html=True)
+    data = await bot.http.request(Route("GET", "/users/@me"))
+    assert isinstance(data, str)
+    assert data.startswith("<!DOCTYPE html>")
+    fake.fail_next("GET", r"/users/@me", status=503, html=True)
+    with pytest.raises(discord.DiscordServerError) as raised:
+        await bot.http.request(Route("GET", "/users/@me"))
+    assert raised.value.status == 503
+    assert "503 Service Unavailable" in raised.value.text
+
+
+async def test_a_held_request_blocks_nothing_else_and_is_answered_on_recover() -> None:
+    async with FakeDiscord() as fake, aiohttp.ClientSession() as session:
+        fake.hang_next("GET", r"/users/@me")
+        hung = asyncio.create_task(_get_me(session, fake))
+        held = await fake.wait_for(lambda: fake.held_requests, what="the request held")
+        assert held[0].route == "/users/@me"
+        # Other requests (the same route included) are served meanwhile.
+        assert (await _get_me(session, fake))[0] == 200
+        async with session.get(f"{fake.rest_base}/gateway") as other:
+            assert other.status == 200
+        await asyncio.sleep(0.2)
+        assert not hung.done()
+        fake.recover()
+        status, _, body = await asyncio.wait_for(hung, 2)
+        assert status == 200
+        assert json.loads(body)["username"] == fake.bot_user.username
+        assert fake.held_requests == []
+    assert [r.status for r in fake.requests_to("GET", "/users/@me")] == [200, 200]
+
+
+async def test_a_hang_for_a_period_outlasts_a_client_timeout_then_ends() -> None:
+    async with FakeDiscord() as fake, aiohttp.ClientSession() as session:
+        fake.hang_for("POST", r"/channels/\d+/messages", 0.6)
+        url = f"{fake.rest_base}/channels/{GENERAL_CHANNEL_ID}/messages"
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            async with session.post(
+                url,
+                json={"content": "lost"},
+                headers=_bot_headers(fake),
+                timeout=aiohttp.ClientTimeout(sock_read=0.2),
+            ):
+                pass
+        assert asyncio.get_running_loop().time() - started < 0.5
+        # The client left while the request was held: the route never ran.
+        gone = await fake.wait_for(
+            lambda: fake.requests_to("POST", r"/channels/\d+/messages"), 2, "the abandoned post"
+        )
+        assert gone[0].status == 0
+        assert fake.messages(GENERAL_CHANNEL_ID) == []
+        async with session.post(
+            url, json={"content": "after"}, headers=_bot_headers(fake)
+        ) as after:
+            assert after.status == 200
+        assert [m.content for m in fake.messages(GENERAL_CHANNEL_ID)] == ["after"]
+
+
+async def test_a_held_request_is_answered_when_its_period_ends() -> None:
+    async with FakeDiscord() as fake, aiohttp.ClientSession() as session:
+        fake.hang_for("GET", r"/users/@me", 0.3)
+        started = asyncio.get_running_loop().time()
+        assert (await _get_me(session, fake))[0] == 200
+        assert asyncio.get_running_loop().time() - started >= 0.25
+
+
+async def test_rate_limits_name_their_bucket_or_say_they_are_global() -> None:
+    async with FakeDiscord() as fake, aiohttp.ClientSession() as session:
+        fake.rate_limit_next("GET", r"/users/@me", retry_after=1.5)
+        fake.rate_limit_next("GET", r"/users/@me", retry_after=0.2, is_global=True)
+        async with session.get(f"{fake.rest_base}/users/@me", headers=_bot_headers(fake)) as r:
+            route_limit = (r.status, dict(r.headers), await r.json())
+        async with session.get(f"{fake.rest_base}/users/@me", headers=_bot_headers(fake)) as r:
+            global_limit = (r.status, dict(r.headers), await r.json())
+    status, headers, body = route_limit
+    assert status == 429
+    assert body == {"message": "You are being rate limited.", "retry_after": 1.5, "global": False}
+    assert headers["Retry-After"] == "2"
+    assert headers["X-RateLimit-Scope"] == "user"
+    assert len(headers["X-RateLimit-Bucket"]) == 32
+    assert headers["X-RateLimit-Remaining"] == "0"
+    assert float(headers["X-RateLimit-Reset-After"]) == 1.5
+    assert "Via" in headers
+    status, headers, body = global_limit
+    assert (status, body["global"]) == (429, True)
+    assert headers["X-RateLimit-Scope"] == "global"
+    assert headers["X-RateLimit-Global"] == "true"
+    assert "X-RateLimit-Bucket" not in headers
+
+
+async def test_a_rate_limit_for_a_period_is_honoured_by_discord_py(env: Env) -> None:
+    fake, bot = env.fake, env.bot
+    fake.rate_limit_for("POST", r"/channels/\d+/messages", 0.25, retry_after=0.1)
+    channel = bot.get_channel(GENERAL_CHANNEL_ID)
+    assert isinstance(channel, discord.TextChannel)
+    await channel.send("after the limit")
+    statuses = [r.status for r in fake.requests_to("POST", r"/channels/\d+/messages")]
+    assert statuses[-1] == 200
+    assert 2 <= statuses.count(429) <= 4
+    assert [m.content for m in fake.messages(GENERAL_CHANNEL_ID)] == ["after the limit"]
+
+
+async def test_recover_ends_outages_and_rate_limits_at_once(env: Env) -> None:
+    fake, bot = env.fake, env.bot
+    fake.fail_for("POST", r"/channels/\d+/messages", 60, status=503)
+    fake.rate_limit_for("GET", r"/channels/\d+", 60, retry_after=0.05)
+    channel = bot.get_channel(GENERAL_CHANNEL_ID)
+    assert isinstance(channel, discord.TextChannel)
+    with pytest.raises(discord.DiscordServerError):
+        await channel.send("during the outage")
+    fake.recover()
+    await channel.send("recovered")
+    assert (await bot.fetch_channel(GENERAL_CHANNEL_ID)).id == GENERAL_CHANNEL_ID
+    assert [m.content for m in fake.messages(GENERAL_CHANNEL_ID)] == ["recovered"]
+
+
+async def test_an_invalidated_session_identifies_afresh_and_gets_its_guilds_again(
+    env: Env,
+) -> None:
+    fake, bot = env.fake, env.bot
+    first_session = fake.session_id
+    await fake.invalidate_session()
+    await fake.wait_for(lambda: len(fake.identifies) == 2, what="a new IDENTIFY")
+
+    def guild_back() -> bool:
+        guild = bot.get_guild(DEFAULT_GUILD_ID)
+        return (
+            guild is not None
+            and not guild.unavailable
+            and guild.get_channel(NSFW_CHANNEL_ID) is not None
+        )
+
+    await fake.wait_for(guild_back, 5, "the guild again")
+    assert fake.session_id != first_session
+    assert fake.resumes == []
+    connections = {f.connection for f in fake.gateway_log if f.event == "READY"}
+    assert len(connections) == 2
+    second = max(connections)
+    creates = [f for f in fake.gateway_log if f.event == "GUILD_CREATE" and f.connection == second]
+    assert [f.payload["d"]["id"] for f in creates] == [str(DEFAULT_GUILD_ID)]
+    await fake.wait_connected()
+    handle = await fake.slash_command(DEFAULT_GUILD_ID, GENERAL_CHANNEL_ID, BOB_ID, "secret")
+    assert (await handle.original()).content == "only you (guild)"
+
+
+async def test_a_resumable_invalid_session_resumes(env: Env) -> None:
+    fake = env.fake
+    session = fake.session_id
+    await fake.invalidate_session(resumable=True)
+    await fake.wait_for(lambda: fake.resumes, what="a RESUME")
+    assert fake.resumes[0]["session_id"] == session
+    assert len(fake.identifies) == 1
+
+
+async def test_posts_and_uploads_can_be_counted(env: Env) -> None:
+    fake, bot = env.fake, env.bot
+    channel = bot.get_channel(GENERAL_CHANNEL_ID)
+    assert isinstance(channel, discord.TextChannel)
+    for content in ("job #1", "job #2", "job #1"):
+        await channel.send(content, file=discord.File(io.BytesIO(PNG), filename="x.png"))
+    await channel.send("job #3", file=discord.File(io.BytesIO(b"other"), filename="y.png"))
+    by_job = fake.count_posts(lambda m: m.content, channel_id=GENERAL_CHANNEL_ID)
+    assert by_job == {"job #1": 2, "job #2": 1, "job #3": 1}
+    assert fake.count_posts(lambda m: m.channel_id) == {GENERAL_CHANNEL_ID: 4}
+    assert sorted(fake.upload_counts().values()) == [1, 3]
+    assert fake.upload_counts(channel_id=NSFW_CHANNEL_ID) == {}
