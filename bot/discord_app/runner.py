@@ -4,6 +4,11 @@ SIGINT and SIGTERM stop the bot gracefully: no new jobs are accepted, the runnin
 finishes (or, past the grace period, is kept in the database and resumes at the next
 start), deliveries in flight complete, then the bot disconnects. The token is never
 logged, only where it came from.
+
+Every REST request has connect and answer timeouts, and the requests that start the bot
+are retried with backoff while Discord (or a proxy before it) answers 5xx, HTML or nothing:
+one warning line per attempt, and the bot comes up when Discord does
+(:mod:`bot.discord_app.http`). Failures that end the run are one error line each.
 """
 
 from __future__ import annotations
@@ -24,6 +29,15 @@ from discord.http import Route
 
 from bot.config import TOKEN_ENV, DiscordSettings, Settings
 from bot.discord_app.client import AnimagineBot
+from bot.discord_app.http import (
+    DiscordUnavailable,
+    RestClient,
+    RestPolicy,
+    describe_failure,
+    safe_url,
+    snippet,
+    when_ready,
+)
 from bot.engine import DeviceError, Engine, ModelLoadError
 from bot.engine.front import PromptFront
 from bot.queue.output import Classifier
@@ -86,9 +100,16 @@ def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> li
 
 
 async def serve(
-    settings: Settings, *, stop: asyncio.Event | None = None, **bot_options: Any
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    rest: RestPolicy | None = None,
+    **bot_options: Any,
 ) -> int:
-    """Run the bot until ``stop`` is set (or SIGINT/SIGTERM); returns the exit status."""
+    """Run the bot until ``stop`` is set (or SIGINT/SIGTERM); returns the exit status.
+
+    ``rest`` sets the REST timeouts and the start-up backoff (tests make them short).
+    """
     token = settings.discord.token
     if token is None:
         log.error("no Discord token: set %s or discord.token_file in the config", TOKEN_ENV)
@@ -102,7 +123,14 @@ async def serve(
             log.error("%s", exc)  # noqa: TRY400 - the message says it all
             return EXIT_FAILURE
         try:
-            return await _serve(settings, db, token.get_secret_value(), stop, bot_options)
+            return await _serve(
+                settings,
+                db,
+                token.get_secret_value(),
+                stop,
+                bot_options,
+                policy=rest or RestPolicy(),
+            )
         finally:
             await asyncio.to_thread(db.close)
 
@@ -141,7 +169,13 @@ async def load_classifier(settings: Settings) -> tuple[Classifier | None, str | 
 
 
 async def _serve(
-    settings: Settings, db: Database, token: str, stop: asyncio.Event, options: dict[str, Any]
+    settings: Settings,
+    db: Database,
+    token: str,
+    stop: asyncio.Event,
+    options: dict[str, Any],
+    *,
+    policy: RestPolicy,
 ) -> int:
     engine: Engine | PromptFront
     try:
@@ -165,29 +199,35 @@ async def _serve(
         classifier_error=classifier_error,
         **options,
     )
+    rest = RestClient.adopt(bot.http, policy)
     try:
         async with bot:
-            running = asyncio.create_task(bot.start(token), name="discord-client")
-            stopping = asyncio.create_task(stop.wait(), name="stop-signal")
-            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not running.done():
-                await bot.close()
-            stopping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stopping
-            await running
+            await _run_client(bot, rest, token, stop)
     except discord.LoginFailure:
         log.error("Discord rejected the token (from %s)", token_source(settings))  # noqa: TRY400
         return EXIT_FAILURE
     except discord.PrivilegedIntentsRequired:
         log.error("Discord refused the gateway intents")  # noqa: TRY400
         return EXIT_FAILURE
-    except (aiohttp.ClientError, OSError) as exc:
+    except discord.ConnectionClosed as exc:
+        reason = f": {snippet(exc.reason)}" if exc.reason else ""
+        log.error("Discord closed the gateway connection (code %s%s)", exc.code, reason)  # noqa: TRY400
+        return EXIT_FAILURE
+    except discord.HTTPException as exc:
+        log.error(  # noqa: TRY400 - one line is the point
+            "Discord refused %s %s: %s %s",
+            getattr(exc.response, "method", "a request to"),
+            safe_url(getattr(exc.response, "url", "")),
+            exc.status,
+            snippet(exc.text) or "(no message)",
+        )
+        return EXIT_FAILURE
+    except (DiscordUnavailable, aiohttp.ClientError, OSError) as exc:
         log.error(  # noqa: TRY400 - one line is the point
             "cannot reach Discord (REST %s, gateway %s): %s",
             settings.discord.rest_url,
             settings.discord.gateway_url,
-            exc,
+            describe_failure(exc),
         )
         return EXIT_FAILURE
     finally:
@@ -195,6 +235,28 @@ async def _serve(
             loop.remove_signal_handler(signum)
     log.info("stopped")
     return EXIT_OK
+
+
+async def _run_client(bot: AnimagineBot, rest: RestClient, token: str, stop: asyncio.Event) -> None:
+    """Run the client until it ends or ``stop`` is set; its failure is raised."""
+    running = asyncio.create_task(bot.start(token), name="discord-client")
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    ready = asyncio.create_task(when_ready(bot.wait_until_ready(), rest), name="discord-ready")
+    try:
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not running.done():
+            await bot.close()
+            if rest.starting:  # stopped while waiting for Discord to come up: stop waiting
+                running.cancel()
+    except BaseException:  # cancelled from outside: the client goes too
+        running.cancel()
+        raise
+    finally:
+        for task in (stopping, ready):
+            task.cancel()
+        await asyncio.wait({running, stopping, ready})
+    if not running.cancelled():
+        running.result()
 
 
 def run(settings: Settings) -> int:

@@ -1331,7 +1331,7 @@ class FakeDiscord:
         answers with a ``text/html`` page instead (``body`` if it is a string, else a
         Cloudflare-style error page, or its challenge page for ``status=200``): what a proxy
         in front of the API sends. Note: discord.py retries 500, 502, 504 and 524 answers
-        itself, with sleeps of 1, 3, 5 and 7 s.
+        itself (five tries, with sleeps of 1, 3, 5, 7 and 9 s).
         """
         self._failures.append(
             _InjectedFailure(

@@ -62,6 +62,8 @@ async def test_a_rejected_token_fails_cleanly(
     assert await serve(settings) == EXIT_FAILURE
     assert "Discord rejected the token" in caplog.text
     assert "not-the-token" not in caplog.text
+    assert [r.status for r in fake.requests_to("GET", "/users/@me")] == [401]  # not retried
+    assert "Traceback" not in caplog.text
 
 
 async def test_no_token_is_a_configuration_error(make_settings: SettingsFactory) -> None:
