@@ -30,6 +30,7 @@ from discord.http import Route
 from bot.config import TOKEN_ENV, DiscordSettings, Settings
 from bot.discord_app.client import AnimagineBot
 from bot.discord_app.http import (
+    Backoff,
     DiscordUnavailable,
     RestClient,
     RestPolicy,
@@ -79,6 +80,43 @@ def endpoints(config: DiscordSettings) -> Iterator[None]:
         yield
     finally:
         Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = old_base, old_gateway
+
+
+class GatewayRetryLines(logging.Filter):
+    """One line for each failed gateway connection instead of discord.py's traceback.
+
+    discord.py retries a gateway it cannot reach (with its own backoff) and logs every
+    failure as ``Attempting a reconnect in N s`` with the exception's traceback; this
+    filter, on the ``discord.client`` logger, makes that a warning naming Discord's gateway
+    and what came back. Before the first connection it drops the record: :func:`_start`
+    says it then.
+    """
+
+    def __init__(self, gateway_url: str, client: discord.Client) -> None:
+        super().__init__()
+        self.gateway_url = gateway_url
+        self.client = client
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not str(record.msg).startswith("Attempting a reconnect"):
+            return True
+        if getattr(self.client, "ws", None) is None:
+            return False
+        delay = record.args[0] if isinstance(record.args, tuple) and record.args else 0.0
+        record.msg = "Discord gateway %s: %s; reconnecting in %.1f s"
+        record.args = (self.gateway_url, _gateway_failure(exc), delay)
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def _gateway_failure(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"answered {exc.status} ({exc.message or 'no upgrade'})"
+    if isinstance(exc, discord.ConnectionClosed):
+        return f"connection closed (code {exc.code})"
+    return describe_failure(exc)
 
 
 def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> list[int]:
@@ -200,9 +238,11 @@ async def _serve(
         **options,
     )
     rest = RestClient.adopt(bot.http, policy)
+    gateway_lines = GatewayRetryLines(settings.discord.gateway_url, bot)
+    logging.getLogger("discord.client").addFilter(gateway_lines)
     try:
         async with bot:
-            await _run_client(bot, rest, token, stop)
+            await _run_client(bot, rest, token, stop, settings.discord.gateway_url)
     except discord.LoginFailure:
         log.error("Discord rejected the token (from %s)", token_source(settings))  # noqa: TRY400
         return EXIT_FAILURE
@@ -231,15 +271,52 @@ async def _serve(
         )
         return EXIT_FAILURE
     finally:
+        logging.getLogger("discord.client").removeFilter(gateway_lines)
         for signum in installed:
             loop.remove_signal_handler(signum)
     log.info("stopped")
     return EXIT_OK
 
 
-async def _run_client(bot: AnimagineBot, rest: RestClient, token: str, stop: asyncio.Event) -> None:
+async def _start(bot: AnimagineBot, token: str, backoff: Backoff, gateway_url: str) -> None:
+    """``bot.start(token)``, but a gateway that is down at start-up is waited for.
+
+    discord.py 2.7 retries a gateway it cannot reach, but after the first failure its
+    reconnect loop reads the previous connection's sequence from ``Client.ws``, which is
+    ``None`` until a first connection: the client dies with an ``AttributeError``. While no
+    connection was ever made, that failure is caught here: one line says what the gateway
+    answered (the ``AttributeError``'s context), and ``connect`` is called again after
+    ``backoff`` (on top of the short wait discord.py has already made).
+    """
+    await bot.login(token)
+    attempt = 0
+    while True:
+        try:
+            await bot.connect(reconnect=True)
+        except AttributeError as exc:
+            cause = exc.__context__
+            if getattr(bot, "ws", None) is not None or bot.is_closed() or cause is None:
+                raise
+            attempt += 1
+            delay = backoff.delay(attempt)
+            log.warning(
+                "Discord gateway %s: %s; trying again in %.1f s (attempt %d)",
+                gateway_url,
+                _gateway_failure(cause),
+                delay,
+                attempt,
+            )
+            await asyncio.sleep(delay)
+            continue
+        return
+
+
+async def _run_client(
+    bot: AnimagineBot, rest: RestClient, token: str, stop: asyncio.Event, gateway_url: str
+) -> None:
     """Run the client until it ends or ``stop`` is set; its failure is raised."""
-    running = asyncio.create_task(bot.start(token), name="discord-client")
+    start = _start(bot, token, rest.policy.backoff, gateway_url)
+    running = asyncio.create_task(start, name="discord-client")
     stopping = asyncio.create_task(stop.wait(), name="stop-signal")
     ready = asyncio.create_task(when_ready(bot.wait_until_ready(), rest), name="discord-ready")
     try:

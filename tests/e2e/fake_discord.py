@@ -28,9 +28,10 @@ What the fake models (see ``shared/reference/discord-testing.md`` for the protoc
   period (:meth:`FakeDiscord.fail_for`), as JSON or as a proxy's HTML page (with any
   status, 200 included); 429 rate limits, per route or global, once or for a period;
   requests held without an answer (:meth:`FakeDiscord.hang_next`,
-  :meth:`FakeDiscord.hang_for`); :meth:`FakeDiscord.recover` ends them all at once. On the
-  gateway: dropped connections (the client RESUMEs), op 7 RECONNECT, op 9 INVALID_SESSION
-  (the client IDENTIFYs afresh and gets READY and its guilds again).
+  :meth:`FakeDiscord.hang_for`); on the gateway: refused connections for a period
+  (:meth:`FakeDiscord.gateway_down_for`), dropped connections (the client RESUMEs), op 7
+  RECONNECT, op 9 INVALID_SESSION (the client IDENTIFYs afresh and gets READY and its
+  guilds again). :meth:`FakeDiscord.recover` ends every fault at once.
 
 Every JSON answer carries ``Content-Type: application/json`` exactly (discord.py ignores
 bodies with ``; charset=utf-8``).
@@ -1021,6 +1022,10 @@ class FakeDiscord:
         self._tokens: dict[str, InteractionHandle] = {}
         self._failures: list[_InjectedFailure] = []
         self._held: list[RecordedRequest] = []
+        self._gateway_down_until = 0.0
+        self._gateway_failure = _InjectedFailure("GET", re.compile("/gateway"))
+        self.refused_gateway_connections = 0
+        """Websocket connections refused by :meth:`gateway_down_for`."""
         self._recoveries = 0
         self._stopping = False
         self._connections: list[_Connection] = []
@@ -1459,8 +1464,18 @@ class FakeDiscord:
         Held requests are released: answered normally if their client still waits.
         """
         self._failures.clear()
+        self._gateway_down_until = 0.0
         self._recoveries += 1
         self._bump()
+
+    def gateway_down_for(self, seconds: float, *, status: int = 502, html: bool = True) -> None:
+        """The gateway refuses every websocket connection for ``seconds`` from now (or until
+        :meth:`recover`): the upgrade is answered with ``status`` and, by default, a proxy's
+        HTML page. Open connections stay open; drop them with :meth:`drop_connection`."""
+        self._gateway_down_until = time.monotonic() + seconds
+        self._gateway_failure = _InjectedFailure(
+            "GET", re.compile("/gateway"), status, remaining=None, html=html
+        )
 
     @property
     def held_requests(self) -> list[RecordedRequest]:
@@ -1812,6 +1827,10 @@ class FakeDiscord:
         handler: Callable[[web.Request], Any],
     ) -> web.StreamResponse:
         if request.path == "/gateway":
+            if time.monotonic() < self._gateway_down_until:
+                self.refused_gateway_connections += 1
+                self._bump()
+                return self._gateway_failure.response()
             response: web.StreamResponse = await handler(request)
             return response
         record: RecordedRequest | None = None

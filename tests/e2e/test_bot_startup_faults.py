@@ -173,6 +173,32 @@ async def test_an_unanswered_login_is_a_no_answer_line_and_the_bot_comes_up_afte
     _assert_clean(caplog, fake)
 
 
+async def test_a_start_during_a_gateway_outage_comes_up_in_one_line_per_attempt(
+    fake: FakeDiscord, running: Callable[..., asyncio.Task[int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.gateway_down_for(1.0)
+    running()
+    await _up(fake)
+    assert fake.refused_gateway_connections >= 1
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Discord gateway")]
+    assert len(lines) == fake.refused_gateway_connections
+    for line in lines:
+        assert line.startswith(f"Discord gateway {fake.gateway_url}: answered 502 (")
+        assert re.search(r"; trying again in [\d.]+ s \(attempt \d+\)$", line)
+    _assert_clean(caplog, fake)
+
+    # Later, with a session to resume: discord.py's own retries, one line each.
+    caplog.clear()
+    refused = fake.refused_gateway_connections
+    fake.gateway_down_for(0.5)
+    await fake.drop_connection()
+    await fake.wait_for(lambda: fake.resumes, 15, "a RESUME after the outage")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Discord gateway")]
+    assert len(lines) == fake.refused_gateway_connections - refused
+    assert all("answered 502 (" in line and "; reconnecting in " in line for line in lines)
+    _assert_clean(caplog, fake)
+
+
 async def test_a_stop_while_discord_is_down_ends_the_run_cleanly(
     fake: FakeDiscord, make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -846,3 +846,18 @@ async def test_posts_and_uploads_can_be_counted(env: Env) -> None:
     assert fake.count_posts(lambda m: m.channel_id) == {GENERAL_CHANNEL_ID: 4}
     assert sorted(fake.upload_counts().values()) == [1, 3]
     assert fake.upload_counts(channel_id=NSFW_CHANNEL_ID) == {}
+
+
+async def test_a_gateway_outage_refuses_connections_then_the_client_resumes(env: Env) -> None:
+    fake = env.fake
+    session = fake.session_id
+    fake.gateway_down_for(0.5)
+    await fake.drop_connection()
+    await fake.wait_for(lambda: fake.refused_gateway_connections, 5, "a refused connection")
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(fake.gateway_url)
+    assert refused.value.status == 502
+    await fake.wait_for(lambda: fake.resumes, 10, "a RESUME after the outage")
+    assert fake.resumes[0]["session_id"] == session
+    await fake.wait_connected()
