@@ -257,6 +257,9 @@ class Events:
         self.failed[job.id] = "cancelled"
         self._check()
 
+    async def on_undelivered(self, job: JobRecord, reason: str) -> None:
+        return None
+
 
 BOT_ENGINE = SimpleNamespace(
     # The bot never renders with the Redis backend: it checks prompt lengths (a no-op

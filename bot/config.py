@@ -424,6 +424,33 @@ class DiscordSettings(_Section):
         return data
 
 
+class DeliverySettings(_Section):
+    """The outbox: finished images kept on disk until the member has them, then for a while.
+
+    A delivery that Discord refuses for now (5xx, 429, a timeout, no connection) is tried
+    again after ``retry_first_s``, doubling up to ``retry_max_s`` (with jitter, never
+    sooner than Discord's ``retry-after``), for ``retry_hours``; then the member is told
+    once and the images stay fetchable (``/images``) until retention removes them: after
+    ``keep_days``, or oldest first when they take more than ``keep_mib``.
+    """
+
+    # Where kept images go; "" (default): an ``images`` folder beside the SQLite database
+    # (``data/images`` for other databases), so the bot's state stays together.
+    images_dir: StrictStr = ""
+    retry_hours: Annotated[StrictFloat, Field(gt=0.0, le=24.0 * 14)] = 6.0
+    retry_first_s: Annotated[StrictFloat, Field(gt=0.0, le=3600.0)] = 2.0
+    retry_max_s: Annotated[StrictFloat, Field(gt=0.0, le=6.0 * 3600)] = 300.0
+    keep_days: Annotated[StrictFloat, Field(gt=0.0, le=3650.0)] = 7.0
+    keep_mib: Annotated[StrictInt, Field(ge=1, le=10_000_000)] = 4096
+    retention_interval_s: Annotated[StrictFloat, Field(gt=0.0, le=86_400.0)] = 900.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DeliverySettings:
+        if self.retry_max_s < self.retry_first_s:
+            raise ValueError("retry_max_s must not be below retry_first_s")
+        return self
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -447,6 +474,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     moderation: ModerationSettings = Field(default_factory=ModerationSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod

@@ -24,9 +24,10 @@ from bot.jobspec import JobSpec
 from bot.limits import Accepted, Allowance, RateLimiter, Refusal, Requester
 from bot.moderation import ChannelContext, GuildPolicy, PromptDecision
 from bot.moderation.prompt_check import warm_up as warm_moderation
+from bot.outbox import Outbox
 from bot.planning import PromptRefused, current_policy, decide, plan_job
 from bot.queue.base import JobQueue, QueueEntry, QueueFull
-from bot.queue.events import JobEvents
+from bot.queue.events import JobEvents, OutputImage
 from bot.queue.fair import FairQueue
 from bot.queue.output import Classifier, ImageOutput
 from bot.queue.protocol import Heartbeat
@@ -173,6 +174,7 @@ class ImagineService:
         )
         self.limiter = limiter or RateLimiter(db, settings.limits)
         self.queue: JobQueue = queue or FairQueue(settings.queue.max_length)
+        self.outbox = Outbox(settings, db, self.jobs, events)
         self.renderer = Renderer(
             settings=settings,
             db=db,
@@ -181,6 +183,7 @@ class ImagineService:
             engine=engine,
             events=events,
             output=ImageOutput(db, self.jobs, classifier, classifier_error),
+            outbox=self.outbox,
         )
         # Where jobs render: this process's engine, or remote workers through Redis.
         self.worker: Worker | RedisDispatcher = (
@@ -233,8 +236,10 @@ class ImagineService:
 
     def start(self) -> None:
         """Start the worker; when the engine is compiled, warm it up first (jobs queue
-        meanwhile, and commands keep being answered)."""
+        meanwhile, and commands keep being answered). The outbox resumes the deliveries
+        left pending."""
         self.worker.start()
+        self.outbox.start()
         if not self.worker.ready.is_set():
             self._warm_up = asyncio.create_task(self.worker.warm_up(), name="warm-up")
 
@@ -245,6 +250,7 @@ class ImagineService:
     async def stop(self, grace: float = 30.0) -> None:
         self.accepting = False
         await self.worker.stop(grace)
+        await self.outbox.stop(min(grace, 10.0))
 
     # ------------------------------------------------------------ planning
     async def policy(self, guild_id: int | None) -> GuildPolicy:
@@ -371,6 +377,34 @@ class ImagineService:
         except JobNotFoundError:
             raise NotAllowed(f"there is no job {job_id}") from None
 
+    async def kept_images(
+        self, who: Requester, job_id: int | None = None, *, age_restricted_here: bool = False
+    ) -> tuple[JobRecord, list[OutputImage]]:
+        """A member's own finished job (``job_id``, or their latest whose images are still
+        kept) and its images as delivered, read back from the outbox; only the images the
+        member may see where they ask (withheld ones never; from an age-restricted channel,
+        elsewhere only those plain-channel rules would post). Raises :class:`NotAllowed`
+        with the reason."""
+        if job_id is None:
+            recent = await self.db.run(
+                self.jobs.recent_results, who.user_id, guild_id=who.guild_id, limit=25
+            )
+            for job in recent:
+                images = await self.outbox.load(job)
+                if images is not None:
+                    return job, _visible(job, images, age_restricted_here=age_restricted_here)
+            raise NotAllowed("you have no finished job whose images are still kept")
+        job = await self.job(job_id)
+        if job.user_id != who.user_id or job.guild_id != who.guild_id:
+            raise NotAllowed(f"job #{job_id} is not one of yours here")
+        if job.status is not JobStatus.FINISHED:
+            raise NotAllowed(f"job #{job_id} has no images ({job.status.value})")
+        images = await self.outbox.load(job)
+        if images is None:
+            days = self.settings.delivery.keep_days
+            raise NotAllowed(f"the images of job #{job_id} are no longer kept ({days:g} days)")
+        return job, _visible(job, images, age_restricted_here=age_restricted_here)
+
     async def allowance(self, who: Requester) -> Allowance:
         return await self.db.run(self.limiter.allowance, who)
 
@@ -430,3 +464,17 @@ class ImagineService:
     async def run_burst(self) -> int:
         """Run every waiting job now (tests, the CLI): see :meth:`Worker.run_burst`."""
         return await self.worker.run_burst()
+
+
+def _visible(
+    job: JobRecord, images: list[OutputImage], *, age_restricted_here: bool
+) -> list[OutputImage]:
+    """What a member may fetch again where they ask (see :meth:`ImagineService.kept_images`)."""
+    strict = job.channel.age_restricted and not age_restricted_here
+    return [
+        image
+        for image in images
+        if image.png
+        and image.verdict.posted
+        and not (strict and (image.verdict.flagged or image.scores is None))
+    ]

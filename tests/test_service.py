@@ -48,6 +48,10 @@ class Recorder:
         self.log.append(("finished", job.id))
         self.images[job.id] = images
 
+    async def on_undelivered(self, job: JobRecord, reason: str) -> None:
+        self.log.append(("undelivered", job.id))
+        self.reasons[job.id] = reason
+
     async def on_failed(self, job: JobRecord, reason: str) -> None:
         self.log.append(("failed", job.id))
         self.reasons[job.id] = reason

@@ -31,6 +31,7 @@ from datetime import timedelta
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final
 
+import aiohttp
 import discord
 from PIL import Image, PngImagePlugin
 
@@ -38,7 +39,7 @@ from bot.discord_app import formatting
 from bot.discord_app.components import cancel_view, result_view
 from bot.discord_app.context import DEFAULT_FILESIZE_LIMIT
 from bot.engine import Progress
-from bot.queue.events import OutputImage
+from bot.queue.events import Attempt, OutputImage
 from bot.request import GenerationRequest
 from bot.service import Submitted
 from bot.storage import DatabaseError, JobRecord
@@ -51,6 +52,60 @@ log = logging.getLogger(__name__)
 TOKEN_MARGIN: Final = timedelta(seconds=30)
 """A token this close to its expiry is not used: a slow upload would outlive it."""
 _GONE: Final = frozenset({401, 404})
+
+
+POST_TIMEOUT_S: Final = 120.0
+"""The longest one post (an upload of up to 25 MiB) may take before it counts as failed."""
+PROGRESS_EDIT_TIMEOUT_S: Final = 5.0
+"""A progress edit slower than this is skipped."""
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """Why one post went nowhere, and whether trying again later may help."""
+
+    text: str
+    transient: bool
+    retry_after: float | None = None
+
+    @classmethod
+    def of(cls, exc: BaseException) -> _Problem:
+        if isinstance(exc, discord.RateLimited):
+            return cls(f"rate limited for {exc.retry_after:.0f} s", True, exc.retry_after)
+        if isinstance(exc, discord.HTTPException):
+            retry_after = _retry_after(exc)
+            transient = exc.status >= 500 or exc.status == 429
+            return cls(f"HTTP {exc.status}", transient, retry_after)
+        return cls(_describe(exc), True)  # a timeout, no connection
+
+
+def _retry_after(exc: discord.HTTPException) -> float | None:
+    headers = getattr(exc.response, "headers", None) or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return None if value is None else max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _most_hopeful(problems: Sequence[_Problem]) -> _Problem:
+    transient = [p for p in problems if p.transient]
+    if not transient:
+        return problems[-1] if problems else _Problem("nowhere to post", False)
+    waits = [p.retry_after for p in transient if p.retry_after is not None]
+    return _Problem(transient[-1].text, True, max(waits) if waits else None)
+
+
+def _attempt_of(problems: Sequence[_Problem], *, posted: int) -> Attempt:
+    problem = _most_hopeful(problems)
+    if problem.transient:
+        return Attempt.later(problem.text, posted=posted, retry_after=problem.retry_after)
+    return Attempt.refused(problem.text, posted=posted)
 
 
 class Stage(IntEnum):
@@ -246,19 +301,33 @@ class Delivery:
         request = job.request
         await self._progress_edit(job, formatting.progress_text(job, request, progress))
 
-    async def on_finished(self, job: JobRecord, images: list[OutputImage]) -> None:
+    async def on_finished(self, job: JobRecord, images: list[OutputImage]) -> Attempt:
+        """One delivery attempt (the outbox calls again after one that did not go
+        through: the posts already out are skipped)."""
         started = time.perf_counter()
         track = await self._follow(job)
         request = job.request
         async with track.lock:
             track.stage = Stage.DONE
-            await self._deliver_result(job, track, request, images)
-        self._tracks.pop(job.id, None)
-        if any(image.withheld for image in images):
-            await self.bot.modlog.withheld(job, request, images)
-        self.upload_seconds[job.id] = time.perf_counter() - started
-        while len(self.upload_seconds) > 1000:
-            self.upload_seconds.popitem(last=False)
+            attempt = await self._deliver_result(job, track, request, images)
+        if attempt.delivered or attempt.final:
+            self._tracks.pop(job.id, None)
+        if job.delivery_attempts == 0 and any(image.withheld for image in images):
+            await self.bot.modlog.withheld(job, request, images)  # once, whatever came of it
+        if attempt.delivered:
+            self.upload_seconds[job.id] = time.perf_counter() - started
+            while len(self.upload_seconds) > 1000:
+                self.upload_seconds.popitem(last=False)
+        return attempt
+
+    async def on_undelivered(self, job: JobRecord, reason: str) -> None:
+        """Tell the member once that the result could not be posted (text only: an upload
+        outage often lets text through), in the channel, else in a DM."""
+        hours = self.bot.settings.delivery.retry_hours
+        text = formatting.undelivered_text(job, reason, hours)
+        sent, _problem = await self._via_channel(job, _Post(text), mention=True)
+        if sent is None:
+            log.error("job %s: the member could not be told that the result is waiting", job.id)
 
     async def on_failed(self, job: JobRecord, reason: str) -> None:
         await self._final_text(job, formatting.failed_text(job, reason))
@@ -295,18 +364,27 @@ class Delivery:
                 return  # progress after the token expired is not worth a channel message
             track.stage = Stage.RUNNING
             try:
-                await self._webhook(job).edit_message(
-                    track.message_id, content=content, view=cancel_view(job.id)
+                # Bounded: a progress edit is skipped, never retried for long (discord.py
+                # itself retries 5xx for up to ~25 s), and never holds up the result.
+                await asyncio.wait_for(
+                    self._webhook(job).edit_message(
+                        track.message_id, content=content, view=cancel_view(job.id)
+                    ),
+                    PROGRESS_EDIT_TIMEOUT_S,
                 )
             except discord.HTTPException as exc:
                 track.webhook_ok = exc.status not in _GONE
                 log.info("job %s: progress edit failed (%s)", job.id, exc.status)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                log.info("job %s: progress edit skipped (%s)", job.id, _describe(exc))
 
     async def _final_text(self, job: JobRecord, content: str) -> None:
         track = await self._follow(job)
         async with track.lock:
             track.stage = Stage.DONE
-            await self._send_all(job, track, [_Post(content)])
+            attempt = await self._send_all(job, track, [_Post(content)])
+        if not attempt.delivered:
+            log.error("job %s: its answer could not be delivered (%s)", job.id, attempt.error)
         self._tracks.pop(job.id, None)
 
     async def _deliver_result(
@@ -315,7 +393,7 @@ class Delivery:
         track: Track,
         request: GenerationRequest,
         images: Sequence[OutputImage],
-    ) -> None:
+    ) -> Attempt:
         shown = [image for image in images if image.verdict.posted]
         notes = verdict_notes(images)
         files = [(file_name(job, image), image.png) for image in shown]
@@ -349,37 +427,54 @@ class Delivery:
             )
             for group in groups[1:]
         ]
-        await self._send_all(job, track, [first, *rest])
+        return await self._send_all(job, track, [first, *rest])
 
-    async def _send_all(self, job: JobRecord, track: Track, posts: Sequence[_Post]) -> None:
-        """Post ``posts`` in order: the first replaces the job's message when it can; once
-        the webhook fails, the rest go to the channel (the first of them mentions the
-        member)."""
+    async def _send_all(self, job: JobRecord, track: Track, posts: Sequence[_Post]) -> Attempt:
+        """Post ``posts`` in order, skipping the ``job.delivery_posted`` already out: each by
+        the webhook (the first replaces the job's message) while it works, else in the
+        channel (the first there mentions the member), else in a DM. A post that goes
+        nowhere ends the attempt: later when Discord failed for now (5xx, 429, timeout,
+        no connection), refused for good when every place refused it."""
         first_id: int | None = None
         in_channel = False
+        done = job.delivery_posted
         for number, post in enumerate(posts):
+            if number < done:
+                continue
             sent: int | None = None
+            problems: list[_Problem] = []
             if not in_channel and self._webhook_usable(job, track):
                 try:
-                    sent = await self._via_webhook(job, track, post, edit=number == 0)
+                    sent = await asyncio.wait_for(
+                        self._via_webhook(job, track, post, edit=number == 0), POST_TIMEOUT_S
+                    )
                 except discord.HTTPException as exc:
                     track.webhook_ok = exc.status not in _GONE
+                    problems.append(_Problem.of(exc))
                     log.info(
                         "job %s: webhook answer failed (%s); using the channel", job.id, exc.status
                     )
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    problems.append(_Problem.of(exc))
+                    log.info("job %s: webhook answer failed (%s)", job.id, _describe(exc))
             if sent is None:
                 mention = not in_channel
                 in_channel = True
-                sent = await self._via_channel(job, post, mention=mention)
+                sent, problem = await self._via_channel(job, post, mention=mention)
+                if problem is not None:
+                    problems.append(problem)
+            if sent is None:
+                return _attempt_of(problems, posted=number)
             if number == 0:
                 first_id = sent
-        if in_channel and track.message_id is not None and first_id != track.message_id:
+        if in_channel and track.message_id is not None and first_id not in (None, track.message_id):
             await self._retire(job, track.message_id)
         if first_id is not None and first_id != job.message_id:
             try:
                 await self.bot.service.admin.set_message(job.id, first_id)
             except DatabaseError:
                 log.exception("job %s: could not store its message id", job.id)
+        return Attempt.done(len(posts))
 
     async def _via_webhook(self, job: JobRecord, track: Track, post: _Post, *, edit: bool) -> int:
         webhook = self._webhook(job)
@@ -400,8 +495,11 @@ class Delivery:
         sent = await webhook.send(post.content, files=post.discord_files(), wait=True, **extra)
         return sent.id
 
-    async def _via_channel(self, job: JobRecord, post: _Post, *, mention: bool) -> int | None:
-        """Post with the bot's token (in the channel, else in a DM); None if both fail."""
+    async def _via_channel(
+        self, job: JobRecord, post: _Post, *, mention: bool
+    ) -> tuple[int | None, _Problem | None]:
+        """Post with the bot's token (in the channel, else in a DM): the message id, or
+        None and what went wrong (the most hopeful problem: one that may pass)."""
         content = post.content
         if mention:
             content = f"{formatting.late_mention(job.user_id, job.id)}\n{content}"
@@ -415,6 +513,7 @@ class Delivery:
         if post.view is not None:
             extra["view"] = post.view
         targets: list[str] = ["channel", "dm"] if job.channel_id is not None else ["dm"]
+        problems: list[_Problem] = []
         for target in targets:
             try:
                 if target == "channel":
@@ -423,7 +522,9 @@ class Delivery:
                         job.channel_id
                     )
                 else:
-                    channel = await self.bot.create_dm(discord.Object(job.user_id))
+                    channel = await asyncio.wait_for(
+                        self.bot.create_dm(discord.Object(job.user_id)), POST_TIMEOUT_S
+                    )
                 files = post.discord_files(dm=target == "dm")
                 text = content
                 if len(files) < len(post.files):
@@ -432,13 +533,18 @@ class Delivery:
                         f"\n-# {held} image(s) from an age-restricted channel are not sent "
                         "in a direct message."
                     )
-                message = await channel.send(formatting.clip(text, 2000), files=files, **extra)
-            except discord.HTTPException as exc:
-                log.warning("job %s: could not post in the %s (%s)", job.id, target, exc.status)
+                message = await asyncio.wait_for(
+                    channel.send(formatting.clip(text, 2000), files=files, **extra),
+                    POST_TIMEOUT_S,
+                )
+            except (discord.HTTPException, TimeoutError, aiohttp.ClientError, OSError) as exc:
+                problem = _Problem.of(exc)
+                problems.append(problem)
+                log.warning("job %s: could not post in the %s (%s)", job.id, target, problem.text)
                 continue
-            return message.id
-        log.error("job %s: its answer could not be delivered anywhere", job.id)
-        return None
+            return message.id, None
+        log.warning("job %s: its answer could not be delivered anywhere this time", job.id)
+        return None, _most_hopeful(problems)
 
     async def _retire(self, job: JobRecord, message_id: int) -> None:
         """Best effort: point the old queue message at the answer posted below it."""

@@ -124,6 +124,19 @@ def failed_text(job: JobRecord, reason: str) -> str:
     )
 
 
+def undelivered_text(job: JobRecord, reason: str, hours: float) -> str:
+    """Said once when Discord would not take a finished result for ``hours``."""
+    return (
+        f"Job #{job.id} finished, but Discord would not take its images for {hours:g} h "
+        f"({reason}). They are kept for you: fetch them with `/images job:{job.id}`."
+    )
+
+
+def images_again_text(job: JobRecord, count: int) -> str:
+    prompt = clip(job.request.prompt, 200)
+    return f"Job #{job.id} ({count} image{'s' if count != 1 else ''}): {prompt}"
+
+
 def cancelled_text(job: JobRecord) -> str:
     return f"Job #{job.id} was cancelled. {refund_note(job)}"
 

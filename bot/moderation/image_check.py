@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from bot.moderation.channels import ChannelContext
 from bot.moderation.guild_policy import (
@@ -128,6 +128,26 @@ class Verdict:
         """A withheld image that may go to the moderation log channel (never a hard
         block, nor a sexual image nobody could check for minors)."""
         return not self.posted and not self.quarantined
+
+    def as_row(self) -> dict[str, Any]:
+        """For ``Image.verdict``: what was decided, to deliver the same again later."""
+        return {
+            "action": self.action.value,
+            "reason": self.reason,
+            "flagged": self.flagged,
+            "hard_block": self.hard_block,
+            "quarantined": self.quarantined,
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Verdict:
+        return cls(
+            Action(str(row["action"])),
+            str(row.get("reason", "")),
+            flagged=bool(row.get("flagged", False)),
+            hard_block=bool(row.get("hard_block", False)),
+            quarantined=bool(row.get("quarantined", False)),
+        )
 
     @property
     def event_kind(self) -> str | None:

@@ -15,6 +15,29 @@ from bot.moderation import RatingScores, Verdict
 from bot.storage.jobs import JobRecord
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What the adapter says of one delivery attempt."""
+
+    delivered: bool
+    posted: int = 0  # the result's posts that are out, in total (a retry skips them)
+    retry_after: float | None = None  # what Discord asked to wait, if it said
+    error: str = ""
+    final: bool = False  # refused for good (nowhere to post): no retry
+
+    @classmethod
+    def done(cls, posted: int = 0) -> Attempt:
+        return cls(True, posted)
+
+    @classmethod
+    def later(cls, error: str, *, posted: int = 0, retry_after: float | None = None) -> Attempt:
+        return cls(False, posted, retry_after, error)
+
+    @classmethod
+    def refused(cls, error: str, *, posted: int = 0) -> Attempt:
+        return cls(False, posted, None, error, final=True)
+
+
 @dataclass(frozen=True)
 class OutputImage:
     """One finished image, encoded, with what the reply shows about it.
@@ -48,7 +71,14 @@ class JobEvents(Protocol):
 
     async def on_progress(self, job: JobRecord, progress: Progress) -> None: ...
 
-    async def on_finished(self, job: JobRecord, images: list[OutputImage]) -> None: ...
+    async def on_finished(self, job: JobRecord, images: list[OutputImage]) -> Attempt | None:
+        """Deliver the result (called again by the outbox after a failed attempt, with the
+        same images: ``job.delivery_posted`` posts are already out). ``None`` means
+        delivered."""
+
+    async def on_undelivered(self, job: JobRecord, reason: str) -> None:
+        """The result could not be delivered for ``delivery.retry_hours`` (or anywhere):
+        tell the member once, wherever possible."""
 
     async def on_failed(self, job: JobRecord, reason: str) -> None: ...
 

@@ -97,6 +97,12 @@ class ImageOutput:
                 height=height,
                 content_hash=digest,
                 moderation_scores=None if scores is None else scores.as_dict(),
+                verdict=verdict.as_row(),
+                infotext={
+                    "prompt": item.infotext.prompt,
+                    "negative_prompt": item.infotext.negative_prompt,
+                    "params": dict(item.infotext.params),
+                },
             )
             if verdict.event_kind is not None:
                 await self.db.run(

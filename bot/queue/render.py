@@ -48,6 +48,7 @@ from bot.engine import (
     RenderResult,
 )
 from bot.engine.front import PromptFront
+from bot.outbox import Outbox
 from bot.planning import Plan, current_policy, decide, plan_job
 from bot.prompts import PromptError
 from bot.queue.base import JobQueue, QueueEntry
@@ -103,6 +104,7 @@ class Renderer:
         engine: Engine | PromptFront,
         events: JobEvents,
         output: ImageOutput,
+        outbox: Outbox,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -112,6 +114,7 @@ class Renderer:
         self.engine = engine
         self.events = events
         self.output = output
+        self.outbox = outbox
         self.durations = DurationModel(settings.queue.initial_step_seconds)
         self.timeout = settings.queue.job_timeout_s
         self.current: Running | None = None
@@ -323,8 +326,13 @@ class Renderer:
     async def _deliver(self, job: JobRecord, plan: Plan, rendered: list[RenderedImage]) -> None:
         started = time.perf_counter()
         outputs = await self.output.images(job, plan, rendered)
-        record = await self.db.run(self.jobs.mark_finished, job.id)
-        await self.notify(self.events.on_finished(record, outputs))
+        # The images on disk first, then the job finished with its delivery pending (one
+        # transaction): a crash in between renders the job again, never loses it.
+        await self.outbox.keep(job, outputs)
+        record = await self.db.run(
+            self.jobs.mark_finished, job.id, deliver_until=self.outbox.deadline()
+        )
+        await self.outbox.deliver(record, outputs)
         self._record_seconds(job.id, {"deliver": time.perf_counter() - started})
 
     async def drain(self) -> None:

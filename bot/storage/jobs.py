@@ -100,6 +100,13 @@ class JobRecord:
     cancelled_at: datetime | None
     refunded_at: datetime | None
     plan_data: dict[str, Any] | None = None
+    delivery: str | None = None  # the outbox: "pending", "delivered", "expired"
+    delivery_attempts: int = 0
+    delivery_posted: int = 0  # posts of the result already out (never posted twice)
+    delivery_next_at: datetime | None = None
+    delivery_until: datetime | None = None
+    delivered_at: datetime | None = None
+    delivery_error: str | None = None
 
     @property
     def spec(self) -> JobSpec:
@@ -144,6 +151,13 @@ class JobRecord:
             failed_at=job.failed_at,
             cancelled_at=job.cancelled_at,
             refunded_at=job.refunded_at,
+            delivery=job.delivery,
+            delivery_attempts=job.delivery_attempts or 0,
+            delivery_posted=job.delivery_posted or 0,
+            delivery_next_at=job.delivery_next_at,
+            delivery_until=job.delivery_until,
+            delivered_at=job.delivered_at,
+            delivery_error=job.delivery_error,
         )
 
 
@@ -158,6 +172,9 @@ class ImageRecord:
     content_hash: str
     moderation_scores: dict[str, float] | None
     created_at: datetime
+    verdict: dict[str, Any] | None = None
+    infotext: dict[str, Any] | None = None
+    stored_bytes: int = 0  # the PNG kept in delivery.images_dir (0: none)
 
     @classmethod
     def of(cls, image: Image) -> ImageRecord:
@@ -171,6 +188,9 @@ class ImageRecord:
             content_hash=image.content_hash,
             moderation_scores=image.moderation_scores,
             created_at=image.created_at,
+            verdict=image.verdict,
+            infotext=image.infotext,
+            stored_bytes=image.stored_bytes or 0,
         )
 
 
@@ -304,6 +324,7 @@ class JobStore(Store):
         *,
         reason: str | None = None,
         refund: bool = False,
+        deliver_until: datetime | None = None,
     ) -> JobRecord:
         now = self._now()
         with self.db.transaction() as session:
@@ -323,6 +344,10 @@ class JobStore(Store):
                 job.failure_reason = reason
             if refund:
                 refund_job(session, job, now)
+            if deliver_until is not None:
+                job.delivery = "pending"
+                job.delivery_next_at = now
+                job.delivery_until = deliver_until
             session.flush()
             return JobRecord.of(job)
 
@@ -364,9 +389,88 @@ class JobStore(Store):
             session.flush()
             return [JobRecord.of(j) for j in rows]
 
-    def mark_finished(self, job_id: int) -> JobRecord:
-        """running → finished."""
-        return self._transition(job_id, JobStatus.FINISHED, frozenset({JobStatus.RUNNING}))
+    def mark_finished(self, job_id: int, *, deliver_until: datetime | None = None) -> JobRecord:
+        """running → finished; with ``deliver_until``, its delivery starts as pending (the
+        outbox tries until then), in the same transaction."""
+        return self._transition(
+            job_id,
+            JobStatus.FINISHED,
+            frozenset({JobStatus.RUNNING}),
+            deliver_until=deliver_until,
+        )
+
+    # ----------------------------------------------------------------- the outbox
+    def delivery_attempted(
+        self, job_id: int, *, posted: int, next_at: datetime, error: str
+    ) -> JobRecord:
+        """An attempt that did not finish: ``posted`` posts are out, the next is due at
+        ``next_at``."""
+        with self.db.transaction() as session:
+            job = self._locked(session, job_id)
+            job.delivery_attempts = (job.delivery_attempts or 0) + 1
+            job.delivery_posted = max(job.delivery_posted or 0, posted)
+            job.delivery_next_at = next_at
+            job.delivery_error = error[:2000]
+            session.flush()
+            return JobRecord.of(job)
+
+    def settle_delivery(self, job_id: int, state: str, *, error: str | None = None) -> JobRecord:
+        """The delivery ends: ``delivered``, or ``expired`` (tried until its deadline, or
+        refused for good)."""
+        if state not in ("delivered", "expired"):
+            raise ValueError(f"not a final delivery state: {state!r}")
+        with self.db.transaction() as session:
+            job = self._locked(session, job_id)
+            job.delivery = state
+            job.delivery_attempts = (job.delivery_attempts or 0) + 1
+            job.delivery_next_at = None
+            if state == "delivered":
+                job.delivered_at = self._now()
+            job.delivery_error = None if error is None else error[:2000]
+            job.interaction_token = None  # not needed any more
+            session.flush()
+            return JobRecord.of(job)
+
+    def pending_deliveries(self) -> list[JobRecord]:
+        """Finished jobs whose result is not delivered yet, the most overdue first."""
+        with self.db.read() as session:
+            rows = session.scalars(
+                select(Job).where(Job.delivery == "pending").order_by(Job.delivery_next_at, Job.id)
+            )
+            return [JobRecord.of(j) for j in rows]
+
+    def set_stored(self, image_id: int, stored_bytes: int) -> None:
+        """The size of the image's kept PNG (0: removed)."""
+        with self.db.transaction() as session:
+            image = session.get(Image, image_id)
+            if image is not None:
+                image.stored_bytes = stored_bytes
+
+    def stored_images(self) -> list[tuple[ImageRecord, str | None]]:
+        """Every image with a kept PNG, oldest first, with its job's delivery state."""
+        with self.db.read() as session:
+            rows = session.execute(
+                select(Image, Job.delivery)
+                .join(Job, Job.id == Image.job_id)
+                .where(Image.stored_bytes > 0)
+                .order_by(Image.created_at, Image.id)
+            )
+            return [(ImageRecord.of(image), delivery) for image, delivery in rows]
+
+    def recent_results(
+        self, user_id: int, *, guild_id: int | None, limit: int = 10
+    ) -> list[JobRecord]:
+        """A member's recent finished jobs (in one server, or in direct messages), newest
+        first."""
+        with self.db.read() as session:
+            query = select(Job).where(Job.user_id == user_id, Job.status == JobStatus.FINISHED)
+            query = query.where(
+                Job.guild_id.is_(None) if guild_id is None else Job.guild_id == guild_id
+            )
+            rows = session.scalars(
+                query.order_by(Job.finished_at.desc(), Job.id.desc()).limit(limit)
+            )
+            return [JobRecord.of(j) for j in rows]
 
     def mark_failed(self, job_id: int, reason: str, *, refund: bool = True) -> JobRecord:
         """queued or running → failed; the cost goes back unless ``refund=False`` (for
@@ -412,6 +516,8 @@ class JobStore(Store):
         height: int,
         content_hash: str,
         moderation_scores: Mapping[str, float] | None = None,
+        verdict: Mapping[str, Any] | None = None,
+        infotext: Mapping[str, Any] | None = None,
     ) -> ImageRecord:
         with self.db.transaction() as session:
             self._locked(session, job_id)
@@ -423,6 +529,8 @@ class JobStore(Store):
                 height=height,
                 content_hash=content_hash,
                 moderation_scores=None if moderation_scores is None else dict(moderation_scores),
+                verdict=None if verdict is None else dict(verdict),
+                infotext=None if infotext is None else dict(infotext),
                 created_at=self._now(),
             )
             session.add(image)

@@ -151,6 +151,7 @@ class Job(Base):
         Index("ix_jobs_status_position", "status", "position"),
         Index("ix_jobs_member_status", "guild_id", "user_id", "status"),
         Index("ix_jobs_guild_status", "guild_id", "status"),
+        Index("ix_jobs_delivery_next", "delivery", "delivery_next_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -192,6 +193,16 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The outbox (bot.outbox): "pending" until the member has the result, then "delivered";
+    # "expired" when Discord refused it for delivery.retry_hours. None: nothing to deliver.
+    delivery: Mapped[str | None] = mapped_column(String(16))
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # How many of the result's posts went out already (a retry never posts one twice).
+    delivery_posted: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    delivery_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    delivery_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    delivery_error: Mapped[str | None] = mapped_column(Text)
 
     images: Mapped[list[Image]] = relationship(
         back_populates="job", order_by="Image.index", passive_deletes=True
@@ -214,6 +225,11 @@ class Image(Base):
     content_hash: Mapped[str] = mapped_column(String(64), index=True)
     # Scores of the image classifier(s), e.g. {"nsfw": 0.02}; None when not checked.
     moderation_scores: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    # The image check's verdict and the infotext, to deliver again what was decided.
+    verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    infotext: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Bytes of the PNG kept in delivery.images_dir (0: none kept, or removed by retention).
+    stored_bytes: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = _created()
 
     job: Mapped[Job] = relationship(back_populates="images")

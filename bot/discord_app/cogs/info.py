@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from typing import TYPE_CHECKING, Final
 
@@ -14,6 +15,7 @@ from PIL import UnidentifiedImageError
 from bot.admin import max_steps
 from bot.discord_app import formatting
 from bot.discord_app.context import requester
+from bot.discord_app.delivery import file_name, fit_images
 from bot.discord_app.moderation import job_id_of
 from bot.images import Infotext, read_infotext
 from bot.service import NotAllowed
@@ -58,6 +60,43 @@ class InfoCog(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         allowance = await self.bot.service.allowance(requester(interaction))
         await interaction.followup.send(formatting.allowance_text(allowance), ephemeral=True)
+
+    @app_commands.command(name="images", description="Get the images of one of your jobs again")
+    @app_commands.describe(job="The job number (default: your latest whose images are kept)")
+    async def images(
+        self,
+        interaction: discord.Interaction[AnimagineBot],
+        job: app_commands.Range[int, 1] | None = None,
+    ) -> None:
+        """Only the member sees the answer; images are read from the outbox's store."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        here_restricted = bool(getattr(interaction.channel, "nsfw", False))
+        try:
+            record, images = await self.bot.service.kept_images(
+                requester(interaction), job, age_restricted_here=here_restricted
+            )
+        except NotAllowed as exc:
+            await interaction.followup.send(f"Sorry: {exc}.", ephemeral=True)
+            return
+        if not images:
+            await interaction.followup.send(
+                f"Job #{record.id} has no image you may see here.", ephemeral=True
+            )
+            return
+        files = [(file_name(record, image), image.png) for image in images]
+        fitted = await asyncio.to_thread(fit_images, files, interaction.filesize_limit)
+        for number, group in enumerate(fitted.groups):
+            text = formatting.images_again_text(record, len(images)) if number == 0 else ""
+            if number == 0 and fitted.notes:
+                text += "\n" + "\n".join(f"-# {note}" for note in fitted.notes)
+            attachments = [
+                discord.File(io.BytesIO(fitted.files[i][1]), filename=fitted.files[i][0])
+                for i in group
+            ]
+            if text:
+                await interaction.followup.send(text, files=attachments, ephemeral=True)
+            else:
+                await interaction.followup.send(files=attachments, ephemeral=True)
 
     @app_commands.command(name="help", description="How to prompt Animagine XL 3.1")
     async def help_command(self, interaction: discord.Interaction[AnimagineBot]) -> None:
