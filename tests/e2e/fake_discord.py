@@ -730,11 +730,15 @@ class _InjectedFailure:
     hang: bool = False
     rate_limit: tuple[float, bool] | None = None
     """``(retry_after, is_global)``: the rate-limit headers are built at answer time."""
+    uploads_only: bool = False
+    """Only requests that carry files (an attachment service's outage)."""
 
     def expired(self, now: float) -> bool:
         return self.until is not None and now >= self.until
 
     def matches(self, record: RecordedRequest) -> bool:
+        if self.uploads_only and not record.files:
+            return False
         return self.method in (record.method, "*") and bool(self.pattern.fullmatch(record.route))
 
     def response(self) -> web.Response:
@@ -1360,12 +1364,15 @@ class FakeDiscord:
         body: Any = None,
         html: bool = False,
         headers: Mapping[str, str] | None = None,
+        uploads_only: bool = False,
     ) -> None:
         """An outage: every matching request fails for ``seconds`` from now, then the route
         answers normally again (or at once after :meth:`recover`).
 
         Arguments as for :meth:`fail_next`; e.g. ``fail_for("*", r"/webhooks/.*", 45)``
-        refuses every interaction follow-up and edit with 503 for 45 s.
+        refuses every interaction follow-up and edit with 503 for 45 s. ``uploads_only``:
+        only requests that carry files fail (Discord's attachment service down, text and
+        edits without files still going through).
         """
         self._failures.append(
             _InjectedFailure(
@@ -1377,6 +1384,7 @@ class FakeDiscord:
                 remaining=None,
                 until=time.monotonic() + seconds,
                 html=html,
+                uploads_only=uploads_only,
             )
         )
 
