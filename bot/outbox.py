@@ -273,11 +273,11 @@ class Outbox:
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds before attempt ``attempt + 1``: exponential, capped, with jitter, and
         never sooner than ``retry_after``."""
-        ceiling = self._step(attempt)
+        ceiling = self.ceiling(attempt)
         delay: float = ceiling * self.rng.uniform(0.5, 1.0)
         return max(delay, retry_after or 0.0)
 
-    def _step(self, attempt: int) -> float:
+    def ceiling(self, attempt: int) -> float:
         """The backoff's ceiling after attempt ``attempt``."""
         grown = self.settings.retry_first_s * 2.0 ** min(attempt - 1, 40)
         return float(min(self.settings.retry_max_s, grown))
@@ -288,7 +288,7 @@ class Outbox:
         total, at, attempt = self.settings.retry_hours * 3600, 0.0, 1
         times: list[float] = []
         while True:
-            at += self._step(attempt)
+            at += self.ceiling(attempt)
             if at >= total:
                 times.append(total)
                 return times

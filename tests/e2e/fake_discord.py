@@ -1029,6 +1029,7 @@ class FakeDiscord:
         self._gateway_down_until = 0.0
         self._gateway_failure = _InjectedFailure("GET", re.compile("/gateway"))
         self.refused_gateway_connections = 0
+        self.dropped_requests = 0  # requests whose client went away while sending
         """Websocket connections refused by :meth:`gateway_down_for`."""
         self._recoveries = 0
         self._stopping = False
@@ -1865,6 +1866,12 @@ class FakeDiscord:
                 response = await handler(request)
         except DiscordError as error:
             response = _json_response(error.body(), status=error.status)
+        except ConnectionResetError:
+            # The client went away while sending (a bot killed mid-upload): nothing was
+            # received and nobody reads the answer; as with Discord, not an error of the fake.
+            self.dropped_requests += 1
+            self._bump()
+            return web.Response(status=400)
         except Exception:
             self.internal_errors.append(traceback.format_exc())
             # 400, not 500: discord.py retries 5xx answers with sleeps.

@@ -18,6 +18,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from bot.engine import Engine
 from bot.storage import Database, JobStore, prepare_database
 from bot.storage.models import Job
@@ -83,8 +85,9 @@ async def test_an_image_finished_during_an_upload_outage_arrives_once_after_it(
         assert (await env.job(job_id)).delivery == "delivered"
 
 
+@pytest.mark.parametrize("html", [False, True], ids=["json", "html-error-page"])
 async def test_after_the_interaction_expired_the_outbox_retries_in_the_channel(
-    fake: FakeDiscord, make_settings: SettingsFactory, engine: Engine
+    fake: FakeDiscord, make_settings: SettingsFactory, engine: Engine, html: bool
 ) -> None:
     """Without the interaction's webhook (a job that finished 15 minutes after it was
     asked), each attempt is the channel then a DM, refused at once during the outage; the
@@ -98,7 +101,7 @@ async def test_after_the_interaction_expired_the_outbox_retries_in_the_channel(
         past = datetime.now(UTC) - timedelta(minutes=1)
         await bot.db.run(_expire_in_row, bot.db, job_id, past)
         outage = 6.0
-        fake.fail_for("*", EVERY_ROUTE, outage, status=503, uploads_only=True)
+        fake.fail_for("*", EVERY_ROUTE, outage, status=503, uploads_only=True, html=html)
         store = JobStore(bot.db)
         await fake.wait_for(
             lambda: store.get(job_id).delivery_attempts >= 2 or None, 20, "refused attempts"
@@ -256,3 +259,23 @@ async def test_a_bot_killed_with_a_delivery_pending_delivers_it_after_a_restart(
             first.kill()
         tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
         print(tail)
+
+
+@pytest.mark.parametrize("is_global", [False, True], ids=["per-route", "global"])
+async def test_uploads_rate_limited_with_retry_after_arrive_once(
+    fake: FakeDiscord, make_settings: SettingsFactory, engine: Engine, is_global: bool
+) -> None:
+    settings = make_settings(**FAST_RETRIES)
+    async with start_bot(fake, settings, engine) as bot:
+        env = BotEnv(fake, bot)
+        handle = await env.imagine("1girl, rate limited", seed=2, steps=4)
+        job_id = job_id_in(await queued_message(handle))
+        fake.rate_limit_for("*", r"/webhooks/.*", 2.0, retry_after=0.7, is_global=is_global)
+        began = time.monotonic()
+        message = await result_of(handle, within=30)
+        assert message.attachments
+        assert time.monotonic() - began >= 0.5  # it waited as Discord asked
+        await asyncio.sleep(1.5)
+        assert results_of_job(fake, job_id) == 1
+        no_file_twice(fake)
+        assert (await env.job(job_id)).delivery == "delivered"
