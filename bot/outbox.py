@@ -47,6 +47,7 @@ from bot.moderation.image_check import RatingScores, Verdict
 from bot.queue.events import Attempt, OutputImage
 from bot.storage import DatabaseError, JobNotFoundError, JobRecord, JobStore
 from bot.storage.clock import utc_now as utcnow
+from bot.waiting import wait_event
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -321,8 +322,7 @@ class Outbox:
                 log.exception("the outbox could not look for due deliveries")
                 nap = 5.0
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), nap)
+            await wait_event(self._wake, nap)
 
     async def retry_due(self) -> float:
         """Start every due delivery; returns the seconds until the next one is due."""

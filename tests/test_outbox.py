@@ -53,7 +53,7 @@ def settings_for(tiny_model_dir: Path, tmp_path: Path, **env: str) -> Settings:
     return make_settings(tiny_model_dir, tmp_path, **{**FAST, **env})
 
 
-async def until(check: object, what: str, within: float = 30.0) -> None:
+async def until(check: object, what: str, within: float = 20.0) -> None:
     deadline = time.monotonic() + within
     while not check():  # type: ignore[operator]
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -248,9 +248,8 @@ async def test_a_disk_that_refuses_the_files_still_delivers_from_memory(
         await until(lambda: len(events.attempts.get(job.id, [])) >= 2, "a retry")
         assert "cannot keep its images" in caplog.text
         events.down = False
-        await until(lambda: ("finished", job.id) in events.log, "the delivery")
+        await until(lambda: JobStore(db).get(job.id).delivery == "delivered", "the delivery")
         assert [i.seed for i in events.images[job.id]] == [8]
-        assert JobStore(db).get(job.id).delivery == "delivered"
     finally:
         await service.stop(grace=5)
         db.close()
@@ -304,6 +303,94 @@ async def test_withheld_images_are_not_kept_once_the_delivery_is_settled(
         assert not (images_folder(settings) / str(job.id)).exists()
         _, visible = await service.kept_images(ALICE, job.id)
         assert visible == []
+    finally:
+        await service.stop(grace=5)
+        db.close()
+
+
+class BrokenTagger:
+    """An image classifier whose thread dies on every image until it is fixed."""
+
+    problem = None
+
+    def __init__(self) -> None:
+        self.broken = True
+
+    def rate(self, image: object) -> object:
+        if self.broken:
+            raise RuntimeError("the tagger's session died")
+        from bot.moderation import RatingScores
+
+        return RatingScores(general=0.99, sensitive=0.0, questionable=0.0, explicit=0.0)
+
+
+async def test_a_classifier_that_breaks_fails_the_job_with_a_refund_and_the_bot_goes_on(
+    tiny_model_dir: Path, tmp_path: Path, engine: Engine
+) -> None:
+    # fail_closed (the default): unrated images are withheld in a plain channel
+    settings = make_settings(tiny_model_dir, tmp_path)
+    db = prepare_database(settings)
+    events = Recorder()
+    tagger = BrokenTagger()
+    service = ImagineService(settings, db, engine, events, classifier=tagger)  # type: ignore[arg-type]
+    await service.restore()
+    try:
+        job = (await service.submit(request(seed=1), ALICE, HERE)).job
+        await service.run_burst()
+        row = JobStore(db).get(job.id)
+        assert row.status is JobStatus.FAILED
+        assert row.refunded_at is not None
+        assert "the image check broke down" in events.reasons[job.id]
+        assert "the tagger's session died" in events.reasons[job.id]
+        assert ("finished", job.id) not in events.log
+        tagger.broken = False  # it comes back: the next job is served as usual
+        after = (await service.submit(request(seed=2), ALICE, HERE)).job
+        await service.run_burst()
+        assert ("finished", after.id) in events.log
+        assert JobStore(db).get(after.id).delivery == "delivered"
+    finally:
+        await service.stop(grace=5)
+        db.close()
+
+
+async def test_a_database_that_refuses_the_result_leaves_the_job_running_for_the_next_start(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from bot.storage import DatabaseError
+
+    settings = settings_for(tiny_model_dir, tmp_path)
+    db = prepare_database(settings)
+    events = Recorder()
+    service = ImagineService(settings, db, engine, events)
+    await service.restore()
+
+    def locked(*_args: object, **_kwargs: object) -> JobRecord:
+        raise DatabaseError("bot.db", "database is locked")
+
+    monkeypatch.setattr(service.jobs, "mark_finished", locked)
+    monkeypatch.setattr("bot.queue.render._FINISH_TRIES", 2)
+    try:
+        job = (await service.submit(request(seed=3), ALICE, HERE)).job
+        await service.run_burst()
+        assert "its result could not be recorded (database bot.db: database is locked)" in (
+            caplog.text
+        )
+        assert JobStore(db).get(job.id).status is JobStatus.RUNNING  # kept, not dropped
+    finally:
+        await service.stop(grace=5)
+    monkeypatch.undo()
+    # The next start renders it again and delivers it.
+    again = Recorder()
+    service = ImagineService(settings, db, engine, again)
+    try:
+        assert await service.restore() == 1
+        await service.run_burst()
+        assert ("finished", job.id) in again.log
+        assert JobStore(db).get(job.id).status is JobStatus.FINISHED
     finally:
         await service.stop(grace=5)
         db.close()

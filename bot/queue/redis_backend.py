@@ -14,7 +14,6 @@ described in :mod:`bot.queue.protocol`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import time
@@ -32,6 +31,7 @@ from bot.queue import protocol
 from bot.queue.state import RendererState
 from bot.storage.jobs import JobNotFoundError, JobRecord, JobStateError
 from bot.storage.models import JobStatus
+from bot.waiting import wait_event
 
 if TYPE_CHECKING:
     from bot.planning import Plan
@@ -381,8 +381,7 @@ class RedisDispatcher(RendererState):
 
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or less when the dispatcher stops."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await wait_event(self._stopping, seconds)
 
     # ----------------------------------------------------------------- dispatch
     async def _dispatch_once(self) -> None:
@@ -390,8 +389,7 @@ class RedisDispatcher(RendererState):
             if self._stopping.is_set():
                 return
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 0.5)
+            await wait_event(self._wake, 0.5)
         entry = await self.queue.get()
         if self._stopping.is_set():  # stopped while it waited: it stays queued in SQLite
             return

@@ -56,7 +56,7 @@ from bot.queue.eta import DurationModel
 from bot.queue.events import JobEvents
 from bot.queue.output import ImageOutput
 from bot.shape import BatchKey
-from bot.storage.database import Database
+from bot.storage.database import Database, DatabaseError
 from bot.storage.jobs import JobNotFoundError, JobRecord, JobStore
 from bot.storage.members import GuildStore
 from bot.storage.models import JobStatus
@@ -64,6 +64,7 @@ from bot.storage.models import JobStatus
 log = logging.getLogger(__name__)
 
 _TIMINGS_KEPT = 256
+_FINISH_TRIES = 4  # marking a job finished, before it is left running (0.5, 1, 2 s apart)
 
 _T = TypeVar("_T")
 
@@ -325,15 +326,53 @@ class Renderer:
 
     async def _deliver(self, job: JobRecord, plan: Plan, rendered: list[RenderedImage]) -> None:
         started = time.perf_counter()
-        outputs = await self.output.images(job, plan, rendered)
+        try:
+            outputs = await self.output.images(job, plan, rendered)
+        except DatabaseError:
+            raise  # see _finish: the job stays running, loudly
+        except Exception as exc:  # the output step broke (encoding, the image check's thread)
+            log.exception("job %s: its images could not be finished", job.id)
+            await self._fail(
+                job, f"internal error while finishing the images: {type(exc).__name__}"
+            )
+            return
+        if (
+            outputs
+            and self.output.classifier is not None
+            and all(not image.verdict.posted and image.scores is None for image in outputs)
+        ):
+            # The image check is configured but rated none of them (its thread failed): the
+            # member gets the cost back rather than a result made only of withheld images.
+            await self._fail(job, f"the image check broke down ({outputs[0].verdict.reason})")
+            return
         # The images on disk first, then the job finished with its delivery pending (one
         # transaction): a crash in between renders the job again, never loses it.
         await self.outbox.keep(job, outputs)
-        record = await self.db.run(
-            self.jobs.mark_finished, job.id, deliver_until=self.outbox.deadline()
-        )
+        record = await self._finish(job)
         await self.outbox.deliver(record, outputs)
         self._record_seconds(job.id, {"deliver": time.perf_counter() - started})
+
+    async def _finish(self, job: JobRecord) -> JobRecord:
+        """The job finished, its delivery pending. A database that refuses (locked, disk
+        full) is tried again for a while; then the error is raised and logged loudly, and
+        the job stays running in the database, so the next start renders it again: an
+        accepted job is never dropped."""
+        for attempt in range(_FINISH_TRIES):
+            try:
+                return await self.db.run(
+                    self.jobs.mark_finished, job.id, deliver_until=self.outbox.deadline()
+                )
+            except DatabaseError as exc:
+                if attempt == _FINISH_TRIES - 1:
+                    log.error(  # noqa: TRY400 - the reason is one line; the job is kept
+                        "job %s: its result could not be recorded (%s); it stays running and "
+                        "renders again at the next start",
+                        job.id,
+                        exc,
+                    )
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def drain(self) -> None:
         """Wait until every started delivery is done."""

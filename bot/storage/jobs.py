@@ -521,19 +521,23 @@ class JobStore(Store):
     ) -> ImageRecord:
         with self.db.transaction() as session:
             self._locked(session, job_id)
-            image = Image(
-                job_id=job_id,
-                index=index,
-                seed=seed,
-                width=width,
-                height=height,
-                content_hash=content_hash,
-                moderation_scores=None if moderation_scores is None else dict(moderation_scores),
-                verdict=None if verdict is None else dict(verdict),
-                infotext=None if infotext is None else dict(infotext),
-                created_at=self._now(),
-            )
-            session.add(image)
+            # A job rendered again (its first render ended before it was recorded finished)
+            # replaces its earlier rows, which keep their ids (events may point at them).
+            image = session.scalars(
+                select(Image).where(Image.job_id == job_id, Image.index == index)
+            ).first()
+            if image is None:
+                image = Image(job_id=job_id, index=index)
+                session.add(image)
+            image.seed = seed
+            image.width = width
+            image.height = height
+            image.content_hash = content_hash
+            image.moderation_scores = None if moderation_scores is None else dict(moderation_scores)
+            image.verdict = None if verdict is None else dict(verdict)
+            image.infotext = None if infotext is None else dict(infotext)
+            image.stored_bytes = 0
+            image.created_at = self._now()
             session.flush()
             return ImageRecord.of(image)
 
