@@ -153,6 +153,14 @@ async def list_workers(client: Redis, keys: Keys) -> list[protocol.Heartbeat]:
     return sorted(beats, key=lambda b: b.name)
 
 
+async def stream_end(client: Redis, stream: str) -> Any:
+    """The id of ``stream``'s last entry ("0-0" when empty): where a reader starts to see
+    only what comes next. Not "$": read again after a reply, "$" skips what was added in
+    between."""
+    last = await client.xrevrange(stream, count=1)
+    return last[0][0] if last else "0-0"
+
+
 def stream_entries(replies: Any) -> list[tuple[Any, dict[Any, Any]]]:
     """The entries of an XREAD/XREADGROUP reply (redis-py's types are loose)."""
     return [(entry_id, fields) for _stream, found in replies or [] for entry_id, fields in found]
@@ -630,10 +638,12 @@ class RedisDispatcher(RendererState):
 
     # ----------------------------------------------------------------- progress
     async def _progress_loop(self) -> None:
-        last = "$"
+        last: Any = None  # the id read up to; None: from the stream's end, as of now
         while not self._stopping.is_set():
             try:
                 assert self.redis is not None
+                if last is None:
+                    last = await stream_end(self.redis, self.keys.progress)
                 replies = await self.redis.xread(
                     {self.keys.progress: last}, count=100, block=READ_BLOCK_MS
                 )
@@ -644,7 +654,7 @@ class RedisDispatcher(RendererState):
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("Redis (progress): %s; retrying", exc)
-                last = "$"
+                last = None
                 await self._pause(0.5)
             except Exception:
                 log.exception("a progress note failed")
@@ -662,13 +672,15 @@ class RedisDispatcher(RendererState):
         job = self.records.get(note.job_id)  # no database read per note
         if job is None:
             job = await self.db.run(self.jobs.get, note.job_id)
-        if note.step == 0:
-            # Started again by another worker (taken over, handed back): its ETA restarts.
-            first = note.job_id not in self.started
+        first = note.job_id not in self.started
+        if note.step == 0 or first:
+            # Started (again, by another worker, when taken over or handed back: its ETA
+            # restarts). A first note past step 0 (its start was missed) counts as a start.
             self.started[note.job_id] = time.monotonic()
             if first:
                 await self.renderer.notify(self.events.on_started(job))
-            return
+            if note.step == 0:
+                return
         await self.renderer.notify(
             self.events.on_progress(job, Progress(note.step, note.total, note.phase))
         )

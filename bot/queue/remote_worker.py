@@ -49,6 +49,7 @@ from bot.queue.redis_backend import (
     RedisUnavailable,
     connect,
     ensure_group,
+    stream_end,
     stream_entries,
 )
 
@@ -224,13 +225,15 @@ class RemoteWorker:
     async def _hear_cancels(self) -> None:
         """Cancels as the bot publishes them (``P:cancels``): a job rendering here stops at
         its next step, with no Redis round trip per step."""
-        last: Any = "$"
+        last: Any = None  # None: from the stream's end, as of now (see stream_end)
         while not self._closing:
             try:
+                if last is None:
+                    last = await stream_end(self.redis, self.keys.cancels)
                 replies = await self.redis.xread({self.keys.cancels: last}, count=100, block=1000)
             except (RedisError, OSError) as exc:
                 log.warning("cancels: %s", exc)
-                last = "$"
+                last = None
                 await asyncio.sleep(0.5)
                 continue
             for entry_id, fields in stream_entries(replies):
