@@ -48,9 +48,7 @@ import platform
 import resource
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,6 +59,7 @@ from typing import Any
 
 if importlib.util.find_spec("bot") is None:  # not installed: run from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support.redis_server
 
 from bot.config import Settings, load_settings
 from bot.limits import Requester
@@ -68,64 +67,12 @@ from bot.queue import protocol
 from bot.request import GenerationRequest
 from bot.service import Destination, ImagineService
 from bot.storage import JobRecord, prepare_database
+from tests.support.redis_server import RedisServer, free_port
 
 WORKER_COUNTS = (1, 2, 4, 8, 16)
 MEMBERS = 32
 SIDE = 64
 HERE = Destination(channel_id=100)
-
-
-# ----------------------------------------------------------------------- redis-server
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisServer:
-    """``redis-server --port N --save '' --appendonly no`` on loopback, for this run."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not installed (Debian package redis-server)")
-        self.binary = binary
-        self.workdir = workdir
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def version(self) -> str:
-        argv = [self.binary, "--version"]
-        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
-        return next((p[2:] for p in out.split() if p.startswith("v=")), out.strip())
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise SystemExit("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
 
 
 # ----------------------------------------------------------------------- workers
@@ -486,6 +433,8 @@ def main() -> None:
     ctx.set_forkserver_preload(["bot.queue.remote_worker", "bot.engine.engine"])
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as name:
         tmp = Path(name)
+        if shutil.which("redis-server") is None:
+            raise SystemExit("redis-server is not installed (Debian package redis-server)")
         server = RedisServer(tmp)
         server.start()
         try:

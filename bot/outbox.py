@@ -37,7 +37,6 @@ import contextlib
 import logging
 import os
 import random
-import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -110,11 +109,6 @@ class ImageVault:
         self.path(job_id, index).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.path(job_id, index).parent.rmdir()  # only when empty
-
-    def free_bytes(self) -> int:
-        """Free space where the images go (for ``doctor`` and the logs)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        return shutil.disk_usage(self.folder).free
 
 
 class Outbox:
@@ -242,12 +236,7 @@ class Outbox:
             why = outcome.error or "Discord did not take it"
             log.warning("job %s: delivery given up after %d attempt(s): %s",
                         job.id, job.delivery_attempts + 1, why)  # fmt: skip
-            record = await self.db.run(self.jobs.settle_delivery, job.id, "expired", error=why)
-            await self._settled(record, images)
-            try:
-                await self.events.on_undelivered(record, why)
-            except Exception:
-                log.exception("job %s: could not tell the member", job.id)
+            await self._give_up(job, images, why)
             return
         delay = self.backoff(job.delivery_attempts + 1, outcome.retry_after)
         next_at = min(now + timedelta(seconds=delay), until)
@@ -261,6 +250,15 @@ class Outbox:
             error=outcome.error or "not delivered",
         )
         self._wake.set()
+
+    async def _give_up(self, job: JobRecord, images: list[OutputImage], why: str) -> None:
+        """The delivery expires: what it kept is settled, and the member is told once."""
+        record = await self.db.run(self.jobs.settle_delivery, job.id, "expired", error=why)
+        await self._settled(record, images)
+        try:
+            await self.events.on_undelivered(record, why)
+        except Exception:
+            log.exception("job %s: could not tell the member", job.id)
 
     async def _settled(self, job: JobRecord, images: list[OutputImage]) -> None:
         """A settled delivery keeps only what the member may fetch again."""
@@ -354,12 +352,8 @@ class Outbox:
             images = await self.load(job)
             if images is None:
                 why = "its images were lost before they could be delivered"
-                record = await self.db.run(self.jobs.settle_delivery, job.id, "expired", error=why)
                 log.error("job %s: %s", job.id, why)
-                try:
-                    await self.events.on_undelivered(record, why)
-                except Exception:
-                    log.exception("job %s: could not tell the member", job.id)
+                await self._give_up(job, [], why)
                 return
             await self.deliver(job, images)
 

@@ -58,6 +58,12 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
+    def version(self) -> str:
+        """``7.0.15``: what ``redis-server --version`` says."""
+        argv = [self.binary, "--version"]
+        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+        return next((p[2:] for p in out.split() if p.startswith("v=")), out.strip())
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
