@@ -412,6 +412,9 @@ class DiscordSettings(_Section):
     rest_url: StrictStr = "https://discord.com/api/v10"
     gateway_url: StrictStr = "wss://gateway.discord.gg/"
     dev_guilds: list[PositiveInt] = Field(default_factory=list)
+    # 1: one gateway connection (enough up to ~2,500 servers, Discord's limit per shard);
+    # "auto": an auto-sharded client with the shard count Discord recommends; N: N shards.
+    shards: Literal["auto"] | Annotated[StrictInt, Field(ge=1, le=4096)] = 1
 
     @model_validator(mode="before")
     @classmethod
@@ -453,6 +456,21 @@ class DeliverySettings(_Section):
 
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text": one readable line per record; "json": one JSON object per line (for log
+    # collectors) with the event, job, guild and channel ids when the record has them.
+    format: Literal["text", "json"] = "text"
+
+
+class MetricsSettings(_Section):
+    """The operations HTTP server: Prometheus metrics, ``/healthz`` and ``/readyz``.
+
+    Off unless ``enabled``; it listens on the loopback interface unless ``host`` says
+    otherwise (``0.0.0.0`` inside a container, so probes and Prometheus can reach it).
+    """
+
+    enabled: StrictBool = False
+    host: StrictStr = Field("127.0.0.1", min_length=1)
+    port: Annotated[StrictInt, Field(ge=0, le=65535)] = 9464
 
 
 class Settings(BaseSettings):
@@ -476,6 +494,7 @@ class Settings(BaseSettings):
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
     def settings_customise_sources(
