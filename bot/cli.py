@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bot.config import ConfigError, Settings, load_settings
+from bot.logs import setup_logging
 from bot.request import (
     ASPECTS,
     SAMPLERS,
@@ -461,9 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(
-        level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(settings.logging)
     _quiet_libraries()
     handler: Handler = args.handler
     try:

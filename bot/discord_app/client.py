@@ -151,3 +151,23 @@ class AnimagineBot(commands.Bot):
             self._service_stopped = True
             await self.service.stop(self.stop_grace)
         await super().close()
+
+
+class ShardedAnimagineBot(AnimagineBot, commands.AutoShardedBot):
+    """The same bot as an auto-sharded client (``discord.shards = "auto"`` or a count).
+
+    One process holds every shard's gateway connection; Discord assigns each server to a
+    shard, and the service, queue and database are shared by all of them.
+    """
+
+
+def create_bot(
+    settings: Settings, db: Database, engine: Engine | PromptFront, **options: Any
+) -> AnimagineBot:
+    """The bot ``discord.shards`` asks for: one connection (1), or auto-sharded."""
+    shards = settings.discord.shards
+    if shards == 1:
+        return AnimagineBot(settings, db, engine, **options)
+    if shards != "auto":
+        options.setdefault("shard_count", shards)
+    return ShardedAnimagineBot(settings, db, engine, **options)

@@ -28,7 +28,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bot.config import TOKEN_ENV, DiscordSettings, Settings
-from bot.discord_app.client import AnimagineBot
+from bot.discord_app.client import AnimagineBot, create_bot
 from bot.discord_app.http import (
     Backoff,
     DiscordUnavailable,
@@ -41,6 +41,7 @@ from bot.discord_app.http import (
 )
 from bot.engine import DeviceError, Engine, ModelLoadError
 from bot.engine.front import PromptFront
+from bot.logs import setup_logging
 from bot.queue.output import Classifier
 from bot.storage import Database, DatabaseError, prepare_database
 
@@ -229,7 +230,7 @@ async def _serve(
     classifier, classifier_error = await load_classifier(settings)
     loop = asyncio.get_running_loop()
     installed = _install_signals(loop, stop)
-    bot = AnimagineBot(
+    bot = create_bot(
         settings,
         db,
         engine,
@@ -338,9 +339,5 @@ async def _run_client(
 
 def run(settings: Settings) -> int:
     """The ``run`` subcommand: blocks until the bot stops; returns the exit status."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=settings.logging.level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+    setup_logging(settings.logging)
     return asyncio.run(serve(settings))
