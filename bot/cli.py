@@ -160,7 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("prompts", nargs="*", metavar="PROMPT")
     check.set_defaults(handler=cmd_policy_check)
 
-    for command in (gen, run, check, *db_sub.choices.values()):
+    doctor = sub.add_parser(
+        "doctor",
+        help="check everything the bot needs; exit 1 when something is wrong",
+        description="One checklist: config, Discord token, invite scopes and permissions, "
+        "commands, database, Redis and workers, model, GPU, image tagger, disk. Changes "
+        "nothing.",
+    )
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    doctor.add_argument(
+        "--no-load", action="store_true", help="skip loading the model (the slow part)"
+    )
+    doctor.set_defaults(handler=cmd_doctor)
+
+    for command in (gen, run, check, doctor, *db_sub.choices.values()):
         # `--config` is accepted after the subcommand too (`policy check --config FILE`).
         command.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS)
     return parser
@@ -435,6 +448,18 @@ def cmd_db_current(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """The checklist; it loads the configuration itself, so that a configuration that does
+    not load is still reported in the chosen format (exit status 2)."""
+    from bot.doctor import doctor
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
+    status, text = doctor(args.config, as_json=args.json, load=not args.no_load)
+    print(text)
+    return status
+
+
 def _quiet_libraries() -> None:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
@@ -455,6 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command == "doctor":
+            return cmd_doctor(args)
         settings = load_settings(args.config)
     except UsageError as exc:
         print(exc, file=sys.stderr)

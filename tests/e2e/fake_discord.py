@@ -71,9 +71,11 @@ __all__ = [
     "API_VERSION",
     "APP_OWNER_ID",
     "BOB_ID",
+    "BOT_INVITE_PERMISSIONS",
     "DEFAULT_APPLICATION_ID",
     "DEFAULT_ATTACHMENT_SIZE_LIMIT",
     "DEFAULT_GUILD_ID",
+    "DEFAULT_INSTALL_PARAMS",
     "DEFAULT_TOKEN",
     "EPHEMERAL",
     "GENERAL_CHANNEL_ID",
@@ -142,6 +144,14 @@ ALICE_ID: Final = 700_000_000_000_000_001
 """A plain member of the default guild."""
 BOB_ID: Final = 700_000_000_000_000_002
 """A member of the default guild with the Moderator role (manage messages)."""
+BOT_INVITE_PERMISSIONS: Final = 274_878_024_704
+"""The permissions integer of the README's invite link (View Channels, Send Messages, Send
+Messages in Threads, Embed Links, Attach Files, Read Message History)."""
+DEFAULT_INSTALL_PARAMS: Final = {
+    "scopes": ["bot", "applications.commands"],
+    "permissions": str(BOT_INVITE_PERMISSIONS),
+}
+"""The application's in-app install link (``install_params``) unless told otherwise."""
 
 
 class Permission:
@@ -964,6 +974,16 @@ class FakeDiscord:
             interaction token (body ``{"code": 50027, "message": "Invalid Webhook Token"}``).
         strict: leaving the context fails the test if any request hit an unknown route or a
             handler of the fake crashed.
+        install_params: the application's in-app install link (``scopes``, ``permissions``)
+            as ``GET /oauth2/applications/@me`` reports it; ``None``: none is set.
+
+    The bot's own place in each guild, as the REST API shows it (``GET /users/@me/guilds``,
+    ``GET /guilds/{id}/members/{bot id}``, ``GET /guilds/{id}/roles``): an explicit member
+    of ``guild.members`` when there is one, else a member holding the managed role Discord
+    creates at invite, whose permissions are ``guild.bot_permissions``. Its guild
+    permissions are then computed as Discord does (@everyone's and its roles' together; all
+    for the owner or with Administrator). Set :attr:`guild_list_permissions` to ``False`` to
+    leave ``permissions`` out of the guild list.
     """
 
     def __init__(
@@ -980,8 +1000,13 @@ class FakeDiscord:
         expired_token_status: int = 401,
         strict: bool = True,
         host: str = "127.0.0.1",
+        install_params: JSON | None = DEFAULT_INSTALL_PARAMS,
     ) -> None:
         self.token = token
+        self.install_params = None if install_params is None else dict(install_params)
+        self.guild_list_permissions = True
+        """``False``: ``GET /users/@me/guilds`` leaves out each guild's ``permissions``."""
+        self._bot_role_ids: dict[int, int] = {}
         self.application_id = application_id
         self.bot_user = bot_user or FakeUser(application_id, "animagine-test", bot=True)
         self.app_owner = FakeUser(APP_OWNER_ID, "app-owner")
@@ -1060,6 +1085,9 @@ class FakeDiscord:
         routes = [
             ("GET", "/gateway", self._gateway),
             ("GET", f"{api}/users/@me", self._get_me),
+            ("GET", f"{api}/users/@me/guilds", self._get_my_guilds),
+            ("GET", f"{api}/guilds/{{guild_id}}/members/{{user_id}}", self._get_member),
+            ("GET", f"{api}/guilds/{{guild_id}}/roles", self._get_roles),
             ("GET", f"{api}/oauth2/applications/@me", self._get_application),
             ("GET", f"{api}/applications/@me", self._get_application),
             ("GET", f"{api}/gateway", self._get_gateway),
@@ -1976,8 +2004,84 @@ class FakeDiscord:
                 "rpc_origins": [],
                 "tags": [],
                 "bot": self.bot_user.to_payload(),
+                **({} if self.install_params is None else {"install_params": self.install_params}),
             }
         )
+
+    # ---- REST: the bot's guilds, its member and roles ---------------------------------------
+
+    def bot_role(self, guild: FakeGuild) -> FakeRole | None:
+        """The managed role the bot holds in ``guild`` (None when it is an explicit member)."""
+        if guild.member(self.bot_user.id) is not None:
+            return None
+        role_id = self._bot_role_ids.setdefault(guild.id, make_snowflake())
+        return FakeRole(role_id, self.bot_user.username, guild.bot_permissions, position=1)
+
+    def bot_member(self, guild: FakeGuild) -> FakeMember:
+        """The bot as a member of ``guild`` (see the class docstring)."""
+        explicit = guild.member(self.bot_user.id)
+        if explicit is not None:
+            return explicit
+        role = self.bot_role(guild)
+        assert role is not None
+        return FakeMember(self.bot_user, roles=[role.id])
+
+    def bot_guild_permissions(self, guild: FakeGuild) -> int:
+        """The bot's guild-wide permissions as the REST API reports them."""
+        member = self.bot_member(guild)
+        role = self.bot_role(guild)
+        view = FakeGuild(
+            guild.id,
+            guild.name,
+            roles=[*guild.roles, *([role] if role is not None else [])],
+            owner_id=guild.owner_id,
+        )
+        return view.permissions_for(member)
+
+    def _member_guild(self, request: web.Request) -> FakeGuild:
+        self._require_bot(request)
+        guild = self.guilds.get(int(request.match_info["guild_id"]))
+        if guild is None:
+            raise DiscordError(403, 50001, "Missing Access")
+        return guild
+
+    async def _get_my_guilds(self, request: web.Request) -> web.StreamResponse:
+        self._require_bot(request)
+        limit = min(200, max(1, int(request.query.get("limit", "200"))))
+        after = int(request.query.get("after", "0"))
+        listed = sorted((g for g in self.guilds.values() if g.id > after), key=lambda g: g.id)
+        body: list[JSON] = []
+        for guild in listed[:limit]:
+            entry: JSON = {
+                "id": str(guild.id),
+                "name": guild.name,
+                "icon": None,
+                "banner": None,
+                "owner": guild.owner_id == self.bot_user.id,
+                "features": [],
+            }
+            if self.guild_list_permissions:
+                entry["permissions"] = str(self.bot_guild_permissions(guild))
+            body.append(entry)
+        return _json_response(body)
+
+    async def _get_member(self, request: web.Request) -> web.StreamResponse:
+        guild = self._member_guild(request)
+        user_id = int(request.match_info["user_id"])
+        member = self.bot_member(guild) if user_id == self.bot_user.id else guild.member(user_id)
+        if member is None:
+            raise _unknown("Member", 10007)
+        return _json_response(self._member_payload(guild, member))
+
+    async def _get_roles(self, request: web.Request) -> web.StreamResponse:
+        guild = self._member_guild(request)
+        roles = [role.to_payload() for role in guild.roles]
+        bot_role = self.bot_role(guild)
+        if bot_role is not None:
+            payload = bot_role.to_payload()
+            payload.update(managed=True, tags={"bot_id": str(self.bot_user.id)})
+            roles.append(payload)
+        return _json_response(roles)
 
     async def _get_gateway(self, request: web.Request) -> web.StreamResponse:
         body: JSON = {"url": self.gateway_url}

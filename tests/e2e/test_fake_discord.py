@@ -861,3 +861,65 @@ async def test_a_gateway_outage_refuses_connections_then_the_client_resumes(env:
     await fake.wait_for(lambda: fake.resumes, 10, "a RESUME after the outage")
     assert fake.resumes[0]["session_id"] == session
     await fake.wait_connected()
+
+
+async def test_the_bots_guilds_member_and_roles_as_the_rest_api_shows_them() -> None:
+    from tests.e2e.fake_discord import (
+        BOT_INVITE_PERMISSIONS,
+        DEFAULT_INSTALL_PARAMS,
+        FakeGuild,
+        Permission,
+    )
+
+    other = FakeGuild(
+        900_000_000_000_000_500,
+        "Other Server",
+        everyone_permissions=Permission.VIEW_CHANNEL,
+        bot_permissions=Permission.SEND_MESSAGES,
+    )
+    async with FakeDiscord(guilds=[other], install_params=None) as fake:
+        headers = {"Authorization": f"Bot {fake.token}"}
+        bot_id = fake.bot_user.id
+        async with aiohttp.ClientSession(headers=headers) as http:
+            http_base = fake.rest_base
+            async with http.get(f"{http_base}/users/@me/guilds") as response:
+                (listed,) = await response.json()
+            assert listed["name"] == "Other Server"
+            assert int(listed["permissions"]) == Permission.VIEW_CHANNEL | Permission.SEND_MESSAGES
+            assert listed["owner"] is False
+            async with http.get(f"{http_base}/guilds/{other.id}/members/{bot_id}") as response:
+                member = await response.json()
+            async with http.get(f"{http_base}/guilds/{other.id}/roles") as response:
+                roles = {r["id"]: r for r in await response.json()}
+            (held,) = member["roles"]
+            assert roles[held]["managed"] is True
+            assert int(roles[held]["permissions"]) == Permission.SEND_MESSAGES
+            assert int(roles[str(other.id)]["permissions"]) == Permission.VIEW_CHANNEL
+            async with http.get(f"{http_base}/guilds/{other.id}/members/1") as response:
+                assert (response.status, (await response.json())["code"]) == (404, 10007)
+            async with http.get(f"{http_base}/guilds/1/roles") as response:
+                assert response.status == 403
+            fake.guild_list_permissions = False
+            async with http.get(f"{http_base}/users/@me/guilds", params={"limit": "1"}) as response:
+                assert "permissions" not in (await response.json())[0]
+            async with http.get(f"{http_base}/oauth2/applications/@me") as response:
+                assert "install_params" not in await response.json()
+        async with (
+            aiohttp.ClientSession() as anonymous,
+            anonymous.get(f"{fake.rest_base}/users/@me/guilds") as response,
+        ):
+            assert response.status == 401
+    assert int(DEFAULT_INSTALL_PARAMS["permissions"]) == BOT_INVITE_PERMISSIONS
+
+
+async def test_the_application_reports_its_install_link() -> None:
+    from tests.e2e.fake_discord import DEFAULT_INSTALL_PARAMS
+
+    async with FakeDiscord() as fake:
+        headers = {"Authorization": f"Bot {fake.token}"}
+        async with (
+            aiohttp.ClientSession(headers=headers) as http,
+            http.get(f"{fake.rest_base}/oauth2/applications/@me") as response,
+        ):
+            app = await response.json()
+    assert app["install_params"] == DEFAULT_INSTALL_PARAMS
