@@ -7,7 +7,7 @@ CONFIG ?= config.toml
 # whatever torch the venv has, or installs the default (CUDA) build from PyPI.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: run test lint typecheck pytest clean
+.PHONY: run doctor test lint typecheck pytest clean
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ $(VENV)/.dev: $(VENV)/.base pyproject.toml
 run: $(VENV)/.run
 	@test -f $(CONFIG) || { cp config.example.toml $(CONFIG); echo "created $(CONFIG) from config.example.toml (every key documented there); starting with it"; }
 	$(PY) -m bot run --config $(CONFIG)
+
+# Checks everything the bot needs and changes nothing (no config file is created):
+# `make doctor DOCTOR_ARGS="--json --no-load"`. Exit 1 when something is wrong.
+doctor: $(VENV)/.run
+	$(PY) -m bot doctor --config $(CONFIG) $(DOCTOR_ARGS)
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check bot tests migrations benchmarks

@@ -454,7 +454,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from bot.doctor import doctor
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _quiet_libraries()
+    # Building the command tree makes a discord.py client, which warns that voice is off.
+    logging.getLogger("discord.client").setLevel(logging.ERROR)
+    if not args.no_load:  # only loading needs them (and importing them takes seconds)
+        _quiet_libraries()
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()  # the checklist is the output
+        transformers_logging.disable_progress_bar()
     status, text = doctor(args.config, as_json=args.json, load=not args.no_load)
     print(text)
     return status

@@ -177,12 +177,11 @@ def _listing(items: Sequence[str], limit: int = 8) -> str:
 def check_config(path: str | None, settings: Settings | None, error: str | None) -> Check:
     where = path or "settings (defaults and environment)"
     if settings is None:
-        return Check(
-            "config",
-            PROBLEM,
-            error or f"{where}: cannot be loaded",
-            "correct the key the message names (config.example.toml documents every key)",
-        )
+        detail = error or f"{where}: cannot be loaded"
+        fix = "correct the key the message names (config.example.toml documents every key)"
+        if detail.endswith("config file not found"):
+            fix = "create it from config.example.toml (every key is documented there)"
+        return Check("config", PROBLEM, detail, fix)
     from bot.discord_app.runner import token_source
 
     token = "no Discord token" if settings.discord.token is None else "token from "
@@ -363,13 +362,14 @@ async def check_application(rest: DiscordRest) -> tuple[Check, str | None]:
     return Check("application", PROBLEM, detail, fix), app_id
 
 
-async def _all_guilds(rest: DiscordRest) -> list[dict[str, Any]]:
+async def _all_guilds(rest: DiscordRest) -> list[dict[str, Any]] | str:
+    """The bot's servers (200 a page), or what Discord answered instead."""
     guilds: list[dict[str, Any]] = []
     after = "0"
     while True:
         status, page = await rest.get("/users/@me/guilds", limit="200", after=after)
         if status != 200 or not isinstance(page, list):
-            raise DiscordDown(f"GET /users/@me/guilds answered {_discord_error(status, page)}")
+            return f"GET /users/@me/guilds answered {_discord_error(status, page)}"
         guilds += [g for g in page if isinstance(g, dict)]
         if len(page) < 200:
             return guilds
@@ -396,6 +396,8 @@ async def _permissions_in(rest: DiscordRest, guild: Mapping[str, Any], bot_id: s
 async def check_permissions(rest: DiscordRest, bot_id: str, app_id: str | None) -> Check:
     guilds = await _all_guilds(rest)
     invite = invite_url(app_id or bot_id)
+    if isinstance(guilds, str):
+        return Check("permissions", PROBLEM, f"cannot list the bot's servers: {guilds}")
     if not guilds:
         return Check("permissions", WARN, "the bot is in no server yet", f"invite it: {invite}")
     gate = asyncio.Semaphore(4)

@@ -550,7 +550,7 @@ def test_a_config_that_does_not_load_exits_2_in_the_chosen_format(
 ) -> None:
     config = tmp_path / "bad.toml"
     config.write_text(f'[engine]\nmax_steps = 500\n[model]\nname = "{TOKEN_LIKE}"\n')
-    code = main(["doctor", "--config", str(config), *(["--json"] if as_json else [])])
+    code = main(["doctor", "--no-load", "--config", str(config), *(["--json"] if as_json else [])])
     out, err = capsys.readouterr()
     assert code == 2
     assert TOKEN_LIKE not in out + err
