@@ -25,7 +25,7 @@ from bot.cli import main
 from bot.config import Settings
 from bot.doctor import OK, PROBLEM, WARN, Check, Context, Options
 from bot.queue import protocol
-from bot.storage import upgrade
+from bot.storage import prepare_database, upgrade
 from tests.conftest import tiny_settings
 from tests.e2e.fake_discord import (
     DEFAULT_GUILD_ID,
@@ -81,6 +81,12 @@ def test_the_database_at_behind_and_ahead_of_the_newest_revision(
     assert (at_head.status, at_head.detail) == (OK, f"{where} at revision 0003 (newest)")
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(tmp_path.iterdir())}
     assert after == before  # read-only: not a byte changed, no file added
+    running = prepare_database(settings)  # the bot running: its write-ahead log is open
+    try:
+        assert where.with_name("bot.db-wal").exists()
+        assert doctor.check_database(settings).status == OK
+    finally:
+        running.close()
     with sqlite3.connect(where) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
     ahead = doctor.check_database(settings)
