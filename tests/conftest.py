@@ -1,19 +1,22 @@
-"""Shared fixtures: a tiny SDXL model on disk, an engine on the CPU, a migrated SQLite
-database in tmp_path and a clock that moves only when told to."""
+"""Shared fixtures: a tiny SDXL model on disk, an engine on the CPU, a migrated database
+(SQLite in tmp_path; the storage and limits suites also run each test on a real PostgreSQL
+server) and a clock that moves only when told to."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import settings as hypothesis_settings
+from sqlalchemy.engine import make_url
 
 from bot.config import Settings, load_settings
 from bot.engine import Engine
 from bot.storage import Database
-from tests.storage.fakes import FakeClock, open_db
+from tests.storage.fakes import FakeClock, open_db, sqlite_url
+from tests.support.postgres_server import PostgresServer
 from tests.support.tiny_sdxl import save_tiny_model
 
 # The same examples on every run: CI is judged on one run, so a property test must not turn
@@ -57,15 +60,104 @@ def engine(tiny_model_dir: Path) -> Engine:
     return Engine.load(tiny_settings(tiny_model_dir))
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the whole session, started the first time a test asks
+    (a couple of seconds); fails with how to install PostgreSQL when it is missing."""
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def backend() -> str:
+    """The database :func:`db_url` and :func:`db` use: ``sqlite`` here. The storage and
+    limits suites override this fixture to run each of their tests on ``postgresql`` too
+    (``tests/storage/conftest.py``); everything else stays on SQLite."""
+    return "sqlite"
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
-    """Where :func:`db` keeps its file (in a folder the database layer creates)."""
+    """Where an SQLite :func:`db` keeps its file (in a folder the database layer creates)."""
     return tmp_path / "state" / "bot.db"
 
 
+@pytest.fixture(scope="session")
+def postgres_migrated(postgres_server: PostgresServer) -> str:
+    """The name of a database on the session's server migrated to the newest schema, to copy
+    (every test's :func:`db_url` on PostgreSQL is a copy: fast, and each test has its own)."""
+    from bot.storage import upgrade
+
+    name = postgres_server.create_database("migrated")
+    upgrade(postgres_server.url(name))
+    return name
+
+
+def _postgres_database(request: pytest.FixtureRequest, *, migrated: bool) -> Iterator[str]:
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    template = request.getfixturevalue("postgres_migrated") if migrated else "template0"
+    name = server.create_database(template=template)
+    yield server.url(name)
+    server.drop_database(name)
+
+
 @pytest.fixture
-def db(db_path: Path) -> Iterator[Database]:
-    database = open_db(db_path)
+def db_url(request: pytest.FixtureRequest, backend: str, db_path: Path) -> Iterator[str]:
+    """The URL of this test's own database, for :func:`open_db` (which migrates it as the
+    bot does at start): the SQLite file :func:`db_path`, or a new database on the session's
+    PostgreSQL server (a copy of one already migrated)."""
+    if backend == "sqlite":
+        yield sqlite_url(db_path)
+    else:
+        assert backend == "postgresql", backend
+        yield from _postgres_database(request, migrated=True)
+
+
+@pytest.fixture
+def empty_db_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of a database never migrated (an SQLite file not created yet, or an empty
+    PostgreSQL database), for the migration tests."""
+    if backend == "sqlite":
+        yield sqlite_url(tmp_path / "empty.db")
+    else:
+        assert backend == "postgresql", backend
+        yield from _postgres_database(request, migrated=False)
+
+
+@pytest.fixture
+def make_db_url(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> Iterator[Callable[[], str]]:
+    """``make_db_url()``: the URL of one more database of this test's backend, new and
+    migrated to the newest schema (for tests that need several)."""
+    made: list[str] = []
+    server: PostgresServer | None = None
+
+    def make() -> str:
+        nonlocal server
+        if backend == "sqlite":
+            url = sqlite_url(tmp_path / f"extra-{len(made) + 1}.db")
+            open_db(url).close()
+        else:
+            server = request.getfixturevalue("postgres_server")
+            template = request.getfixturevalue("postgres_migrated")
+            name = server.create_database(template=template)
+            url = server.url(name)
+        made.append(url)
+        return url
+
+    yield make
+    if server is not None:
+        for url in made:
+            server.drop_database(make_url(url).database or "")
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """The bot's database at :func:`db_url`, migrated as at start-up."""
+    database = open_db(db_url)
     yield database
     database.close()
 

@@ -17,7 +17,8 @@ import asyncio
 import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, Self, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool, StaticPool
@@ -52,7 +54,16 @@ _HINTS: Final = (
     ("readonly database", "is read-only"),
     ("disk i/o error", "cannot be read or written (disk I/O error)"),
     ("database or disk is full", "cannot be written: the disk is full"),
+    ("connection refused", "cannot be reached (is the server running, at that host and port?)"),
 )
+# PostgreSQL reports its errors by SQLSTATE; the same words as SQLite's where they match.
+_SQLSTATE_HINTS: Final = {
+    "53100": "cannot be written: the disk is full",  # disk_full
+    "55P03": "is locked by another process",  # lock_not_available: lock_timeout passed
+    "25006": "is read-only",  # read_only_sql_transaction (a standby, or read-only user)
+    "53300": "has no free connection (too many clients)",  # too_many_connections
+}
+_SECRET_QUERY_KEYS: Final = frozenset({"password", "sslpassword"})
 
 
 class DatabaseError(Exception):
@@ -82,13 +93,17 @@ def sqlite_path(url: URL) -> Path | None:
 
 
 def describe_location(url: str | URL) -> str:
-    """How messages name the database: the absolute file path, or the URL without password."""
+    """How messages name the database: the absolute file path, or the URL without password
+    (neither the user's password nor one given as a query parameter)."""
     url = make_url(url)
     if is_memory(url):
         return "(in memory)"
     path = sqlite_path(url)
     if path is not None:
         return str(path.absolute())
+    hidden = {key: "***" for key in url.query if key.lower() in _SECRET_QUERY_KEYS}
+    if hidden:
+        url = url.update_query_dict(hidden)
     return url.render_as_string(hide_password=True)
 
 
@@ -96,6 +111,9 @@ def describe_problem(exc: BaseException) -> str:
     """A short, human explanation of a driver error."""
     original = getattr(exc, "orig", None) or exc
     text = str(original).strip().splitlines()[0] if str(original).strip() else type(exc).__name__
+    state = getattr(original, "sqlstate", None)
+    if isinstance(state, str) and state in _SQLSTATE_HINTS:
+        return f"{_SQLSTATE_HINTS[state]} ({text})"
     lowered = text.lower()
     for needle, hint in _HINTS:
         if needle in lowered:
@@ -181,11 +199,49 @@ def _create_engine(
         )
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
+    if url.get_backend_name() == "postgresql" and "options" not in url.query:
+        # The busy timeout bounds waiting for a lock, as on SQLite: past it the statement
+        # fails ("is locked by another process") instead of waiting forever. 0 is "do not
+        # wait" on SQLite but "forever" on PostgreSQL, hence at least 1 ms.
+        lock_timeout = max(1, int(busy_timeout_ms))
+        kwargs["connect_args"] = {"options": f"-c lock_timeout={lock_timeout}"}
     if poolclass is not None:
         kwargs["poolclass"] = poolclass
     else:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
     return sa.create_engine(url, **kwargs)
+
+
+def insert_missing(session: Session, model: type[Any], values: Mapping[str, Any]) -> None:
+    """Insert the row ``values`` unless a row with its primary key exists already.
+
+    Then read (and lock) it with ``with_for_update()``: on PostgreSQL two transactions that
+    both found no row can both get here, and a plain ``INSERT`` would fail in one of them;
+    ``ON CONFLICT DO NOTHING`` instead waits for the other's row and leaves it alone. On
+    SQLite the write lock (``BEGIN IMMEDIATE``) already orders them.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        session.execute(sqlite.insert(model).values(dict(values)).on_conflict_do_nothing())
+    elif dialect == "postgresql":
+        session.execute(postgresql.insert(model).values(dict(values)).on_conflict_do_nothing())
+    else:
+        key = tuple(values[c.key] for c in sa.inspect(model).primary_key)
+        if session.get(model, key) is None:
+            session.add(model(**values))
+            session.flush()
+
+
+def serialize(session: Session, name: str) -> None:
+    """Let one transaction at a time past this point (until it ends), across processes.
+
+    For read-then-write steps that lock no row (the next queue position is one more than
+    the largest). SQLite's write lock already orders every write transaction; PostgreSQL
+    takes an advisory lock named by ``name`` (per database), released at commit/rollback.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = zlib.crc32(f"animagine:{name}".encode())
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
 class Database:

@@ -22,7 +22,7 @@ from bot.jobspec import JobSpec, StoredPlan
 from bot.moderation.channels import ChannelContext
 from bot.request import GenerationRequest
 from bot.storage.clock import as_utc
-from bot.storage.database import Store
+from bot.storage.database import Store, serialize
 from bot.storage.models import ACTIVE_STATUSES, Image, Job, JobStatus, RateLimitState
 from bot.storage.ratelimit import member_key, refund_state, server_key
 
@@ -215,7 +215,11 @@ def insert_job(
     cost: int = 0,
     charge_period: datetime | None = None,
 ) -> Job:
-    """Add a queued job behind every active one, inside the caller's transaction."""
+    """Add a queued job behind every active one, inside the caller's transaction.
+
+    Positions are distinct: jobs are queued one at a time (:func:`serialize`).
+    """
+    serialize(session, "jobs.position")
     last = session.scalar(_LAST_POSITION)
     expires = job.interaction_expires_at
     row = Job(

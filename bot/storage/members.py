@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.storage.clock import as_utc
-from bot.storage.database import Store
+from bot.storage.database import Store, insert_missing
 from bot.storage.models import GuildSettings, Member, ModerationEvent
 
 EVERYWHERE = 0
@@ -115,29 +115,37 @@ class ModerationEventRecord:
 
 
 def _member_row(session: Session, guild_id: int, user_id: int, now: datetime) -> Member:
-    row = session.get(Member, (guild_id, user_id), with_for_update=True)
+    """The member's row, created when missing, locked until the transaction ends."""
+    key = (guild_id, user_id)
+    row = session.get(Member, key, with_for_update=True)
     if row is None:
-        row = Member(guild_id=guild_id, user_id=user_id, created_at=now, updated_at=now)
-        session.add(row)
+        values = {"guild_id": guild_id, "user_id": user_id, "banned": False}
+        insert_missing(session, Member, {**values, "created_at": now, "updated_at": now})
+        row = session.get(Member, key, with_for_update=True, populate_existing=True)
+        assert row is not None
     row.updated_at = now
     return row
 
 
 def _guild_row(session: Session, guild_id: int, now: datetime) -> GuildSettings:
+    """The server's settings row, created when missing, locked until the transaction ends."""
     row = session.get(GuildSettings, guild_id, with_for_update=True)
     if row is None:
-        row = GuildSettings(
-            guild_id=guild_id,
-            enabled=True,
-            role_tiers=[],
-            exempt_role_ids=[],
-            tier_overrides={},
-            server_limits={},
-            generation_defaults={},
-            moderation={},
-            created_at=now,
-        )
-        session.add(row)
+        values = {
+            "guild_id": guild_id,
+            "enabled": True,
+            "role_tiers": [],
+            "exempt_role_ids": [],
+            "tier_overrides": {},
+            "server_limits": {},
+            "generation_defaults": {},
+            "moderation": {},
+            "created_at": now,
+            "updated_at": now,
+        }
+        insert_missing(session, GuildSettings, values)
+        row = session.get(GuildSettings, guild_id, with_for_update=True, populate_existing=True)
+        assert row is not None
     row.updated_at = now
     return row
 

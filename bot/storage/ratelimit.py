@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import and_, bindparam, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from bot.storage.database import insert_missing
 from bot.storage.models import LimitScope, RateLimitState
 
 SERVER_USER_ID = 0
@@ -109,14 +109,7 @@ def _create(session: Session, key: tuple[LimitScope, int, int], period: datetime
         "daily_period": period,
         "daily_used": 0,
     }
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        session.execute(sqlite.insert(RateLimitState).values(values).on_conflict_do_nothing())
-    elif dialect == "postgresql":
-        session.execute(postgresql.insert(RateLimitState).values(values).on_conflict_do_nothing())
-    elif session.get(RateLimitState, key) is None:
-        session.add(RateLimitState(**values))
-        session.flush()
+    insert_missing(session, RateLimitState, values)
 
 
 def refund_state(row: RateLimitState, cost: int, charge_period: datetime | None) -> None:

@@ -8,12 +8,18 @@ import pytest
 from bot.config import LimitsSettings
 from bot.limits import RateLimiter
 from bot.storage import Database
-from tests.storage.fakes import FakeClock
+from tests.storage.fakes import BACKENDS, FakeClock
 
 Tier = LimitsSettings.Tier
 
 
 MakeLimiter = Callable[..., RateLimiter]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each test that uses a database runs on SQLite and on PostgreSQL."""
+    return str(request.param)
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.config import DatabaseSettings, LimitsSettings
+from bot.config import LimitsSettings
 from bot.limits import Accepted, JobShape, RateLimiter, Requester, image_cost, period_start
-from bot.storage import NewJob, prepare_database
+from bot.storage import Database, NewJob
 from tests.storage.fakes import START, FakeClock
 
 Tier = LimitsSettings.Tier
@@ -66,8 +66,7 @@ def test_period_start_follows_the_reset_hour() -> None:
     assert period_start(START, 13) == START.replace(hour=13) - timedelta(days=1)
 
 
-def test_token_bucket_never_passes_more_than_burst_plus_refill() -> None:
-    db = prepare_database(DatabaseSettings(url="sqlite://"))
+def test_token_bucket_never_passes_more_than_burst_plus_refill(db: Database) -> None:
     clock = FakeClock()
     tier = Tier(burst=3, refill_seconds=10, daily_quota=0, max_concurrent_jobs=10_000)
     settings_ = LimitsSettings(
@@ -97,7 +96,4 @@ def test_token_bucket_never_passes_more_than_burst_plus_refill() -> None:
             # More than the burst only ever passes as one request on a full bucket.
             assert spent <= max(tier.burst, 4) + elapsed / tier.refill_seconds + 1e-6
 
-    try:
-        check()
-    finally:
-        db.close()
+    check()

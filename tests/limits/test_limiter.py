@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -344,13 +343,13 @@ def test_allowance_spends_nothing(make_limiter: MakeLimiter, clock: FakeClock) -
     accepted(ask(limiter, count=1))
 
 
-def test_restart_keeps_the_quota(db_path: Path, clock: FakeClock) -> None:
+def test_restart_keeps_the_quota(db_url: str, clock: FakeClock) -> None:
     settings = LimitsSettings(tiers={"default": Tier(burst=4, daily_quota=5)})
-    first = open_db(db_path)
+    first = open_db(db_url)
     accepted(ask(RateLimiter(first, settings, clock=clock), count=4))
     first.close()
 
-    second = open_db(db_path)
+    second = open_db(db_url)
     try:
         limiter = RateLimiter(second, settings, clock=clock)
         allowance = limiter.allowance(ALICE)
@@ -361,17 +360,32 @@ def test_restart_keeps_the_quota(db_path: Path, clock: FakeClock) -> None:
         second.close()
 
 
+# A full disk as each database reports it: SQLite's error text, PostgreSQL's SQLSTATE.
+DISK_FULL = {
+    "sqlite": [
+        "CREATE TRIGGER disk_full BEFORE INSERT ON jobs "
+        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION USING ERRCODE = 'disk_full', "
+        "MESSAGE = 'could not extend file: No space left on device'; END $$",
+        "CREATE TRIGGER disk_full BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION disk_full()",
+    ],
+}
+DISK_FREE = {
+    "sqlite": ["DROP TRIGGER disk_full"],
+    "postgresql": ["DROP FUNCTION disk_full CASCADE"],
+}
+
+
 def test_failed_write_refuses_the_request_whole(db: Database, make_limiter: MakeLimiter) -> None:
     limiter = make_limiter(default=Tier(burst=4, daily_quota=10))
     accepted(ask(limiter))
     before = limiter.allowance(ALICE)
     with db.transaction() as session:
-        session.execute(
-            text(
-                "CREATE TRIGGER disk_full BEFORE INSERT ON jobs "
-                "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
-            )
-        )
+        for statement in DISK_FULL[db.dialect_name]:
+            session.execute(text(statement))
     with pytest.raises(DatabaseError) as caught:
         ask(limiter, count=2)
     assert "disk is full" in str(caught.value)
@@ -379,7 +393,8 @@ def test_failed_write_refuses_the_request_whole(db: Database, make_limiter: Make
     assert len(limiter.jobs.active()) == 1  # nothing queued
 
     with db.transaction() as session:
-        session.execute(text("DROP TRIGGER disk_full"))
+        for statement in DISK_FREE[db.dialect_name]:
+            session.execute(text(statement))
     assert accepted(ask(limiter, count=2)).daily_remaining == 7
 
 

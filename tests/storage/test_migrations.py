@@ -1,16 +1,22 @@
-"""The schema comes from the migrations, and the migrations match the models."""
+"""The schema comes from the migrations, and the migrations match the models.
+
+Each test runs on SQLite and on a real PostgreSQL server (``[sqlite]``, ``[postgresql]``);
+the PostgreSQL URLs carry a password, which no message may show.
+"""
 
 from __future__ import annotations
 
-import json
-import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
+from bot.cli import main
 from bot.config import DatabaseSettings, Settings
 from bot.moderation import ChannelContext
 from bot.request import GenerationRequest
@@ -26,8 +32,9 @@ from bot.storage import (
     prepare_database,
     upgrade,
 )
-from bot.storage.models import Base
-from tests.storage.fakes import sqlite_url
+from bot.storage.database import describe_location
+from bot.storage.models import Base, UTCDateTime
+from tests.storage.fakes import PASSWORD, with_password
 
 TABLES = {
     "guild_settings",
@@ -57,8 +64,25 @@ def _diff(url: str) -> list[object]:
         engine.dispose()
 
 
-def test_upgrade_downgrade_upgrade_and_no_drift(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "m.db")
+def _execute(url: str, statement: sa.Executable, *rows: dict[str, object]) -> list[sa.Row[Any]]:
+    """Run one statement in its own transaction, as another program would."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(statement, list(rows)) if rows else conn.execute(statement)
+            return list(result) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def url(empty_db_url: str) -> str:
+    """A database never migrated; on PostgreSQL its URL has a password (the test server
+    accepts any)."""
+    return with_password(empty_db_url)
+
+
+def test_upgrade_downgrade_upgrade_and_no_drift(url: str) -> None:
     assert current(url) is None
     upgrade(url)
     assert current(url) == head()
@@ -75,8 +99,7 @@ def test_upgrade_downgrade_upgrade_and_no_drift(tmp_path: Path) -> None:
     assert _diff(url) == []
 
 
-def test_check_schema_version_reports_pending_upgrade(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "m.db")
+def test_check_schema_version_reports_pending_upgrade(url: str) -> None:
     version = check_schema_version(url)
     assert version.current is None
     assert not version.up_to_date
@@ -84,8 +107,8 @@ def test_check_schema_version_reports_pending_upgrade(tmp_path: Path) -> None:
     assert check_schema_version(url).up_to_date
 
 
-def test_prepare_database_upgrades_and_keeps_data_on_restart(tmp_path: Path) -> None:
-    settings = Settings(database=DatabaseSettings(url=sqlite_url(tmp_path / "new" / "bot.db")))
+def test_prepare_database_upgrades_and_keeps_data_on_restart(url: str) -> None:
+    settings = Settings(database=DatabaseSettings(url=url))
     db = prepare_database(settings)
     try:
         MemberStore(db).ban(1, 2, reason="spam")
@@ -93,7 +116,7 @@ def test_prepare_database_upgrades_and_keeps_data_on_restart(tmp_path: Path) -> 
         db.close()
     again = prepare_database(settings)
     try:
-        assert current(sqlite_url(tmp_path / "new" / "bot.db")) == head()
+        assert current(url) == head()
         member = MemberStore(again).get(1, 2)
         assert member is not None
         assert member.banned
@@ -102,18 +125,15 @@ def test_prepare_database_upgrades_and_keeps_data_on_restart(tmp_path: Path) -> 
         again.close()
 
 
-def test_database_newer_than_code_refuses_to_start(tmp_path: Path) -> None:
-    path = tmp_path / "bot.db"
-    url = sqlite_url(path)
+def test_database_newer_than_code_refuses_to_start(url: str) -> None:
     upgrade(url)
-    with sqlite3.connect(path) as raw:
-        raw.execute("UPDATE alembic_version SET version_num = 'f00dfeed9999'")
-    raw.close()
+    _execute(url, sa.text("UPDATE alembic_version SET version_num = 'f00dfeed9999'"))
 
     with pytest.raises(SchemaVersionError) as caught:
         check_schema_version(url)
     message = str(caught.value)
-    assert str(path) in message
+    assert describe_location(url) in message  # the file's path, or the URL
+    assert PASSWORD not in message
     assert "f00dfeed9999" in message
     assert "newer version" in message
 
@@ -124,17 +144,30 @@ def test_database_newer_than_code_refuses_to_start(tmp_path: Path) -> None:
 
 
 def test_migrations_found_from_any_working_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    url = sqlite_url(tmp_path / "cwd.db")
     upgrade(url)
     assert current(url) == head()
 
 
-def test_in_memory_database_is_migrated() -> None:
+def test_db_upgrade_and_current_from_the_command_line(
+    url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANIMAGINE_DATABASE__URL", url)
+    assert main(["db", "current"]) == 0
+    assert "empty (no schema)" in capsys.readouterr().out
+    assert main(["db", "upgrade"]) == 0
+    out = capsys.readouterr().out
+    assert describe_location(url) in out
+    assert PASSWORD not in out
+    assert main(["db", "current"]) == 0
+    assert f"{head()} (up to date)" in capsys.readouterr().out
+
+
+def test_in_memory_database_is_migrated() -> None:  # SQLite only: there is no other kind
     db = prepare_database(DatabaseSettings(url="sqlite://"))
     try:
         with db.read() as session:
@@ -144,9 +177,19 @@ def test_in_memory_database_is_migrated() -> None:
         db.close()
 
 
-def test_a_job_queued_before_plans_were_stored_is_carried_over_unplanned(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    url = sqlite_url(path)
+OLD_JOBS = sa.table(
+    "jobs",
+    sa.column("status", sa.String),
+    sa.column("request", sa.JSON),
+    sa.column("guild_id", sa.BigInteger),
+    sa.column("user_id", sa.BigInteger),
+    sa.column("position", sa.BigInteger),
+    sa.column("cost", sa.Integer),
+    sa.column("queued_at", UTCDateTime()),
+)
+
+
+def test_a_job_queued_before_plans_were_stored_is_carried_over_unplanned(url: str) -> None:
     upgrade(url, "0001")
     stored = {
         "request": GenerationRequest(prompt="1girl", seed=4, count=2).model_dump(mode="json"),
@@ -154,13 +197,9 @@ def test_a_job_queued_before_plans_were_stored_is_carried_over_unplanned(tmp_pat
         "is_dm": False,
         "is_thread": True,
     }
-    with sqlite3.connect(path) as raw:
-        raw.execute(
-            "INSERT INTO jobs (status, request, guild_id, user_id, position, cost, queued_at)"
-            " VALUES ('queued', ?, 10, 1, 1, 2, '2026-11-26 10:00:00.000000')",
-            (json.dumps(stored),),
-        )
-    raw.close()
+    queued_at = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+    row = {"status": "queued", "request": stored, "guild_id": 10, "user_id": 1}
+    _execute(url, OLD_JOBS.insert(), {**row, "position": 1, "cost": 2, "queued_at": queued_at})
 
     upgrade(url)
     assert current(url) == head()
@@ -172,13 +211,16 @@ def test_a_job_queued_before_plans_were_stored_is_carried_over_unplanned(tmp_pat
         assert job.channel == ChannelContext(True, is_thread=True)
         assert job.spec.shape.count == 2  # ETA and micro-batching read the request meanwhile
         assert job.cost == 2
+        assert job.queued_at == queued_at
     finally:
         db.close()
 
     downgrade(url, "0001")
-    with sqlite3.connect(path) as raw:
-        columns = {row[1] for row in raw.execute("PRAGMA table_info(jobs)")}
-        (request,) = raw.execute("SELECT request FROM jobs").fetchone()
-    raw.close()
+    engine = create_engine(url)
+    try:
+        columns = {c["name"] for c in inspect(engine).get_columns("jobs")}
+    finally:
+        engine.dispose()
     assert "plan" not in columns
-    assert json.loads(request) == stored
+    (request,) = _execute(url, sa.select(OLD_JOBS.c.request))
+    assert request[0] == stored
