@@ -56,7 +56,8 @@ def find_binaries() -> Path | None:
 class PostgresServer:
     """A throw-away PostgreSQL cluster: :meth:`start`, :meth:`create_database`, :meth:`stop`."""
 
-    def __init__(self) -> None:
+    def __init__(self, **settings: str) -> None:
+        """``settings``: server settings (``fsync="on"``) over the test defaults."""
         bindir = find_binaries()
         if bindir is None:
             raise RuntimeError(INSTALL_HINT)
@@ -65,6 +66,7 @@ class PostgresServer:
         self.folder: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._names = itertools.count(1)
+        self.settings = settings
         self._run_as: dict[str, Any] = {}
         if os.geteuid() == 0:
             try:
@@ -123,6 +125,7 @@ class PostgresServer:
             "synchronous_commit": "off",
             "full_page_writes": "off",
             "shared_buffers": "32MB",
+            **self.settings,
         }
         options = [part for key, value in settings.items() for part in ("-c", f"{key}={value}")]
         # The server's log goes to a file: a pipe nobody reads would stall it once full.
