@@ -42,7 +42,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from bot.images import Infotext
+from bot.logs import job_context
 from bot.moderation.image_check import RatingScores, Verdict
+from bot.observability.telemetry import Telemetry
 from bot.queue.events import Attempt, OutputImage
 from bot.storage import DatabaseError, JobNotFoundError, JobRecord, JobStore
 from bot.storage.clock import utc_now as utcnow
@@ -122,11 +124,13 @@ class Outbox:
         events: JobEvents,
         *,
         rng: random.Random | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings.delivery
         self.db = db
         self.jobs = jobs
         self.events = events
+        self.telemetry = telemetry or Telemetry()
         self.vault = ImageVault(images_folder(settings))
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._memory: dict[int, list[OutputImage]] = {}  # jobs whose files the disk refused
@@ -211,6 +215,10 @@ class Outbox:
         if job.id in self._in_hand:
             return
         self._in_hand.add(job.id)
+        with job_context(job_id=job.id, guild_id=job.guild_id, channel_id=job.channel_id):
+            await self._attempt(job, images)
+
+    async def _attempt(self, job: JobRecord, images: list[OutputImage]) -> None:
         try:
             try:
                 outcome = await self.events.on_finished(job, images)
@@ -228,6 +236,7 @@ class Outbox:
     async def _record(self, job: JobRecord, images: list[OutputImage], outcome: Attempt) -> None:
         if outcome.delivered:
             await self.db.run(self.jobs.settle_delivery, job.id, "delivered")
+            self.telemetry.delivered(job)
             await self._settled(job, images)
             return
         now = utcnow()
@@ -254,6 +263,7 @@ class Outbox:
     async def _give_up(self, job: JobRecord, images: list[OutputImage], why: str) -> None:
         """The delivery expires: what it kept is settled, and the member is told once."""
         record = await self.db.run(self.jobs.settle_delivery, job.id, "expired", error=why)
+        self.telemetry.undelivered(record, why)
         await self._settled(record, images)
         try:
             await self.events.on_undelivered(record, why)
@@ -349,13 +359,16 @@ class Outbox:
                 return
             if job.delivery != "pending":
                 return
-            images = await self.load(job)
-            if images is None:
-                why = "its images were lost before they could be delivered"
-                log.error("job %s: %s", job.id, why)
-                await self._give_up(job, [], why)
-                return
-            await self.deliver(job, images)
+            with job_context(job_id=job.id, guild_id=job.guild_id, channel_id=job.channel_id):
+                images = await self.load(job)
+                if images is None:
+                    why = "its images were lost before they could be delivered"
+                    log.error("job %s: %s", job.id, why)
+                    await self._give_up(job, [], why)
+                    return
+                if job.delivery_attempts:
+                    self.telemetry.delivery_retried(job)
+                await self.deliver(job, images)
 
     async def _retention_loop(self) -> None:
         while True:

@@ -24,6 +24,7 @@ from bot.jobspec import JobSpec
 from bot.limits import Accepted, Allowance, RateLimiter, Refusal, Requester
 from bot.moderation import ChannelContext, GuildPolicy, PromptDecision
 from bot.moderation.prompt_check import warm_up as warm_moderation
+from bot.observability.telemetry import Telemetry
 from bot.outbox import Outbox
 from bot.planning import PromptRefused, current_policy, decide, plan_job
 from bot.queue.base import JobQueue, QueueEntry, QueueFull
@@ -158,9 +159,12 @@ class ImagineService:
         limiter: RateLimiter | None = None,
         classifier: Classifier | None = None,
         classifier_error: str | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
+        # Logs each step of a job's life, and counts it when metrics are on.
+        self.telemetry = telemetry or Telemetry()
         self.jobs = JobStore(db)
         self.guilds = GuildStore(db)
         self.members = MemberStore(db)
@@ -174,7 +178,7 @@ class ImagineService:
         )
         self.limiter = limiter or RateLimiter(db, settings.limits)
         self.queue: JobQueue = queue or FairQueue(settings.queue.max_length)
-        self.outbox = Outbox(settings, db, self.jobs, events)
+        self.outbox = Outbox(settings, db, self.jobs, events, telemetry=self.telemetry)
         self.renderer = Renderer(
             settings=settings,
             db=db,
@@ -184,6 +188,7 @@ class ImagineService:
             events=events,
             output=ImageOutput(db, self.jobs, classifier, classifier_error),
             outbox=self.outbox,
+            telemetry=self.telemetry,
         )
         # Where jobs render: this process's engine, or remote workers through Redis.
         self.worker: Worker | RedisDispatcher = (
@@ -294,6 +299,7 @@ class ImagineService:
         for bad input, :class:`SubmitRefused` for limits, a full queue or shutdown.
         """
         if not self.accepting:
+            self._refused("restarting", who, where)
             raise SubmitRefused("the bot is restarting; try again in a minute")
         channel = where.channel
         spec = planned if planned is not None and planned.channel == channel else None
@@ -306,11 +312,15 @@ class ImagineService:
                 spec.plan, channel, await self.policy(who.guild_id), tokenizer=self.tokenizer
             )
         except PromptRefused as exc:
+            self.telemetry.prompt_refused(
+                exc.decision.code, guild_id=who.guild_id, channel_id=where.channel_id
+            )
             await self._log_refusal(exc.decision, spec.request, who, where)
             raise SubmitRefused(exc.decision.reason, decision=exc.decision) from None
         # Too long for the encoder: say so now, not after the job waited in the queue.
         self.renderer.check_length(plan.job)
         if len(self.queue) >= self.queue.max_length:
+            self._refused("queue_full", who, where)
             raise SubmitRefused(str(QueueFull(self.queue.max_length)))
         new = NewJob.of(
             spec,
@@ -320,6 +330,7 @@ class ImagineService:
         )
         decision = await self.db.run(self.limiter.accept_job, who, new, plan.job.shape)
         if isinstance(decision, Refusal):
+            self._refused(decision.limit.value, who, where)
             raise SubmitRefused(decision.message, refusal=decision)
         assert isinstance(decision, Accepted)
         entry = self._entry(decision.job, who.role_ids)
@@ -327,9 +338,14 @@ class ImagineService:
             self.queue.put(entry)
         except QueueFull as exc:
             await self.db.run(self.jobs.mark_cancelled, decision.job.id, "queue full")
+            self._refused("queue_full", who, where)
             raise SubmitRefused(str(exc)) from None
         position, eta = self._position(decision.job.id)
+        self.telemetry.accepted(decision.job, position)
         return Submitted(decision.job, position, eta, decision.cost, decision.daily_remaining)
+
+    def _refused(self, reason: str, who: Requester, where: Destination) -> None:
+        self.telemetry.request_refused(reason, guild_id=who.guild_id, channel_id=where.channel_id)
 
     async def _log_refusal(
         self,
@@ -365,6 +381,7 @@ class ImagineService:
             )
         if job.status is JobStatus.QUEUED and self.queue.remove(job_id):
             record = await self.db.run(self.jobs.mark_cancelled, job_id, "cancelled while queued")
+            self.telemetry.cancelled(record)
             await self.worker.events.on_cancelled(record)
             return record
         if job.status is JobStatus.RUNNING and self.worker.cancel(job_id):

@@ -278,6 +278,14 @@ class Engine:
     def busy(self) -> bool:
         return self._lock.locked()
 
+    def gpu_memory_used(self) -> int | None:
+        """Bytes of GPU memory PyTorch's allocator holds on the engine's CUDA device (what
+        the process keeps from other users of the GPU); None off CUDA."""
+        device = self.placement.device
+        if device.type != "cuda":
+            return None
+        return int(torch.cuda.memory_reserved(device))
+
     def render(
         self,
         job: RenderJob,

@@ -99,6 +99,17 @@ class RatingScores:
         return tuple(out)
 
 
+WITHHOLD_CODES: Final = (
+    "hard_block",
+    "sexual_unchecked",
+    "direct_message",
+    "check_failed",
+    "rated_explicit",
+    "rated_questionable",
+)
+"""What :attr:`Verdict.code` of a withheld image may be."""
+
+
 class Action(StrEnum):
     POST = "post"
     SPOILER = "spoiler"
@@ -114,6 +125,8 @@ class Verdict:
     flagged: bool = False  # rated over a threshold
     hard_block: bool = False  # sexual content and a minor, to the image classifier
     quarantined: bool = False  # never leaves the bot: not even to the moderation log
+    # Why, in one word from WITHHOLD_CODES for a withheld image (metrics, logs); not stored.
+    code: str = ""
 
     @property
     def posted(self) -> bool:
@@ -192,6 +205,7 @@ def image_verdict(
             flagged=True,
             hard_block=True,
             quarantined=True,
+            code="hard_block",
         )
     if scores is not None and not scores.minors_checked and scores.sexual:
         return Verdict(
@@ -201,16 +215,21 @@ def image_verdict(
             "block needs)",
             flagged=True,
             quarantined=True,
+            code="sexual_unchecked",
         )
     if channel.is_dm and not policy.dm_allowed:
-        return Verdict(Action.WITHHOLD, "the bot does not post images in direct messages")
+        return Verdict(
+            Action.WITHHOLD,
+            "the bot does not post images in direct messages",
+            code="direct_message",
+        )
     strict = not channel.age_restricted or bool(minors)
     where = "in this channel" if not channel.age_restricted else "for a prompt about minors"
     over = () if scores is None else scores.over(policy.thresholds)
     if scores is None:
         why = f"the image check could not run ({error})" if error else "the image check did not run"
         if strict and policy.fail_closed:
-            return Verdict(Action.WITHHOLD, f"withheld: {why}")
+            return Verdict(Action.WITHHOLD, f"withheld: {why}", code="check_failed")
         if channel.age_restricted:
             action = Action.POST if policy.spoiler == "never" else Action.SPOILER
             return Verdict(action, why)
@@ -221,7 +240,12 @@ def image_verdict(
         limit = getattr(policy.thresholds, worst)
         why = f"rated {worst} ({score:.2f}, above {limit:.2f})"
         if strict:
-            return Verdict(Action.WITHHOLD, f"withheld: {why}; not allowed {where}", flagged=True)
+            return Verdict(
+                Action.WITHHOLD,
+                f"withheld: {why}; not allowed {where}",
+                flagged=True,
+                code=f"rated_{worst}",
+            )
         action = Action.POST if policy.spoiler == "never" else Action.SPOILER
         return Verdict(action, why, flagged=True)
     if channel.age_restricted and policy.spoiler == "always":

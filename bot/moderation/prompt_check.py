@@ -70,6 +70,10 @@ ALWAYS_NEGATIVE: Final = "nsfw"
 NSFW_RATINGS: Final = frozenset({"nsfw", "explicit"})
 
 
+REFUSAL_CODES: Final = ("hard_block", "direct_message", "rating", "blocked_tags", "invalid")
+"""What :attr:`PromptDecision.code` of a refused prompt may be (``allowed`` otherwise)."""
+
+
 class Decision(StrEnum):
     ALLOW = "allow"
     REFUSE = "refuse"
@@ -85,6 +89,8 @@ class PromptDecision:
     matched: tuple[str, ...]
     negative_prompt: str
     minors: tuple[str, ...] = ()  # terms about minors found, also in allowed prompts
+    # Why, in one word from REFUSAL_CODES (metrics, logs): never the prompt's words.
+    code: str = "allowed"
 
     @property
     def allowed(self) -> bool:
@@ -224,6 +230,7 @@ def check_prompt(
             matched,
             final_negative,
             minors,
+            code="hard_block",
         )
     if channel.is_dm and not policy.dm_allowed:
         return PromptDecision(
@@ -232,6 +239,7 @@ def check_prompt(
             (),
             final_negative,
             minors,
+            code="direct_message",
         )
     if not channel.age_restricted:
         matched = _unique(
@@ -241,10 +249,14 @@ def check_prompt(
         )
         if nsfw_rating:
             reason = f"the {rating_name} rating is only allowed in age-restricted channels"
-            return PromptDecision(Decision.REFUSE, reason, matched, final_negative, minors)
+            return PromptDecision(
+                Decision.REFUSE, reason, matched, final_negative, minors, code="rating"
+            )
         if matched:
             reason = f"not allowed outside age-restricted channels: {', '.join(matched)}"
-            return PromptDecision(Decision.REFUSE, reason, matched, final_negative, minors)
+            return PromptDecision(
+                Decision.REFUSE, reason, matched, final_negative, minors, code="blocked_tags"
+            )
         return PromptDecision(Decision.ALLOW, "no blocked tags", (), final_negative, minors)
     return PromptDecision(
         Decision.ALLOW, "age-restricted channel: rating tags allowed", (), final_negative, minors
@@ -310,7 +322,9 @@ def policy_check_lines(
         except PromptError as exc:
             decision = check_prompt(prompt, negative, None, where, policy)
             if decision.decision is not Decision.HARD_BLOCK:
-                decision = PromptDecision(Decision.REFUSE, str(exc), (), decision.negative_prompt)
+                decision = PromptDecision(
+                    Decision.REFUSE, str(exc), (), decision.negative_prompt, code="invalid"
+                )
         yield {"prompt": prompt, **decision.as_dict()}
 
 

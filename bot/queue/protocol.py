@@ -327,6 +327,9 @@ class Heartbeat:
     version: int = PROTOCOL_VERSION
     job_id: int | None = None
     problem: str = ""
+    # GPU memory the worker's engine holds (None: not on CUDA, or a worker from before the
+    # field; an optional key, so bots and workers of either age read each other's beats).
+    gpu_memory_used_bytes: int | None = None
 
     @property
     def compatible(self) -> bool:
@@ -347,6 +350,11 @@ def heartbeat_message(beat: Heartbeat) -> str:
             "at": beat.at,
             "job_id": beat.job_id,
             "problem": beat.problem,
+            **(
+                {}
+                if beat.gpu_memory_used_bytes is None
+                else {"gpu_memory_used_bytes": beat.gpu_memory_used_bytes}
+            ),
         },
         separators=(",", ":"),
     )
@@ -364,6 +372,7 @@ def read_heartbeat(raw: bytes | str) -> Heartbeat:
         raise ProtocolError("not a heartbeat")
     version = data.get("v")
     job_id = data.get("job_id")
+    memory = data.get("gpu_memory_used_bytes")
     return Heartbeat(
         name=_text(data, "name", MAX_NAME),
         host=_text(data, "host", MAX_NAME),
@@ -375,4 +384,7 @@ def read_heartbeat(raw: bytes | str) -> Heartbeat:
         version=version if isinstance(version, int) and not isinstance(version, bool) else -1,
         job_id=job_id if isinstance(job_id, int) and not isinstance(job_id, bool) else None,
         problem=_text(data, "problem", MAX_TEXT) if "problem" in data else "",
+        gpu_memory_used_bytes=memory
+        if isinstance(memory, int) and not isinstance(memory, bool) and memory >= 0
+        else None,
     )

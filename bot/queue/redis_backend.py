@@ -27,6 +27,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from bot.engine.job import RenderJob
 from bot.images import Infotext
+from bot.logs import job_context
 from bot.queue import protocol
 from bot.queue.state import RendererState
 from bot.storage.jobs import JobNotFoundError, JobRecord, JobStateError
@@ -184,6 +185,7 @@ class RedisDispatcher(RendererState):
         self.queue = renderer.queue
         self.events = renderer.events
         self.output = renderer.output
+        self.telemetry = renderer.telemetry
         self.keys = Keys(self.settings.queue.redis_prefix)
         self.redis: Redis | None = None
         self.ready = asyncio.Event()
@@ -420,7 +422,7 @@ class RedisDispatcher(RendererState):
             try:
                 plan = await self.renderer.plan(job)
             except Exception as exc:  # refused by the policy now, or a wildcard gone
-                await self._fail(job, f"the request cannot be rendered: {exc}")
+                await self._fail(job, f"the request cannot be rendered: {exc}", "not_renderable")
                 continue
             self.plans[job.id] = plan
             self.records[job.id] = job
@@ -517,6 +519,7 @@ class RedisDispatcher(RendererState):
             record = await self.db.run(self.jobs.mark_cancelled, job_id, "cancelled while running")
         except JobStateError:
             return  # its result came first
+        self.telemetry.cancelled(record)
         await self.renderer.notify(self.events.on_cancelled(record))
 
     # ----------------------------------------------------------------- results
@@ -606,11 +609,16 @@ class RedisDispatcher(RendererState):
             log.info("a result for job %s (now %s) was dropped", job.id, job.status.value)
             return
         self.handled += 1
+        with job_context(job_id=job.id, guild_id=job.guild_id, channel_id=job.channel_id):
+            await self._settle_result(job, result)
+
+    async def _settle_result(self, job: JobRecord, result: protocol.Result) -> None:
         if result.status == "failed":
-            await self._fail(job, result.reason or "the worker failed")
+            await self._fail(job, result.reason or "the worker failed", "worker")
             return
         if result.status == "cancelled":
             record = await self.db.run(self.jobs.mark_cancelled, job.id, "cancelled while running")
+            self.telemetry.cancelled(record)
             await self.renderer.notify(self.events.on_cancelled(record))
             return
         plan = self.plans.get(job.id)
@@ -618,22 +626,24 @@ class RedisDispatcher(RendererState):
             try:
                 plan = await self.renderer.plan(job)
             except Exception as exc:
-                await self._fail(job, f"the request cannot be rendered: {exc}")
+                await self._fail(job, f"the request cannot be rendered: {exc}", "not_renderable")
                 return
         try:
             rendered = await asyncio.to_thread(_images, result, plan.job)
         except ValueError as exc:
-            await self._fail(job, f"the worker sent a broken image: {exc}")
+            await self._fail(job, f"the worker sent a broken image: {exc}", "worker")
             return
         self.durations.record(plan.job.shape.work_units, result.seconds)
         self.renderer._record_seconds(job.id, {"render": result.seconds, **result.timings})
+        self.telemetry.rendered(job, result.seconds, result.worker)
         await self.renderer.notify(self.renderer._deliver(job, plan, rendered))
 
-    async def _fail(self, job: JobRecord, reason: str) -> None:
+    async def _fail(self, job: JobRecord, reason: str, kind: str = "worker") -> None:
         try:
             record = await self.db.run(self.jobs.mark_failed, job.id, reason)
         except JobStateError:
             return
+        self.telemetry.failed(record, reason, kind)
         await self.renderer.notify(self.events.on_failed(record, reason))
 
     # ----------------------------------------------------------------- progress
@@ -678,6 +688,7 @@ class RedisDispatcher(RendererState):
             # restarts). A first note past step 0 (its start was missed) counts as a start.
             self.started[note.job_id] = time.monotonic()
             if first:
+                self.telemetry.started(job, note.worker)
                 await self.renderer.notify(self.events.on_started(job))
             if note.step == 0:
                 return

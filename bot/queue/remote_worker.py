@@ -112,6 +112,7 @@ class RemoteWorker:
             at=time.time(),
             job_id=self.job_id,
             problem=problem,
+            gpu_memory_used_bytes=self.engine.gpu_memory_used(),
         )
 
     async def beat(self, problem: str = "") -> None:

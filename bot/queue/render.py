@@ -48,6 +48,8 @@ from bot.engine import (
     RenderResult,
 )
 from bot.engine.front import PromptFront
+from bot.logs import job_context
+from bot.observability.telemetry import Telemetry
 from bot.outbox import Outbox
 from bot.planning import Plan, current_policy, decide, plan_job
 from bot.prompts import PromptError
@@ -65,6 +67,7 @@ log = logging.getLogger(__name__)
 
 _TIMINGS_KEPT = 256
 _FINISH_TRIES = 4  # marking a job finished, before it is left running (0.5, 1, 2 s apart)
+FAILING_AFTER = 3  # engine calls in a row that raised something unexpected: not ready
 
 _T = TypeVar("_T")
 
@@ -106,6 +109,7 @@ class Renderer:
         events: JobEvents,
         output: ImageOutput,
         outbox: Outbox,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -116,6 +120,7 @@ class Renderer:
         self.events = events
         self.output = output
         self.outbox = outbox
+        self.telemetry = telemetry or Telemetry()
         self.durations = DurationModel(settings.queue.initial_step_seconds)
         self.timeout = settings.queue.job_timeout_s
         self.current: Running | None = None
@@ -124,6 +129,15 @@ class Renderer:
         self._deliveries: set[asyncio.Task[None]] = set()
         # Where the time of recent jobs went (render, encoders, decode, deliver), newest last.
         self.last_job_seconds: OrderedDict[int, dict[str, float]] = OrderedDict()
+        self._failures: list[str] = []  # unexpected errors of the latest engine calls in a row
+
+    @property
+    def failing(self) -> str | None:
+        """Why the engine looks broken (its last :data:`FAILING_AFTER` calls or more raised
+        something unexpected, e.g. a lost CUDA device), or None; a success clears it."""
+        if len(self._failures) < FAILING_AFTER:
+            return None
+        return f"{len(self._failures)} engine calls in a row failed (last: {self._failures[-1]})"
 
     # ----------------------------------------------------------------- engine
     @property
@@ -221,7 +235,7 @@ class Renderer:
             try:
                 planned.append((job, await self.plan(job)))
             except Exception as exc:  # refused by the policy now, or a wildcard gone
-                await self._fail(job, f"the request cannot be rendered: {exc}")
+                await self._fail(job, f"the request cannot be rendered: {exc}", "not_renderable")
         groups: dict[BatchKey, list[tuple[JobRecord, Plan]]] = {}
         for job, plan in planned:
             groups.setdefault(plan.job.shape.batch_key, []).append((job, plan))
@@ -243,6 +257,7 @@ class Renderer:
         self.current = running
         if announce:
             for job, _ in group:
+                self.telemetry.started(job)
                 await self.notify(self.events.on_started(job))
 
         def reporter(job: JobRecord) -> Callable[[Progress], None]:
@@ -270,7 +285,9 @@ class Renderer:
                 token.cancel()
             await asyncio.gather(future, return_exceptions=True)
             for job, _ in group:
-                await self._fail(job, f"the job took longer than {limit:g} s and was stopped")
+                await self._fail(
+                    job, f"the job took longer than {limit:g} s and was stopped", "timed_out"
+                )
             return
         except JobCancelled:
             for job, _ in group:
@@ -289,9 +306,11 @@ class Renderer:
             return
         except Exception as exc:
             log.exception("job(s) %s failed", ", ".join(str(job.id) for job, _ in group))
+            self._failures = [*self._failures[-FAILING_AFTER:], type(exc).__name__]
             for job, _ in group:
-                await self._fail(job, f"internal error: {type(exc).__name__}")
+                await self._fail(job, f"internal error: {type(exc).__name__}", "internal")
             return
+        self._failures = []
         done: list[tuple[JobRecord, Plan, list[RenderedImage]]] = []
         for (job, plan), job_units, result in zip(group, units, results, strict=True):
             if result.cancelled:
@@ -302,6 +321,7 @@ class Renderer:
                 continue
             self.durations.record(job_units, result.seconds)
             self._record_seconds(job.id, {"render": result.seconds, **result.timings})
+            self.telemetry.rendered(job, result.seconds)
             done.append((job, plan, result.images))
         if done:
             self.spawn(self._deliver_all(done))
@@ -312,11 +332,17 @@ class Renderer:
             await self.db.run(self.jobs.requeue, job.id)
             return
         record = await self.db.run(self.jobs.mark_cancelled, job.id, "cancelled while running")
-        await self.notify(self.events.on_cancelled(record))
+        self.telemetry.cancelled(record)
+        with job_context(job_id=job.id, guild_id=job.guild_id, channel_id=job.channel_id):
+            await self.notify(self.events.on_cancelled(record))
 
-    async def _fail(self, job: JobRecord, reason: str) -> None:
-        record = await self.db.run(self.jobs.mark_failed, job.id, reason)
-        await self.notify(self.events.on_failed(record, reason))
+    async def _fail(self, job: JobRecord, reason: str, kind: str = "engine") -> None:
+        """The job failed: recorded, counted (``kind``: see :data:`~bot.observability.
+        telemetry.FAILURE_KINDS`), and the member told."""
+        with job_context(job_id=job.id, guild_id=job.guild_id, channel_id=job.channel_id):
+            record = await self.db.run(self.jobs.mark_failed, job.id, reason)
+            self.telemetry.failed(record, reason, kind)
+            await self.notify(self.events.on_failed(record, reason))
 
     # ----------------------------------------------------------------- delivery
     async def _deliver_all(self, done: list[tuple[JobRecord, Plan, list[RenderedImage]]]) -> None:
@@ -325,6 +351,12 @@ class Renderer:
             await self.notify(self._deliver(job, plan, rendered))
 
     async def _deliver(self, job: JobRecord, plan: Plan, rendered: list[RenderedImage]) -> None:
+        with job_context(job_id=job.id, guild_id=job.guild_id, channel_id=job.channel_id):
+            await self._output_and_deliver(job, plan, rendered)
+
+    async def _output_and_deliver(
+        self, job: JobRecord, plan: Plan, rendered: list[RenderedImage]
+    ) -> None:
         started = time.perf_counter()
         try:
             outputs = await self.output.images(job, plan, rendered)
@@ -333,7 +365,7 @@ class Renderer:
         except Exception as exc:  # the output step broke (encoding, the image check's thread)
             log.exception("job %s: its images could not be finished", job.id)
             await self._fail(
-                job, f"internal error while finishing the images: {type(exc).__name__}"
+                job, f"internal error while finishing the images: {type(exc).__name__}", "output"
             )
             return
         if (
@@ -343,8 +375,11 @@ class Renderer:
         ):
             # The image check is configured but rated none of them (its thread failed): the
             # member gets the cost back rather than a result made only of withheld images.
-            await self._fail(job, f"the image check broke down ({outputs[0].verdict.reason})")
+            await self._fail(
+                job, f"the image check broke down ({outputs[0].verdict.reason})", "output"
+            )
             return
+        self.telemetry.withheld(job, outputs)
         # The images on disk first, then the job finished with its delivery pending (one
         # transaction): a crash in between renders the job again, never loses it.
         await self.outbox.keep(job, outputs)
