@@ -19,9 +19,11 @@ from bot.discord_app.cogs.mod import ModCog
 from bot.discord_app.components import DYNAMIC_ITEMS
 from bot.discord_app.context import reply
 from bot.discord_app.delivery import Delivery
+from bot.discord_app.http import RestObserver, rest_trace
 from bot.discord_app.moderation import ModLog
 from bot.engine import Engine
 from bot.engine.front import PromptFront
+from bot.observability.telemetry import Telemetry
 from bot.queue.output import Classifier
 from bot.service import ImagineService
 from bot.storage import Database
@@ -65,6 +67,9 @@ class AnimagineBot(commands.Bot):
     says why there is none). ``start_worker=False`` leaves the queue to
     :meth:`ImagineService.run_burst` (tests, benchmarks). ``sync_commands`` syncs the
     command tree at start-up: to ``discord.dev_guilds`` when configured, else globally.
+    ``telemetry`` logs each step of a job's life and, when it holds metrics, counts it;
+    with metrics, every REST answer from Discord is timed too (:func:`~bot.discord_app.
+    http.rest_trace`).
     """
 
     settings: Settings
@@ -87,8 +92,13 @@ class AnimagineBot(commands.Bot):
         stop_grace: float = 30.0,
         progress_interval: float = 2.0,
         submit_concurrency: int = 4,
+        telemetry: Telemetry | None = None,
         **options: Any,
     ) -> None:
+        telemetry = telemetry or Telemetry()
+        metrics = getattr(telemetry, "metrics", None)
+        if isinstance(metrics, RestObserver) and options.get("http_trace") is None:
+            options["http_trace"] = rest_trace(metrics)
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents(),
@@ -112,6 +122,7 @@ class AnimagineBot(commands.Bot):
             self.delivery,
             classifier=classifier,
             classifier_error=classifier_error,
+            telemetry=telemetry,
         )
         self.start_worker = start_worker
         self.sync_commands = sync_commands

@@ -44,6 +44,13 @@ request; the runner ends start-up through :func:`when_ready`.
 Other requests are not retried here: a timeout or a 5xx reaches the caller as an exception
 (``TimeoutError``, ``aiohttp.ClientError``, ``discord.DiscordServerError``) for its own retry
 policy (the delivery's outbox).
+
+**Metrics.** :func:`rest_trace` is an aiohttp trace config for the session (discord.py's
+``http_trace``): every answer from the REST API is timed by method and route template, and
+every 429 counted by its scope. The route is discord.py's ``Route.path`` for the requests
+:class:`RestClient` sends (passed along as aiohttp's ``trace_request_ctx``); for those sent
+on the session directly (interaction callbacks, webhook edits) it is rebuilt from the URL
+by :func:`route_template`. Either way ids and tokens become ``{placeholders}``.
 """
 
 from __future__ import annotations
@@ -52,9 +59,11 @@ import asyncio
 import logging
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Self
+from types import SimpleNamespace
+from typing import Any, Final, Protocol, Self, runtime_checkable
 
 import aiohttp
 from discord.file import File
@@ -234,6 +243,7 @@ class RestClient(HTTPClient):
         timeouts = self.policy.timeouts
         timeout = timeouts.upload() if files or form else timeouts.plain()
         kwargs.setdefault("timeout", timeout)
+        kwargs.setdefault("trace_request_ctx", {"route": route.path})
         if not (self.starting and (route.method, route.path) in START_ROUTES):
             return await super().request(route, files=files, form=form, **kwargs)
         return await self._patiently(route, files, form, kwargs)
@@ -282,3 +292,111 @@ async def when_ready(ready: Awaitable[None], rest: RestClient) -> None:
     """End ``rest``'s start-up once ``ready`` (the client's ``wait_until_ready()``) returns."""
     await ready
     rest.started()
+
+
+# ---------------------------------------------------------------------------- metrics
+@runtime_checkable
+class RestObserver(Protocol):
+    """Where :func:`rest_trace` reports (:class:`bot.observability.metrics.Metrics`)."""
+
+    def rest_answered(self, method: str, route: str, seconds: float) -> None: ...
+
+    def rate_limited(self, scope: str) -> None: ...
+
+
+_ID_NAMES: Final = {
+    "applications": "{application_id}",
+    "channels": "{channel_id}",
+    "commands": "{command_id}",
+    "guilds": "{guild_id}",
+    "interactions": "{interaction_id}",
+    "members": "{user_id}",
+    "messages": "{message_id}",
+    "reactions": "{emoji}",
+    "recipients": "{user_id}",
+    "roles": "{role_id}",
+    "stickers": "{sticker_id}",
+    "threads": "{thread_id}",
+    "users": "{user_id}",
+    "webhooks": "{webhook_id}",
+}
+_TOKEN_AFTER: Final = {"interactions": "{interaction_token}", "webhooks": "{webhook_token}"}
+_LITERAL: Final = re.compile(r"@?[a-z][a-z-]*(?:_[a-z-]+)*")
+_MAX_SEGMENTS: Final = 8
+RATE_LIMIT_SCOPES: Final = frozenset({"user", "shared", "global"})
+
+
+def route_template(path: str, base_path: str = "") -> str:
+    """discord.py's route template for a request path: ``/api/v10/channels/1/messages`` ->
+    ``/channels/{channel_id}/messages`` (``base_path`` is the API's prefix, ``/api/v10``).
+
+    A segment that is not a lowercase word (an id, a token, an emoji) becomes a placeholder
+    named after the segment before it; so the result is one of a bounded set however many
+    channels, messages and interactions there are.
+    """
+    if base_path and path.startswith(base_path):
+        path = path[len(base_path) :]
+    parts = [p for p in path.split("/") if p][:_MAX_SEGMENTS]
+    out: list[str] = []
+    for index, part in enumerate(parts):
+        before = parts[index - 1] if index else ""
+        two_before = parts[index - 2] if index > 1 else ""
+        if two_before in _TOKEN_AFTER and before.isdigit():
+            out.append(_TOKEN_AFTER[two_before])  # /webhooks/{id}/{token}
+        elif _LITERAL.fullmatch(part) and before != "reactions":
+            out.append(part)
+        else:
+            out.append(_ID_NAMES.get(before, "{id}"))
+    return "/" + "/".join(out)
+
+
+def rate_limit_scope(headers: Any) -> str:
+    """A 429's scope: Discord's ``X-RateLimit-Scope`` (user, shared, global), else
+    ``global`` when ``X-RateLimit-Global`` says so, else ``route``."""
+    scope = str(headers.get("X-RateLimit-Scope", "")).lower()
+    if scope in RATE_LIMIT_SCOPES:
+        return scope
+    if str(headers.get("X-RateLimit-Global", "")).lower() == "true":
+        return "global"
+    return "route"
+
+
+def rest_trace(observer: RestObserver) -> aiohttp.TraceConfig:
+    """An aiohttp trace config timing every answer from Discord's REST API (module doc).
+
+    Requests to anything but ``Route.BASE`` (the gateway's websocket, an attachment's CDN
+    URL) are not counted.
+    """
+    trace = aiohttp.TraceConfig()
+
+    async def on_start(
+        _: aiohttp.ClientSession, context: SimpleNamespace, __: aiohttp.TraceRequestStartParams
+    ) -> None:
+        context.started = time.perf_counter()
+
+    async def on_end(
+        _: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        seconds = time.perf_counter() - getattr(context, "started", time.perf_counter())
+        url = str(params.url)
+        base = Route.BASE
+        if not url.startswith(base):
+            return
+        given = getattr(context, "trace_request_ctx", None)
+        route = given.get("route") if isinstance(given, dict) else None
+        if not isinstance(route, str):
+            route = route_template(params.url.path, _path_of(base))
+        observer.rest_answered(params.method, route, seconds)
+        if params.response.status == 429:
+            observer.rate_limited(rate_limit_scope(params.response.headers))
+
+    trace.on_request_start.append(on_start)
+    trace.on_request_end.append(on_end)
+    trace.freeze()
+    return trace
+
+
+def _path_of(base: str) -> str:
+    after_scheme = base.split("://", 1)[-1]
+    slash = after_scheme.find("/")
+    return after_scheme[slash:].rstrip("/") if slash >= 0 else ""

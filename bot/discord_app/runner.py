@@ -9,6 +9,11 @@ Every REST request has connect and answer timeouts, and the requests that start 
 are retried with backoff while Discord (or a proxy before it) answers 5xx, HTML or nothing:
 one warning line per attempt, and the bot comes up when Discord does
 (:mod:`bot.discord_app.http`). Failures that end the run are one error line each.
+
+With ``metrics.enabled``, the operations server (:mod:`bot.observability.server`:
+``/metrics``, ``/healthz``, ``/readyz``) listens before the model loads and stops last; one
+line says where. An address already in use ends the run with one error line: probes and
+dashboards silently left without their server are worse than a bot that does not start.
 """
 
 from __future__ import annotations
@@ -39,9 +44,13 @@ from bot.discord_app.http import (
     snippet,
     when_ready,
 )
+from bot.discord_app.ops import BotProbes
 from bot.engine import DeviceError, Engine, ModelLoadError
 from bot.engine.front import PromptFront
 from bot.logs import setup_logging
+from bot.observability.metrics import Metrics
+from bot.observability.server import OpsServer, PortInUse
+from bot.observability.telemetry import Telemetry
 from bot.queue.output import Classifier
 from bot.storage import Database, DatabaseError, prepare_database
 
@@ -216,6 +225,47 @@ async def _serve(
     *,
     policy: RestPolicy,
 ) -> int:
+    ops: OpsServer | None = None
+    telemetry = Telemetry()
+    probes: BotProbes | None = None
+    if settings.metrics.enabled:
+        metrics = Metrics()
+        telemetry = Telemetry(metrics)
+        probes = BotProbes(db, metrics)
+        config = settings.metrics
+        ops = OpsServer(config.host, config.port, metrics=metrics, checks=probes.checks)
+        try:
+            await ops.start()
+        except OSError as exc:
+            what = "is in use" if isinstance(exc, PortInUse) else f"cannot be used ({exc})"
+            log.error(  # noqa: TRY400 - one line is the point
+                "metrics: %s:%d %s; set metrics.port (or metrics.enabled = false)",
+                config.host,
+                config.port,
+                what,
+            )
+            return EXIT_FAILURE
+        log.info("metrics, /healthz and /readyz on %s", ops.url)
+    try:
+        return await _serve_bot(
+            settings, db, token, stop, options, policy=policy, telemetry=telemetry, probes=probes
+        )
+    finally:
+        if ops is not None:
+            await ops.stop()
+
+
+async def _serve_bot(
+    settings: Settings,
+    db: Database,
+    token: str,
+    stop: asyncio.Event,
+    options: dict[str, Any],
+    *,
+    policy: RestPolicy,
+    telemetry: Telemetry,
+    probes: BotProbes | None,
+) -> int:
     engine: Engine | PromptFront
     try:
         if settings.queue.backend == "redis":  # the workers render: the tokenizer is enough
@@ -236,8 +286,11 @@ async def _serve(
         engine,
         classifier=classifier,
         classifier_error=classifier_error,
+        telemetry=telemetry,
         **options,
     )
+    if probes is not None:
+        probes.attach(bot)
     rest = RestClient.adopt(bot.http, policy)
     gateway_lines = GatewayRetryLines(settings.discord.gateway_url, bot)
     logging.getLogger("discord.client").addFilter(gateway_lines)
