@@ -114,6 +114,15 @@ class ModerationEventRecord:
         )
 
 
+def _fits(column: Any, value: str | None) -> str | None:
+    """``value`` if it fits ``column`` (a ``String(n)``), else ValueError. SQLite stores
+    any length, PostgreSQL refuses what is longer: both refuse it here, in the same words."""
+    length = getattr(column.type, "length", None)
+    if value is not None and length is not None and len(value) > length:
+        raise ValueError(f"{column.key} is at most {length} characters, not {len(value)}")
+    return value
+
+
 def _member_row(session: Session, guild_id: int, user_id: int, now: datetime) -> Member:
     """The member's row, created when missing, locked until the transaction ends."""
     key = (guild_id, user_id)
@@ -225,6 +234,7 @@ class MemberStore(Store):
         self, guild_id: int, user_id: int, tier: str | None, *, actor_id: int | None = None
     ) -> MemberRecord:
         """Give a member a named tier regardless of roles (None: back to roles and defaults)."""
+        _fits(Member.tier, tier)
 
         def set_tier(row: Member, now: datetime) -> None:
             row.tier = tier
@@ -298,7 +308,7 @@ def _event(
 ) -> ModerationEvent:
     row = ModerationEvent(
         created_at=now,
-        kind=kind,
+        kind=_fits(ModerationEvent.kind, kind),
         guild_id=guild_id,
         user_id=user_id,
         actor_id=actor_id,
@@ -344,7 +354,7 @@ class GuildStore(Store):
             if enabled is not _UNCHANGED:
                 row.enabled = enabled
             if default_tier is not _UNCHANGED:
-                row.default_tier = default_tier
+                row.default_tier = _fits(GuildSettings.default_tier, default_tier)
             if role_tiers is not _UNCHANGED:
                 row.role_tiers = [{"role_id": int(r), "tier": str(t)} for r, t in role_tiers]
             if exempt_role_ids is not _UNCHANGED:

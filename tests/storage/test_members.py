@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from bot.storage import Database, GuildStore, MemberStore
 from tests.storage.fakes import FakeClock
 
@@ -83,3 +85,23 @@ def test_moderation_overrides_are_kept_per_server(db: Database) -> None:
     guilds.set_moderation(7, {"blocked_tags_add": ["gore"], "explicit_threshold": 0.2})
     assert guilds.get_moderation(7) == {"blocked_tags_add": ["gore"], "explicit_threshold": 0.2}
     assert guilds.get_moderation(8) == {}
+
+
+def test_names_too_long_for_their_column_are_refused_on_every_database(db: Database) -> None:
+    """SQLite would store them whole and PostgreSQL refuse them: both refuse them alike."""
+    members, guilds = MemberStore(db), GuildStore(db)
+    longest = "t" * 64
+    assert members.set_tier(1, 2, longest).tier == longest
+    assert guilds.update(1, default_tier=longest).default_tier == longest
+    with pytest.raises(ValueError, match="tier is at most 64 characters, not 65"):
+        members.set_tier(1, 2, longest + "t")
+    with pytest.raises(ValueError, match="default_tier is at most 64 characters"):
+        guilds.update(1, default_tier=longest + "t")
+    with pytest.raises(ValueError, match="kind is at most 32 characters"):
+        members.record_event("k" * 33, guild_id=1)
+    member, guild = members.get(1, 2), guilds.get(1)
+    assert member is not None
+    assert member.tier == longest
+    assert guild is not None
+    assert guild.default_tier == longest
+    assert [e.kind for e in members.events(guild_id=1)] == ["set_tier"]
