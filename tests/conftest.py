@@ -98,7 +98,7 @@ def postgres_migrated(postgres_server: PostgresServer) -> str:
 def _postgres_database(request: pytest.FixtureRequest, *, migrated: bool) -> Iterator[str]:
     server: PostgresServer = request.getfixturevalue("postgres_server")
     template = request.getfixturevalue("postgres_migrated") if migrated else "template0"
-    name = server.create_database(template=template)
+    name = server.take_database(template)
     yield server.url(name)
     server.drop_database(name)
 
@@ -142,8 +142,7 @@ def make_db_url(
             open_db(url).close()
         else:
             server = request.getfixturevalue("postgres_server")
-            template = request.getfixturevalue("postgres_migrated")
-            name = server.create_database(template=template)
+            name = server.take_database(request.getfixturevalue("postgres_migrated"))
             url = server.url(name)
         made.append(url)
         return url
