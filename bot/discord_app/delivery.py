@@ -39,6 +39,7 @@ from bot.discord_app import formatting
 from bot.discord_app.components import cancel_view, result_view
 from bot.discord_app.context import DEFAULT_FILESIZE_LIMIT
 from bot.engine import Progress
+from bot.logs import job_context
 from bot.queue.events import Attempt, OutputImage
 from bot.request import GenerationRequest
 from bot.service import Submitted
@@ -352,6 +353,10 @@ class Delivery:
         return discord.Webhook.partial(app_id, job.interaction_token, client=self.bot)
 
     async def _progress_edit(self, job: JobRecord, content: str) -> None:
+        with job_context(job_id=job.id, guild_id=job.guild_id, channel_id=job.channel_id):
+            await self._edit_progress(job, content)
+
+    async def _edit_progress(self, job: JobRecord, content: str) -> None:
         track = await self._follow(job)
         now = time.monotonic()
         if track.done or now - track.last_edit < self.progress_interval:
@@ -379,6 +384,10 @@ class Delivery:
                 log.info("job %s: progress edit skipped (%s)", job.id, _describe(exc))
 
     async def _final_text(self, job: JobRecord, content: str) -> None:
+        with job_context(job_id=job.id, guild_id=job.guild_id, channel_id=job.channel_id):
+            await self._post_final_text(job, content)
+
+    async def _post_final_text(self, job: JobRecord, content: str) -> None:
         track = await self._follow(job)
         async with track.lock:
             track.stage = Stage.DONE

@@ -10,7 +10,7 @@ One aiohttp server (the library discord.py already uses) on ``metrics.host`` and
   database): 200 with ``{"ready": true, "checks": {name: {"ok": ..., "detail": ...}}}``
   when all pass, else 503 with the same body and ``"failing": [names]``.
 * ``/metrics``: the registry in Prometheus' text format, after the on-demand gauges are
-  read (:meth:`bot.observability.metrics.Metrics.sample`).
+  read (:meth:`bot.observability.metrics.Metrics.sample`), written out on a thread.
 
 A port already in use is :class:`PortInUse` (the runner then exits with one error line:
 probes and dashboards that silently lack their server are worse than a bot that does not
@@ -126,5 +126,7 @@ class OpsServer:
         if self.metrics is None:
             raise web.HTTPNotFound(text="metrics are off")
         await self.metrics.sample()
-        body = self.metrics.exposition()
+        # Writing the text out takes a few milliseconds for a busy registry: off the loop
+        # (prometheus_client's metrics are thread-safe), so a scrape never stalls it.
+        body = await asyncio.to_thread(self.metrics.exposition)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -168,9 +168,10 @@ class Telemetry:
         )
 
     def started(self, job: JobRecord, worker: str = LOCAL_WORKER) -> None:
-        """Its render began on ``worker`` (a remote worker's name, or ``local``)."""
-        begun = job.started_at or utc_now()
-        waited = _seconds_between(job.queued_at, begun)
+        """Its render begins now on ``worker`` (a remote worker's name, or ``local``): the
+        queue wait is from its acceptance until now (with Redis, the time a job handed out
+        waited there for a worker included)."""
+        waited = _seconds_between(job.queued_at, utc_now())
         if self.metrics is not None:
             self.metrics.job_started(job_size(job), worker, waited)
         self._log(
