@@ -214,3 +214,32 @@ async def test_metrics_off_nothing_listens_and_json_job_lines(
             GENERAL_CHANNEL_ID,
         ), line
     assert "rendered in" in by_event["job.finished"]["message"]
+
+
+async def test_an_auto_sharded_bot_is_ready_when_its_shards_are_connected(
+    fast_fake: FakeDiscord, make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    settings = settings_for(
+        fast_fake,
+        make_settings,
+        ANIMAGINE_DISCORD__SHARDS='"auto"',
+        ANIMAGINE_METRICS__ENABLED="true",
+        ANIMAGINE_METRICS__PORT="0",
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop=stop, guild_ready_timeout=0.05))
+    try:
+        url = await ops_url(caplog, task)
+        async with aiohttp.ClientSession() as session:
+            ready = await until_ready(session, url)
+            assert ready["checks"]["gateway"] == {"ok": True, "detail": "1 shard(s) connected"}
+            await fast_fake.wait_for(
+                lambda: fast_fake.heartbeats and fast_fake.heartbeats[-1].acked, 10, "a beat"
+            )
+            async with session.get(f"{url}/metrics") as response:
+                values = scrape(await response.text())
+        assert ("animagine_discord_gateway_latency_seconds", (("shard", "0"),)) in values
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == EXIT_OK
