@@ -19,12 +19,21 @@ request is queued. Three phases:
    new interactions feel).
 
 Prints a markdown table.
+
+``--metrics on`` runs the bot as ``metrics.enabled`` does: job telemetry counted in a
+Prometheus registry, every REST answer timed by an aiohttp trace, the operations server
+(with its loop watch) on a loopback port, scraped (``/metrics`` and ``/readyz``) every
+``--scrape-every`` seconds from the fake Discord's thread as Prometheus and a probe would.
+``--metrics both`` runs each configuration ``--rounds`` times, alternating which goes first,
+each round on a fresh database and bot over the same fake Discord and engine, and prints
+both tables and one comparing them (the cost of metrics on the hot path).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import importlib.util
@@ -51,13 +60,18 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # discord.py imports audioop
     import discord  # noqa: F401
 
+import aiohttp
 import torch
 from PIL import Image
 
 from bot.config import Settings, load_settings
 from bot.discord_app.client import AnimagineBot
+from bot.discord_app.ops import BotProbes
 from bot.engine import Engine
 from bot.images import encode_png, read_infotext
+from bot.observability.metrics import Metrics
+from bot.observability.server import OpsServer
+from bot.observability.telemetry import Telemetry
 from bot.storage import JobStore, prepare_database
 from tests.e2e.fake_discord import (
     ALICE_ID,
@@ -234,7 +248,7 @@ async def overhead_phase(
         done_at = fake.requests[-1].received_at
         job_id = next(int(c.split(":")[2]) for c in message.custom_ids)
         job = await bot.db.run(store.get, job_id)
-        seconds = bot.service.worker.last_job_seconds[job_id]
+        seconds = await job_seconds(bot, job_id)
         upload = bot.delivery.upload_seconds[job_id]
         encode = encode_seconds(message)
         total = done_at - handle.dispatched_at
@@ -250,6 +264,15 @@ async def overhead_phase(
         parts = out.submit[-1] + out.queue[-1] + encode + out.database[-1] + upload
         out.rest.append(total - seconds["render"] - parts)
     return out
+
+
+async def job_seconds(bot: AnimagineBot, job_id: int) -> dict[str, float]:
+    """Where the job's time went; its delivery's share is recorded once the outbox has
+    recorded the delivery, just after the member has the result."""
+    async with asyncio.timeout(10):
+        while "deliver" not in (seconds := bot.service.worker.last_job_seconds.get(job_id, {})):  # noqa: ASYNC110 - no event to wait on
+            await asyncio.sleep(0.002)
+    return seconds
 
 
 @dataclass
@@ -294,45 +317,205 @@ def quiet() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
-async def run(burst: int, jobs: int, threads: int, concurrency: int) -> None:
+@dataclass
+class Round:
+    overhead: Overhead
+    burst: Burst
+    stalls: tuple[list[float], list[float]]  # one by one, long render + burst
+    heartbeats: int
+    scrapes: list[float] = field(default_factory=list)  # seconds per /metrics scrape
+
+    @classmethod
+    def merged(cls, rounds: list[Round]) -> Round:
+        overhead = Overhead()
+        for name in vars(overhead):
+            for r in rounds:
+                getattr(overhead, name).extend(getattr(r.overhead, name))
+        return cls(
+            overhead,
+            Burst(
+                [a for r in rounds for a in r.burst.acks],
+                [a for r in rounds for a in r.burst.replies],
+                sum(r.burst.refused for r in rounds),
+            ),
+            ([x for r in rounds for x in r.stalls[0]], [x for r in rounds for x in r.stalls[1]]),
+            sum(r.heartbeats for r in rounds),
+            [x for r in rounds for x in r.scrapes],
+        )
+
+
+async def scrape_loop(url: str, every: float, took: list[float]) -> None:
+    """Prometheus and a readiness probe, from outside the bot's event loop."""
+    async with aiohttp.ClientSession() as session:
+        while True:
+            started = time.perf_counter()
+            async with session.get(f"{url}/metrics") as response:
+                await response.read()
+                assert response.status == 200
+            took.append(time.perf_counter() - started)
+            async with session.get(f"{url}/readyz") as response:
+                await response.read()
+            await asyncio.sleep(every)
+
+
+@contextlib.asynccontextmanager
+async def scraped(
+    remote: Remote, ops: OpsServer | None, every: float
+) -> AsyncIterator[list[float]]:
+    took: list[float] = []
+    if ops is None:
+        yield took
+        return
+    future = asyncio.run_coroutine_threadsafe(scrape_loop(ops.url, every, took), remote.loop)
+    try:
+        yield took
+    finally:
+        future.cancel()
+        with contextlib.suppress(asyncio.CancelledError, concurrent.futures.CancelledError):
+            await asyncio.wrap_future(future)
+
+
+async def one_round(  # noqa: PLR0917 - one call site
+    remote: Remote,
+    fake: FakeDiscord,
+    engine: Engine,
+    settings: Settings,
+    metrics_on: bool,
+    burst: int,
+    jobs: int,
+    concurrency: int,
+    scrape_every: float,
+) -> Round:
+    db = await asyncio.to_thread(prepare_database, settings)
+    telemetry = Telemetry(Metrics()) if metrics_on else Telemetry()
+    ops: OpsServer | None = None
+    watch = LoopWatch()
+    beats_before = len(fake.heartbeats)
+    try:
+        bot = AnimagineBot(
+            settings,
+            db,
+            engine,
+            guild_ready_timeout=0.05,
+            stop_grace=1.0,
+            submit_concurrency=concurrency,
+            telemetry=telemetry,
+        )
+        if isinstance(telemetry.metrics, Metrics):
+            probes = BotProbes(db, telemetry.metrics)
+            probes.attach(bot)
+            ops = OpsServer("127.0.0.1", 0, metrics=telemetry.metrics, checks=probes.checks)
+            await ops.start()
+        async with (
+            running_client(bot, fake),
+            watch.watching(),
+            scraped(remote, ops, scrape_every) as scrapes,
+        ):
+            warm = await imagine(remote, fake, BOB_ID, "warm-up")  # first render is slow
+            await remote(warm.original(is_done, timeout=60))
+            started = time.monotonic()
+            overhead = await overhead_phase(remote, fake, bot, jobs)
+            middle = time.monotonic()
+            loaded = await burst_phase(remote, fake, bot, burst)
+            ended = time.monotonic()
+        beats = [h for h in fake.heartbeats[beats_before:] if h.acked]
+    finally:
+        if ops is not None:
+            await ops.stop()
+        await asyncio.to_thread(db.close)
+    stalls = (watch.between(started, middle), watch.between(middle, ended))
+    return Round(overhead, loaded, stalls, len(beats), list(scrapes))
+
+
+async def run(  # noqa: PLR0917 - one call site
+    burst: int,
+    jobs: int,
+    threads: int,
+    concurrency: int,
+    mode: str = "off",
+    rounds: int = 1,
+    scrape_every: float = 1.0,
+) -> None:
     torch.set_num_threads(threads)
+    configs = {"off": [False], "on": [True], "both": [False, True]}[mode]
+    results: dict[bool, list[Round]] = {on: [] for on in configs}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         with quiet():
             model_dir = save_tiny_model(folder / "model")
-        settings = settings_for(model_dir, folder)
-        engine = await asyncio.to_thread(Engine.load, settings)
-        db = await asyncio.to_thread(prepare_database, settings)
-        watch = LoopWatch()
+        engine = await asyncio.to_thread(Engine.load, settings_for(model_dir, folder))
         remote = Remote()
-        try:
-            async with remote.fake(heartbeat_interval=1.0) as fake:
-                bot = AnimagineBot(
-                    settings,
-                    db,
-                    engine,
-                    guild_ready_timeout=0.05,
-                    stop_grace=1.0,
-                    submit_concurrency=concurrency,
-                )
-                async with running_client(bot, fake), watch.watching():
-                    warm = await imagine(remote, fake, BOB_ID, "warm-up")  # first render is slow
-                    await remote(warm.original(is_done, timeout=60))
-                    started = time.monotonic()
-                    overhead = await overhead_phase(remote, fake, bot, jobs)
-                    middle = time.monotonic()
-                    loaded = await burst_phase(remote, fake, bot, burst)
-                    ended = time.monotonic()
-                    beats = [h for h in fake.heartbeats if h.acked]
-        finally:
-            await asyncio.to_thread(db.close)
-    stalls = (watch.between(started, middle), watch.between(middle, ended))
+        async with remote.fake(heartbeat_interval=1.0) as fake:
+            for number in range(rounds):
+                order = configs if number % 2 == 0 else configs[::-1]  # fair: alternate
+                for on in order:
+                    place = folder / f"round-{number}-{'on' if on else 'off'}"
+                    place.mkdir()
+                    results[on].append(
+                        await one_round(
+                            remote,
+                            fake,
+                            engine,
+                            settings_for(model_dir, place),
+                            on,
+                            burst,
+                            jobs,
+                            concurrency,
+                            scrape_every,
+                        )
+                    )
     collect = []
     for _ in range(5):
         before = time.perf_counter()
         gc.collect()
         collect.append(time.perf_counter() - before)
-    report(overhead, loaded, stalls, collect, len(beats), burst, jobs, threads)
+    merged = {on: Round.merged(rs) for on, rs in results.items()}
+    for on, r in merged.items():
+        if len(merged) > 1 or on:
+            print(f"\n## metrics {'on' if on else 'off'} ({rounds} round(s))\n")
+        report(r.overhead, r.burst, r.stalls, collect, r.heartbeats, burst, jobs, threads)
+        if r.scrapes:
+            print(
+                f"Scrapes of /metrics (and /readyz) every {scrape_every:g} s: {len(r.scrapes)}, "
+                f"{ms(statistics.median(r.scrapes))} ms median, {ms(max(r.scrapes))} ms max."
+            )
+    if len(merged) > 1:
+        compare(merged[False], merged[True], burst, jobs, rounds)
+        spread(results)
+
+
+def spread(results: dict[bool, list[Round]]) -> None:
+    """Each round's p99s, in the order they ran: how much rounds differ by themselves."""
+    print("\nPer round, p99 ms (ack latency / queue reply / loop lateness in the burst):")
+    for on, rounds in results.items():
+        cells = [
+            f"{ms(percentile(r.burst.acks, 99))} / {ms(percentile(r.burst.replies, 99))} / "
+            f"{ms(percentile(r.stalls[1], 99))}"
+            for r in rounds
+        ]
+        print(f"- metrics {'on' if on else 'off'}: " + "; ".join(cells))
+
+
+def compare(off: Round, on: Round, size: int, jobs: int, rounds: int) -> None:
+    """The cost of metrics on the hot path: the same measures, off and on, side by side."""
+    print(f"\n## metrics off vs on, same run ({rounds} round(s) each, alternating)\n")
+    print("| measure | off p50 ms | off p99 ms | off max ms | on p50 ms | on p99 ms | on max ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+
+    def cells(values: list[float]) -> str:
+        return f"{ms(statistics.median(values))} | {ms(percentile(values, 99))} | {ms(max(values))}"
+
+    rows = [
+        (f"ack latency, burst of {size} /imagine while rendering", off.burst.acks, on.burst.acks),
+        (f"queue reply, burst of {size}", off.burst.replies, on.burst.replies),
+        (f"event-loop lateness, {jobs} renders one by one", off.stalls[0], on.stalls[0]),
+        (f"event-loop lateness, long render + burst of {size}", off.stalls[1], on.stalls[1]),
+        (f"per job ({jobs} on an idle bot), interaction -> result", off.overhead.total,
+         on.overhead.total),
+        ("  outside the pipeline", off.overhead.outside, on.overhead.outside),
+    ]  # fmt: skip
+    for name, a, b in rows:
+        print(f"| {name} | {cells(a)} | {cells(b)} |")
 
 
 def report(  # noqa: PLR0917 - one call site
@@ -388,8 +571,28 @@ def main() -> None:
     parser.add_argument(
         "--submit-concurrency", type=int, default=4, help="AnimagineBot(submit_concurrency=)"
     )
+    parser.add_argument(
+        "--metrics",
+        choices=("off", "on", "both"),
+        default="off",
+        help="run with metrics off, on, or both in the same run (alternating rounds)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of each configuration")
+    parser.add_argument(
+        "--scrape-every", type=float, default=1.0, help="seconds between scrapes (metrics on)"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.burst, args.jobs, args.threads, args.submit_concurrency))
+    asyncio.run(
+        run(
+            args.burst,
+            args.jobs,
+            args.threads,
+            args.submit_concurrency,
+            args.metrics,
+            args.rounds,
+            args.scrape_every,
+        )
+    )
 
 
 if __name__ == "__main__":
