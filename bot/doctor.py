@@ -435,16 +435,12 @@ async def command_payloads() -> list[dict[str, Any]]:
 
     from discord.ext import commands
 
-    from bot.discord_app.client import BotTree, intents
-    from bot.discord_app.cogs.admin import AdminCog
-    from bot.discord_app.cogs.imagine import ImagineCog
-    from bot.discord_app.cogs.info import InfoCog
-    from bot.discord_app.cogs.mod import ModCog
+    from bot.discord_app.client import COGS, BotTree, intents
 
     bot = commands.Bot(command_prefix="!", intents=intents(), tree_cls=BotTree, help_command=None)
     host = cast(Any, bot)  # the cogs keep the bot; building the tree touches nothing else
-    for cog in (ImagineCog(host), InfoCog(host), AdminCog(host), ModCog(host)):
-        await bot.add_cog(cog)
+    for cog in COGS:
+        await bot.add_cog(cog(host))
     return [command.to_dict(bot.tree) for command in bot.tree.get_commands()]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Final
 
 import discord
 from discord import app_commands
@@ -51,6 +51,10 @@ class BotTree(app_commands.CommandTree["AnimagineBot"]):
             await reply(interaction, text)
         except discord.HTTPException as exc:
             log.warning("could not report a command error (%s)", exc.status)
+
+
+COGS: Final = (ImagineCog, InfoCog, AdminCog, ModCog)
+"""The bot's cogs, in the order they are added (``doctor`` builds the same command tree)."""
 
 
 def intents() -> discord.Intents:
@@ -133,8 +137,8 @@ class AnimagineBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(*DYNAMIC_ITEMS)
-        for cog in (ImagineCog(self), InfoCog(self), AdminCog(self), ModCog(self)):
-            await self.add_cog(cog)
+        for cog in COGS:
+            await self.add_cog(cog(self))
         self.restored_jobs = await self.service.restore()
         if self.restored_jobs:
             log.info("%d job(s) from before the restart are queued again", self.restored_jobs)
