@@ -34,6 +34,12 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     ),
     "animagine_discord_rate_limit_hits_total": ("counter", frozenset({"scope"})),
     "animagine_discord_gateway_latency_seconds": ("gauge", frozenset({"shard"})),
+    "animagine_requests_refused_total": ("counter", frozenset({"reason"})),
+    "animagine_event_loop_stall_seconds": ("gauge", frozenset()),
+}
+# In the registry but not worth a panel.
+NOT_ON_DASHBOARD: dict[str, tuple[str, frozenset[str]]] = {
+    "animagine_build_info": ("gauge", frozenset({"version"})),
 }
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 # Labels every series has from Prometheus' scrape.
@@ -147,3 +153,35 @@ def test_the_contract_check_is_not_vacuous() -> None:
     with pytest.raises(AssertionError):
         _metric("animagine_jobs")
     assert _metric("animagine_render_seconds_bucket") == ("animagine_render_seconds", "_bucket")
+
+
+def test_the_contract_is_what_the_bot_exposes() -> None:
+    """The registry the bot serves at /metrics has exactly the contract's metrics, kinds and
+    labels (with one sample of each on-demand gauge, as after a scrape's sampling)."""
+    from bot.observability.metrics import LoopWatch, Metrics, Snapshot
+
+    metrics = Metrics()
+    metrics.snapshot = Snapshot(
+        jobs_waiting=0,
+        members_waiting=0,
+        deliveries_pending=0,
+        workers_up=1,
+        gpu_memory_used_bytes={"local": 1},
+        gateway_latency_seconds={"0": 0.05},
+    )
+    metrics.loop_watch = LoopWatch()
+    metrics.job_rendered("832x1216", "local", 1.0)
+    metrics.job_started("832x1216", "local", 0.5)
+    exposed: dict[str, tuple[str, frozenset[str]]] = {}
+    for family in metrics.registry.collect():
+        labels: set[str] = set()
+        for sample in family.samples:
+            labels |= set(sample.labels) - {"le"}
+        name = family.name + "_total" if family.type == "counter" else family.name
+        exposed[name] = (family.type, frozenset(labels))
+    expected = {**METRICS, **NOT_ON_DASHBOARD}
+    assert set(exposed) == set(expected)
+    for name, (kind, labels) in exposed.items():
+        assert kind == expected[name][0], name
+        if labels:  # families with no sample yet show no labels
+            assert labels == expected[name][1], name
