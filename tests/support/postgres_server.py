@@ -3,9 +3,10 @@
 ``initdb`` makes a throw-away cluster in a temporary folder (its unix socket lives there
 too), ``postgres`` serves it until :meth:`PostgresServer.stop`, and the folder is removed.
 The cluster trusts local connections and, unless told otherwise (``PostgresServer(fsync=
-"on")``), runs without ``fsync``: it is for tests and benchmarks, and is gone when they end. PostgreSQL refuses to run as root: when the tests
-run as root (CI does) the cluster belongs to the ``postgres`` system user that the Debian
-package creates, and the server runs as that user.
+"on")``), runs without ``fsync``: it is for tests and benchmarks, and is gone when they end.
+PostgreSQL refuses to run as root: when the tests run as root (CI does) the cluster belongs to
+the ``postgres`` system user that the Debian package creates, and the server runs as that
+user.
 
 The binaries come from ``PATH`` or the Debian layout (``/usr/lib/postgresql/<version>/bin``,
 newest version first). Each test gets a database of its own (:meth:`take_database`), which
