@@ -943,10 +943,23 @@ class _Connection:
 @dataclass(eq=False)
 class _Session:
     session_id: str
+    shard: tuple[int, int] = (0, 1)
     seq: int = 0
     connection: _Connection | None = None
     backlog: list[JSON] = field(default_factory=list)
     invalid: bool = False
+
+
+def shard_for(guild_id: int, shard_count: int) -> int:
+    """The shard Discord puts a guild on."""
+    return (guild_id >> 22) % shard_count
+
+
+def _shard_of(identify: JSON) -> tuple[int, int]:
+    shard = identify.get("shard")
+    if isinstance(shard, list) and len(shard) == 2:
+        return int(shard[0]), int(shard[1])
+    return 0, 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -1060,7 +1073,10 @@ class FakeDiscord:
         self._stopping = False
         self._connections: list[_Connection] = []
         self._connection_ids = itertools.count(1)
-        self._session: _Session | None = None
+        self._session: _Session | None = None  # shard 0's (the only one unless sharded)
+        self._shards: dict[int, _Session] = {}  # shard id -> its session
+        self.recommended_shards = 1
+        """What ``GET /gateway/bot`` recommends (``discord.shards = "auto"`` follows it)."""
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
@@ -1608,11 +1624,16 @@ class FakeDiscord:
             await conn.ws.close(code=4004, message=b"Authentication failed.")
             return
         self.identifies.append({k: v for k, v in data.items() if k != "token"})
-        if self._session is not None:
-            self._session.invalid = True
-        session = _Session(secrets.token_hex(16), connection=conn)
+        shard_id, shard_count = _shard_of(data)
+        previous = self._shards.get(shard_id)
+        if previous is not None:
+            previous.invalid = True
+        session = _Session(secrets.token_hex(16), (shard_id, shard_count), connection=conn)
         conn.session = session
-        self._session = session
+        self._shards[shard_id] = session
+        if shard_id == 0:
+            self._session = session
+        guilds = [g for g in self.guilds.values() if shard_for(g.id, shard_count) == shard_id]
         ready: JSON = {
             "v": API_VERSION,
             "user": {
@@ -1621,7 +1642,7 @@ class FakeDiscord:
                 "mfa_enabled": False,
                 "email": None,
             },
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in guilds],
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,
@@ -1636,12 +1657,13 @@ class FakeDiscord:
         }
         if "shard" in data:
             ready["shard"] = data["shard"]
-        await self.dispatch("READY", ready)
-        for guild in self.guilds.values():
-            await self.dispatch("GUILD_CREATE", self._guild_create_payload(guild))
+        await self._dispatch_to(session, "READY", ready)
+        for guild in guilds:
+            await self._dispatch_to(session, "GUILD_CREATE", self._guild_create_payload(guild))
 
     async def _resume(self, conn: _Connection, data: JSON) -> None:
-        session = self._session
+        wanted = data.get("session_id")
+        session = next((s for s in self._shards.values() if s.session_id == wanted), None)
         if (
             session is None
             or session.invalid
@@ -1657,7 +1679,7 @@ class FakeDiscord:
         for frame in list(session.backlog):
             if frame["s"] > last_seen:
                 await self._send(conn, frame)
-        await self.dispatch("RESUMED", {"_trace": ["fake-discord"]})
+        await self._dispatch_to(session, "RESUMED", {"_trace": ["fake-discord"]})
 
     async def _request_members(self, data: JSON) -> None:
         guild = self.guilds.get(int(data.get("guild_id", 0)))
@@ -1679,11 +1701,19 @@ class FakeDiscord:
     async def dispatch(self, event: str, data: JSON) -> int:
         """Dispatch a gateway event to the bot's session; returns its sequence number.
 
-        While the bot is disconnected the event is kept and replayed on RESUME.
+        A sharded bot gets an event of a guild on that guild's shard (Discord's
+        ``(guild_id >> 22) % shard_count``), others on shard 0. While the bot is
+        disconnected the event is kept and replayed on RESUME.
         """
         session = self._session
+        guild_id = data.get("guild_id") if isinstance(data, dict) else None
+        if session is not None and guild_id is not None and session.shard[1] > 1:
+            session = self._shards.get(shard_for(int(guild_id), session.shard[1]), session)
         if session is None:
             raise RuntimeError("no gateway session: the client has not identified yet")
+        return await self._dispatch_to(session, event, data)
+
+    async def _dispatch_to(self, session: _Session, event: str, data: JSON) -> int:
         session.seq += 1
         frame: JSON = {"op": 0, "t": event, "s": session.seq, "d": data}
         session.backlog.append(frame)
@@ -2088,7 +2118,7 @@ class FakeDiscord:
         if request.path.endswith("/bot"):
             self._require_bot(request)
             body.update(
-                shards=1,
+                shards=self.recommended_shards,
                 session_start_limit={
                     "total": 1000,
                     "remaining": 1000,
