@@ -107,6 +107,9 @@ class SleepingEngine:
         self.placement = SimpleNamespace(device=SimpleNamespace(type="cpu"))
         self.image = Image.new("RGB", (SIDE, SIDE), (200, 120, 160))
 
+    def gpu_memory_used(self) -> int | None:
+        return None  # no GPU: the heartbeat says so, as a CPU engine's does
+
     def render_batch(self, renders: Any, *, on_progress: Any, cancels: Any) -> Any:
         from bot.engine import JobCancelled, Progress, RenderedImage, RenderResult
         from bot.images import Infotext
