@@ -3,22 +3,23 @@ worker is looked up by its heartbeat in Redis under the name the worker itself u
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import socket
-import threading
+import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar
 
 import pytest
 import redis
 
 from bot.config import Settings
+from bot.observability.server import OpsServer
 from bot.queue.redis_backend import Keys
 from bot.queue.remote_worker import RemoteWorker
 from tests.deploy.files import DEPLOY
+from tests.support.redis_server import RedisServer
 
 
 def _load() -> ModuleType:
@@ -33,34 +34,6 @@ def _load() -> ModuleType:
 healthcheck = _load()
 
 
-class _Status:
-    code = 200
-
-
-@pytest.fixture
-def metrics_server() -> Iterator[tuple[int, type[_Status]]]:
-    """A stand-in for the bot's metrics server: /healthz answers _Status.code."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(_Status.code if self.path == "/healthz" else 404)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _Status.code = 200
-    try:
-        yield server.server_address[1], _Status
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 BOT = {1: ["python", "-m", "bot", "run"]}
 
 
@@ -72,15 +45,25 @@ def _bot_env(port: int, enabled: str = "true") -> dict[str, str]:
     }
 
 
-def test_the_bot_is_healthy_while_healthz_answers(
-    metrics_server: tuple[int, type[_Status]],
-) -> None:
-    port, status = metrics_server
-    healthy, why = healthcheck.check(BOT, _bot_env(port))
-    assert healthy, why
-    assert "/healthz" in why
-    status.code = 503
-    assert not healthcheck.check(BOT, _bot_env(port))[0]
+async def test_the_bot_is_healthy_while_its_event_loop_answers_healthz() -> None:
+    """The bot's own metrics server: healthy while its loop answers, not while it hangs."""
+    server = OpsServer("127.0.0.1", 0)
+    await server.start()
+    try:
+        assert server.bound_port is not None
+        env = _bot_env(server.bound_port)
+        healthy, why = await asyncio.to_thread(healthcheck.check, BOT, env)
+        assert healthy, why
+        assert "/healthz" in why
+        # The loop stuck in blocking work: the probe times out and says so.
+        probe = asyncio.get_running_loop().run_in_executor(
+            None, lambda: healthcheck.check(BOT, env, timeout=0.5)
+        )
+        time.sleep(1.5)  # noqa: ASYNC251 - blocking the loop on purpose
+        healthy, why = await probe
+        assert not healthy, why
+    finally:
+        await server.stop()
 
 
 def test_the_bot_is_unhealthy_when_nothing_answers() -> None:
@@ -97,40 +80,34 @@ def test_with_metrics_off_there_is_nothing_to_ask() -> None:
     assert "metrics are off" in why
 
 
-class _FakeRedis:
-    keys: ClassVar[set[str]] = set()
-    asked: ClassVar[list[str]] = []
-    fail: ClassVar[bool] = False
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> _FakeRedis:
-        assert url == "redis://:pw@redis:6379/0"
-        assert options["socket_timeout"] > 0
-        return cls()
-
-    def exists(self, key: str) -> int:
-        if self.fail:
-            raise redis.ConnectionError("Connection refused")
-        self.asked.append(key)
-        return int(key in self.keys)
-
-    def close(self) -> None:
-        pass
-
-
-WORKER_ENV = {
-    "ANIMAGINE_QUEUE__BACKEND": "redis",
-    "ANIMAGINE_QUEUE__REDIS_URL": "redis://:pw@redis:6379/0",
-    "ANIMAGINE_DISCORD__TOKEN_FILE": "",
-}
-
-
 @pytest.fixture
-def fake_redis(monkeypatch: pytest.MonkeyPatch) -> type[_FakeRedis]:
-    monkeypatch.setattr(redis.Redis, "from_url", _FakeRedis.from_url)
-    monkeypatch.setattr(socket, "gethostname", lambda: "c0ffee123456")
-    _FakeRedis.keys, _FakeRedis.asked, _FakeRedis.fail = set(), [], False
-    return _FakeRedis
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server with a password, as compose.yaml runs it."""
+    server = RedisServer(tmp_path, args=("--requirepass", "pw"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _worker_env(server: RedisServer, prefix: str | None = None) -> dict[str, str]:
+    env = {
+        "ANIMAGINE_QUEUE__BACKEND": "redis",
+        "ANIMAGINE_QUEUE__REDIS_URL": f"redis://:pw@127.0.0.1:{server.port}/0",
+        "ANIMAGINE_DISCORD__TOKEN_FILE": "",
+    }
+    if prefix is not None:
+        env["ANIMAGINE_QUEUE__REDIS_PREFIX"] = prefix
+    return env
+
+
+def _set(server: RedisServer, key: str) -> None:
+    client = redis.Redis.from_url(f"redis://:pw@127.0.0.1:{server.port}/0")
+    try:
+        client.set(key, b"{}", px=60_000)
+    finally:
+        client.close()
 
 
 def _workers_own_key(pid: int, monkeypatch: pytest.MonkeyPatch, name: str | None = None) -> str:
@@ -145,37 +122,33 @@ def _workers_own_key(pid: int, monkeypatch: pytest.MonkeyPatch, name: str | None
 
 
 def test_a_worker_is_healthy_while_its_heartbeat_is_in_redis(
-    fake_redis: type[_FakeRedis], monkeypatch: pytest.MonkeyPatch
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "c0ffee123456")
     table = {1: ["python", "-m", "bot", "worker", "--grace", "60"]}
-    healthy, why = healthcheck.check(table, WORKER_ENV)
+    healthy, why = healthcheck.check(table, _worker_env(redis_server))
     assert not healthy, why
-    (asked,) = fake_redis.asked
-    assert asked == _workers_own_key(1, monkeypatch)
-    fake_redis.keys = {asked}
-    assert healthcheck.check(table, WORKER_ENV)[0]
+    _set(redis_server, _workers_own_key(1, monkeypatch))
+    healthy, why = healthcheck.check(table, _worker_env(redis_server))
+    assert healthy, why
 
 
-def test_a_named_worker_behind_an_init_process(
-    fake_redis: type[_FakeRedis], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_named_worker_behind_an_init_process(redis_server: RedisServer) -> None:
     table = {
         1: ["/sbin/docker-init", "--", "python", "-m", "bot", "worker", "--name", "gpu-1"],
         7: ["python", "-m", "bot", "worker", "--name", "gpu-1"],
     }
-    env = {**WORKER_ENV, "ANIMAGINE_QUEUE__REDIS_PREFIX": "bot2"}
-    fake_redis.keys = {Keys("bot2").worker("gpu-1")}
-    healthy, why = healthcheck.check(table, env)
+    _set(redis_server, Keys("bot2").worker("gpu-1"))
+    healthy, why = healthcheck.check(table, _worker_env(redis_server, prefix="bot2"))
     assert healthy, why
 
 
-def test_a_worker_is_unhealthy_when_redis_does_not_answer(
-    fake_redis: type[_FakeRedis],
-) -> None:
-    fake_redis.fail = True
-    healthy, why = healthcheck.check({1: ["python", "-m", "bot", "worker"]}, WORKER_ENV)
+def test_a_worker_is_unhealthy_when_redis_does_not_answer(redis_server: RedisServer) -> None:
+    env = _worker_env(redis_server)
+    redis_server.stop()
+    healthy, why = healthcheck.check({1: ["python", "-m", "bot", "worker"]}, env)
     assert not healthy
-    assert "Connection refused" in why
+    assert "refused" in why.lower() or "connect" in why.lower(), why
 
 
 def test_other_commands_and_no_bot_process() -> None:
