@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from bot.discord_app.runner import EXIT_OK, serve
 from tests.e2e.conftest import SettingsFactory, result_of
@@ -34,19 +36,35 @@ def _second_guild() -> FakeGuild:
     )
 
 
-async def test_auto_sharding_identifies_as_a_shard_and_serves_imagine(
-    fake: FakeDiscord, make_settings: SettingsFactory
-) -> None:
+@contextlib.asynccontextmanager
+async def serving(
+    fake: FakeDiscord, make_settings: SettingsFactory, **environ: str
+) -> AsyncIterator[None]:
+    """``python -m bot run``'s ``serve()`` against ``fake``; stopped cleanly on exit."""
     settings = make_settings(
         DISCORD_TOKEN=fake.token,
         ANIMAGINE_DISCORD__REST_URL=fake.rest_base,
         ANIMAGINE_DISCORD__GATEWAY_URL=fake.gateway_url,
-        ANIMAGINE_DISCORD__DEV_GUILDS=f"[{DEFAULT_GUILD_ID}]",
-        ANIMAGINE_DISCORD__SHARDS='"auto"',
+        **environ,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(serve(settings, stop=stop, guild_ready_timeout=0.05))
     try:
+        yield
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == EXIT_OK
+
+
+async def test_auto_sharding_identifies_as_a_shard_and_serves_imagine(
+    fake: FakeDiscord, make_settings: SettingsFactory
+) -> None:
+    async with serving(
+        fake,
+        make_settings,
+        ANIMAGINE_DISCORD__DEV_GUILDS=f"[{DEFAULT_GUILD_ID}]",
+        ANIMAGINE_DISCORD__SHARDS='"auto"',
+    ):
         await fake.wait_for(
             lambda: any(f.event == "GUILD_CREATE" for f in fake.gateway_log), 20, "the gateway"
         )
@@ -56,28 +74,14 @@ async def test_auto_sharding_identifies_as_a_shard_and_serves_imagine(
             DEFAULT_GUILD_ID, GENERAL_CHANNEL_ID, ALICE_ID, "imagine", {"prompt": "1girl"}
         )
         assert (await result_of(handle)).attachments
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(task, 30) == EXIT_OK
 
 
 async def test_one_shard_by_default_sends_no_shard_in_identify(
     fake: FakeDiscord, make_settings: SettingsFactory
 ) -> None:
-    settings = make_settings(
-        DISCORD_TOKEN=fake.token,
-        ANIMAGINE_DISCORD__REST_URL=fake.rest_base,
-        ANIMAGINE_DISCORD__GATEWAY_URL=fake.gateway_url,
-        ANIMAGINE_DISCORD__DEV_GUILDS=f"[{DEFAULT_GUILD_ID}]",
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(settings, stop=stop, guild_ready_timeout=0.05))
-    try:
+    async with serving(fake, make_settings, ANIMAGINE_DISCORD__DEV_GUILDS=f"[{DEFAULT_GUILD_ID}]"):
         await fake.wait_for(lambda: bool(fake.identifies), 20, "an IDENTIFY")
         assert "shard" not in fake.identifies[0]
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(task, 30) == EXIT_OK
 
 
 async def test_two_shards_each_serve_their_own_servers(make_settings: SettingsFactory) -> None:
@@ -85,15 +89,7 @@ async def test_two_shards_each_serve_their_own_servers(make_settings: SettingsFa
     assert shard_for(SECOND_GUILD_ID, 2) != shard_for(DEFAULT_GUILD_ID, 2)
     async with FakeDiscord(guilds=[default_guild(), _second_guild()]) as fake:
         fake.recommended_shards = 2
-        settings = make_settings(
-            DISCORD_TOKEN=fake.token,
-            ANIMAGINE_DISCORD__REST_URL=fake.rest_base,
-            ANIMAGINE_DISCORD__GATEWAY_URL=fake.gateway_url,
-            ANIMAGINE_DISCORD__SHARDS='"auto"',
-        )
-        stop = asyncio.Event()
-        task = asyncio.create_task(serve(settings, stop=stop, guild_ready_timeout=0.05))
-        try:
+        async with serving(fake, make_settings, ANIMAGINE_DISCORD__SHARDS='"auto"'):
             await fake.wait_for(
                 lambda: sum(f.event == "GUILD_CREATE" for f in fake.gateway_log) >= 2,
                 20,
@@ -114,6 +110,3 @@ async def test_two_shards_each_serve_their_own_servers(make_settings: SettingsFa
                     guild, channel, ALICE_ID, "imagine", {"prompt": "1girl"}
                 )
                 assert (await result_of(handle)).attachments
-        finally:
-            stop.set()
-            assert await asyncio.wait_for(task, 30) == EXIT_OK
