@@ -618,8 +618,13 @@ def check_database(settings: Settings) -> Check:
     path = sqlite_path(url)
     newest = head()
     if path is not None:
-        if not path.is_file():
-            return Check("database", PROBLEM, f"{where}: no such file", upgrade_fix)
+        if not path.is_file():  # a first start: the bot creates it (a typo shows here too)
+            return Check(
+                "database",
+                WARN,
+                f"{where}: not created yet (the bot creates it when it starts)",
+                "python -m bot db upgrade creates it now, if this is the path you meant",
+            )
         try:
             current = _sqlite_revision(path, settings.database.busy_timeout_ms)
         except sqlite3.Error as exc:
