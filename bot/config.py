@@ -473,6 +473,23 @@ class MetricsSettings(_Section):
     port: Annotated[StrictInt, Field(ge=0, le=65535)] = 9464
 
 
+class DescribeSettings(_Section):
+    """``/describe``: the WD14 tagger's tags of an image, as an Animagine prompt.
+
+    The tagger is ``moderation.classifier``'s. Tags are kept when their score is over the
+    thresholds (general and copyright tags, character tags), at most ``max_tags`` general
+    ones. An attachment is refused before decoding when it has more than ``max_bytes``,
+    is not PNG, JPEG or WebP by its content, or its header says more than ``max_pixels``.
+    """
+
+    general_threshold: Annotated[StrictFloat, Field(gt=0.0, lt=1.0)] = 0.35
+    character_threshold: Annotated[StrictFloat, Field(gt=0.0, lt=1.0)] = 0.85
+    max_tags: Annotated[StrictInt, Field(ge=1, le=200)] = 40
+    max_bytes: Annotated[StrictInt, Field(ge=1024, le=512 * 1024 * 1024)] = 20 * 1024 * 1024
+    max_pixels: Annotated[StrictInt, Field(ge=4096, le=178_956_970)] = 40_000_000
+    max_concurrent: Annotated[StrictInt, Field(ge=1, le=64)] = 2
+
+
 class Settings(BaseSettings):
     """All settings of the bot.
 
@@ -495,6 +512,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    describe: DescribeSettings = Field(default_factory=DescribeSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -42,6 +42,10 @@ own, lower, rating thresholds) is a hard block in every channel. The tag choice:
 :attr:`Tagger.missing_tags` lists the required minor tags the tag list lacks; then every
 image's :attr:`~bot.moderation.image_check.RatingScores.minors_checked` is False and sexual
 images are withheld everywhere (fail closed), and :attr:`Tagger.problem` says why.
+
+**Every tag** (:meth:`Tagger.tag_scores`, for ``/describe``): the general (category 0),
+copyright (3) and character (4) tags over the given thresholds, highest first, with the
+same rating scores :meth:`Tagger.rate` gives, from one run of the model.
 """
 
 from __future__ import annotations
@@ -69,9 +73,11 @@ __all__ = [
     "SEXUAL_TAGS",
     "TAGS_FILE",
     "ClassifierUnavailable",
+    "TagScores",
     "Tagger",
     "prepare",
     "read_rating_rows",
+    "read_tag_categories",
     "read_tag_names",
 ]
 
@@ -79,6 +85,9 @@ MODEL_FILE: Final = "model.onnx"
 TAGS_FILE: Final = "selected_tags.csv"
 RATING_CATEGORY: Final = 9
 RATING_NAMES: Final = ("general", "sensitive", "questionable", "explicit")
+GENERAL_CATEGORY: Final = 0
+COPYRIGHT_CATEGORY: Final = 3
+CHARACTER_CATEGORY: Final = 4
 
 REQUIRED_MINOR_TAGS: Final = ("loli", "shota", "child")
 """Without these three the tagger cannot judge minors: the hard block fails closed."""
@@ -200,6 +209,14 @@ def read_tag_names(path: Path, source: str) -> dict[str, int]:
         if _category(row, number, path, source) != RATING_CATEGORY:
             names.setdefault(tag_name(row["name"] or ""), number)
     return names
+
+
+def read_tag_categories(path: Path, source: str) -> tuple[tuple[str, int], ...]:
+    """Every row of ``selected_tags.csv``: its name (as the list writes it) and category."""
+    return tuple(
+        ((row["name"] or "").strip(), _category(row, number, path, source))
+        for number, row in enumerate(_read_rows(path, source))
+    )
 
 
 def _category(row: dict[str, str], number: int, path: Path, source: str) -> int:
@@ -336,8 +353,20 @@ class _Watch:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class TagScores:
+    """What :meth:`Tagger.tag_scores` saw: tags over the thresholds, highest score first,
+    named as ``selected_tags.csv`` names them (``long_hair``), and the rating scores."""
+
+    ratings: RatingScores
+    general: tuple[tuple[str, float], ...] = ()
+    character: tuple[tuple[str, float], ...] = ()
+    copyright: tuple[tuple[str, float], ...] = ()
+
+
 class Tagger:
-    """A loaded tagger; :meth:`rate` gives an image's rating scores and hard-block signals."""
+    """A loaded tagger; :meth:`rate` gives an image's rating scores and hard-block signals,
+    :meth:`tag_scores` its tags as well."""
 
     def __init__(
         self,
@@ -348,8 +377,10 @@ class Tagger:
         tag_count: int,
         ratings: tuple[int, int, int, int],
         watch: _Watch,
+        categories: tuple[tuple[str, int], ...] = (),
     ) -> None:
         self._session = session
+        self._categories = categories
         self._graph = graph
         self._tag_count = tag_count
         self._ratings = ratings
@@ -440,7 +471,13 @@ class Tagger:
             ) from None
         graph = _read_graph(session, tag_count, source)
         return cls(
-            session, source=source, graph=graph, tag_count=tag_count, ratings=ratings, watch=watch
+            session,
+            source=source,
+            graph=graph,
+            tag_count=tag_count,
+            ratings=ratings,
+            watch=watch,
+            categories=read_tag_categories(tags_path, source),
         )
 
     @classmethod
@@ -459,6 +496,45 @@ class Tagger:
     def rate(self, image: Image.Image) -> RatingScores:
         """The four rating scores of ``image`` and its hard-block signals (see the module
         docstring); blocking: call it from a worker thread."""
+        return self._rating_scores(self._run(image))
+
+    def tag_scores(
+        self,
+        image: Image.Image,
+        *,
+        general_threshold: float,
+        character_threshold: float,
+    ) -> TagScores:
+        """The general and copyright tags of ``image`` scoring over ``general_threshold``,
+        its character tags over ``character_threshold`` (each group highest first), and
+        its rating scores (as :meth:`rate`); blocking: call it from a worker thread."""
+        if not self._categories:
+            raise ClassifierUnavailable(self.source, f"its {TAGS_FILE} was not read")
+        scores = self._run(image)
+        groups: dict[int, list[tuple[str, float]]] = {
+            GENERAL_CATEGORY: [],
+            COPYRIGHT_CATEGORY: [],
+            CHARACTER_CATEGORY: [],
+        }
+        for row, (name, category) in enumerate(self._categories):
+            group = groups.get(category)
+            if group is None:
+                continue
+            limit = character_threshold if category == CHARACTER_CATEGORY else general_threshold
+            score = float(scores[row])
+            if score > limit:
+                group.append((name, score))
+        for group in groups.values():
+            group.sort(key=lambda item: -item[1])
+        return TagScores(
+            self._rating_scores(scores),
+            general=tuple(groups[GENERAL_CATEGORY]),
+            character=tuple(groups[CHARACTER_CATEGORY]),
+            copyright=tuple(groups[COPYRIGHT_CATEGORY]),
+        )
+
+    def _run(self, image: Image.Image) -> npt.NDArray[np.float64]:
+        """One score per row of the tag list."""
         batch = prepare(image, self.size)
         try:
             outputs = self._session.run([self._graph.output_name], {self._graph.input_name: batch})
@@ -473,6 +549,9 @@ class Tagger:
                 f"gave {scores.shape[0]} scores for {self._tag_count} tags, or scores that "
                 "are not numbers",
             )
+        return scores
+
+    def _rating_scores(self, scores: npt.NDArray[np.float64]) -> RatingScores:
         general, sensitive, questionable, explicit = (float(scores[i]) for i in self._ratings)
         watch = self._watch
         limits = watch.settings

@@ -32,13 +32,19 @@ Use::
 
 ``ratings_last=True`` puts the rating rows after the other tags (the parser must find them
 by category, not by position).
+
+For ``/describe``: ``extra_tags={"long_hair": (0, 0.8), "ganyu_(genshin_impact)": (4, 0.95)}``
+adds tags (name as the CSV writes it, category, fixed score) after the others;
+``red_tags=("nude",)`` makes listed tags (extra ones too) follow the redness as
+``explicit`` does in red mode (a red image scores them ~0.998, a light blue one ~0), so one
+tagger can see a harmless image and a sexual one.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -95,6 +101,8 @@ def save_tiny_tagger(
     ratings_last: bool = False,
     input_name: str = "input_1",
     output_name: str = "predictions_sigmoid",
+    extra_tags: Mapping[str, tuple[int, float]] | None = None,
+    red_tags: Iterable[str] = (),
 ) -> Path:
     """Write ``model.onnx`` and ``selected_tags.csv`` into ``folder``; return ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -127,11 +135,22 @@ def save_tiny_tagger(
         raise ValueError(f"tags {sorted(unknown_tags)} are not in this tagger's list")
     for name in listed:
         other_weights[name] = (np.zeros(3), _logit(fixed.get(name, LOW)))
+    extras = dict(extra_tags or {})
+    clashes = set(extras) & {*other_weights, *(n.replace(" ", "_") for n in other_weights)}
+    if clashes:
+        raise ValueError(f"extra tags {sorted(clashes)} are already in this tagger's list")
+    for name, (_, score) in extras.items():
+        other_weights[name] = (np.zeros(3), _logit(score))
+    for name in red_tags:
+        if name not in other_weights:
+            raise ValueError(f"red tag {name!r} is not in this tagger's list")
+        other_weights[name] = (STEEPNESS * redness, -STEEPNESS * 0.5)
     rows: list[tuple[str, int, tuple[np.ndarray, float]]] = [
         (name, 9, rating_weights[name]) for name in RATINGS
     ]
     others = [(name, category, other_weights[name]) for name, category in OTHER_TAGS]
     others += [(name, 0, other_weights[name]) for name in listed]
+    others += [(name, category, other_weights[name]) for name, (category, _) in extras.items()]
     rows = [*others, *rows] if ratings_last else [*rows, *others]
 
     weights = np.stack([w for _, _, (w, _) in rows], axis=1).astype(np.float32)  # [3, T]
