@@ -144,13 +144,16 @@ def test_sexual_tags_follow_the_image_and_the_rating_scores_come_along(tmp_path:
     tagger = Tagger.load(
         str(save_tiny_tagger(tmp_path / "tagger", tags={"nude": 0.01}, red_tags=("nude",)))
     )
-    kwargs = {"general_threshold": 0.35, "character_threshold": 0.85, "max_tags": 40}
-    red = describe_image(tagger, flagged_image(), **kwargs)  # type: ignore[arg-type]
+    red = describe_image(
+        tagger, flagged_image(), general_threshold=0.35, character_threshold=0.85, max_tags=40
+    )
     assert red.rating == "explicit"
     assert "nude" in red.general
     assert red.prompt.endswith(", explicit, nsfw")
     assert red.scores == tagger.rate(flagged_image())
-    blue = describe_image(tagger, safe_image(), **kwargs)  # type: ignore[arg-type]
+    blue = describe_image(
+        tagger, safe_image(), general_threshold=0.35, character_threshold=0.85, max_tags=40
+    )
     assert "nude" not in blue.tags
     assert blue.rating == "general"
 

@@ -1,0 +1,183 @@
+"""The answer to ``/describe``: the tags, and buttons to imagine from them.
+
+The answer is ephemeral, so its buttons are a plain :class:`discord.ui.View` with a timeout
+rather than persistent :class:`~discord.ui.DynamicItem` s: the tags must travel with the
+buttons and a custom id holds 100 characters, so persistent buttons would need the tags
+stored in the database; an ephemeral message cannot be seen after a restart anyway, and its
+webhook token (to disable the buttons) lasts 15 minutes. The view lives 14 minutes; after a
+restart or the timeout, the buttons answer nothing and the member describes again.
+
+**Imagine** queues ``/imagine`` with the tags as the prompt and the server's defaults for
+everything else, through :func:`~bot.discord_app.submit.submit_request`: the same bounds,
+moderation policy, limits, queue and delivery as ``/imagine``. **Edit & imagine** opens a
+modal prefilled with the tags (negative prompt and seed below), submitted the same way.
+Only the member who asked can press them (the message is theirs alone anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import discord
+
+from bot.describe import Visibility
+from bot.discord_app import formatting
+from bot.discord_app.context import bot_of, reply
+from bot.discord_app.requests import ImagineOptions, build_request
+from bot.discord_app.submit import submit_request
+from bot.request import MAX_SEED, GenerationRequest, RequestError
+from bot.service import NotAllowed
+from bot.storage import DatabaseError
+
+log = logging.getLogger(__name__)
+
+PREFIX: Final = "animagine-describe"
+VIEW_TIMEOUT: Final = 14 * 60.0
+"""Seconds the buttons work: under the 15 minutes the answer's webhook token lasts."""
+TEXT_INPUT_MAX: Final = 4000
+MESSAGE_MAX: Final = 2000
+
+
+def described_text(filename: str, answer: Visibility) -> str:
+    """The answer's text: the prompt in a code block, and what this channel left out."""
+    assert answer.description is not None
+    prompt = answer.description.prompt
+    head = f"**Tags of** `{discord.utils.escape_markdown(filename)[:80]}`"
+    tail = "-# Imagine draws them with this server's defaults; Edit & imagine lets you change them."
+    if answer.left_out:
+        count = len(answer.left_out)
+        tail = (
+            f"-# {count} sexual tag{'s' if count != 1 else ''} left out: this channel is not "
+            f"age-restricted.\n{tail}"
+        )
+    room = MESSAGE_MAX - len(head) - len(tail) - 12
+    if len(prompt) > room:
+        prompt = prompt[:room].rsplit(", ", 1)[0]
+    return f"{head}\n```\n{prompt}\n```\n{tail}"
+
+
+async def _submit(
+    interaction: discord.Interaction[Any], options: ImagineOptions, what: str
+) -> None:
+    """Queue ``options`` as /imagine would: server defaults, then the shared submit path."""
+    bot = bot_of(interaction)
+    settings = bot.settings
+    try:
+        draft = build_request(options, {}, settings)
+    except RequestError as exc:
+        await reply(interaction, formatting.bad_request_text(str(exc)))
+        return
+
+    async def make() -> GenerationRequest:
+        defaults = await bot.service.admin.defaults(interaction.guild_id)
+        return build_request(options, defaults, settings)
+
+    try:
+        await submit_request(interaction, make, draft=draft)
+    except NotAllowed as exc:
+        await reply(interaction, f"You cannot do that: {exc}.")
+    except DatabaseError as exc:
+        log.error("%s failed: %s", what, exc)  # noqa: TRY400
+        await reply(interaction, formatting.apology_text("the database is not available"))
+    except discord.HTTPException:
+        log.exception("%s failed talking to Discord", what)
+    except Exception as exc:
+        log.exception("%s failed", what)
+        await reply(
+            interaction, formatting.apology_text(f"an internal error ({type(exc).__name__})")
+        )
+
+
+class DescribeModal(discord.ui.Modal):
+    """The described tags, prefilled and editable, with a negative prompt and a seed."""
+
+    def __init__(self, prompt: str, *, nonce: int) -> None:
+        super().__init__(
+            title="Imagine from these tags",
+            custom_id=f"{PREFIX}:modal:{nonce}",
+            timeout=900,
+        )
+        self.prompt: discord.ui.TextInput[DescribeModal] = discord.ui.TextInput(
+            label="Prompt",
+            style=discord.TextStyle.paragraph,
+            custom_id="prompt",
+            default=prompt[:TEXT_INPUT_MAX],
+            max_length=TEXT_INPUT_MAX,
+        )
+        self.negative: discord.ui.TextInput[DescribeModal] = discord.ui.TextInput(
+            label="Negative prompt (after the preset's)",
+            style=discord.TextStyle.paragraph,
+            custom_id="negative",
+            required=False,
+            max_length=TEXT_INPUT_MAX,
+        )
+        self.seed: discord.ui.TextInput[DescribeModal] = discord.ui.TextInput(
+            label="Seed (empty for a random one)",
+            custom_id="seed",
+            required=False,
+            max_length=10,
+        )
+        for item in (self.prompt, self.negative, self.seed):
+            self.add_item(item)
+
+    async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
+        text = self.seed.value.strip()
+        if text and not (text.isdigit() and int(text) <= MAX_SEED):
+            await reply(interaction, f"The seed must be a whole number from 0 to {MAX_SEED}.")
+            return
+        options = ImagineOptions(
+            prompt=self.prompt.value,
+            negative=self.negative.value or None,
+            seed=int(text) if text else None,
+        )
+        await _submit(interaction, options, "edit & imagine")
+
+
+class DescribeView(discord.ui.View):
+    """Imagine and Edit & imagine under a description; for ``owner_id`` only."""
+
+    def __init__(self, prompt: str, owner_id: int, *, nonce: int) -> None:
+        super().__init__(timeout=VIEW_TIMEOUT)
+        self.prompt = prompt
+        self.owner_id = owner_id
+        self.message: discord.WebhookMessage | None = None
+        imagine: discord.ui.Button[DescribeView] = discord.ui.Button(
+            label="Imagine",
+            emoji="🎨",
+            style=discord.ButtonStyle.primary,
+            custom_id=f"{PREFIX}:imagine:{nonce}",
+        )
+        edit: discord.ui.Button[DescribeView] = discord.ui.Button(
+            label="Edit & imagine",
+            emoji="✏️",
+            style=discord.ButtonStyle.secondary,
+            custom_id=f"{PREFIX}:edit:{nonce}",
+        )
+        imagine.callback = self.imagine  # type: ignore[method-assign]
+        edit.callback = self.edit  # type: ignore[method-assign]
+        self.add_item(imagine)
+        self.add_item(edit)
+
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        if interaction.user.id != self.owner_id:
+            await reply(interaction, "These buttons belong to the member who asked.")
+            return False
+        return True
+
+    async def imagine(self, interaction: discord.Interaction[Any]) -> None:
+        await _submit(interaction, ImagineOptions(prompt=self.prompt), "imagine from tags")
+
+    async def edit(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.send_modal(DescribeModal(self.prompt, nonce=interaction.id))
+
+    async def on_timeout(self) -> None:
+        if self.message is None:
+            return
+        for item in self.children:
+            if isinstance(item, discord.ui.Button):
+                item.disabled = True
+        try:
+            await self.message.edit(view=self)
+        except discord.HTTPException as exc:
+            log.debug("could not disable the describe buttons (%s)", exc.status)
