@@ -55,7 +55,8 @@ def _looks_like_image(attachment: discord.Attachment) -> bool:
 class DescribeCog(commands.Cog):
     def __init__(self, bot: AnimagineBot) -> None:
         self.bot = bot
-        self.slots = asyncio.Semaphore(bot.settings.describe.max_concurrent)
+        # Made at first use: ``doctor`` builds the command tree on a bare ``commands.Bot``.
+        self._slots: asyncio.Semaphore | None = None
         self.describe_menu = app_commands.ContextMenu(
             name="Describe", callback=self.describe_message
         )
@@ -86,6 +87,13 @@ class DescribeCog(commands.Cog):
             await self._send(interaction, "This message has no image to describe.")
             return
         await self._answer(interaction, attachment)
+
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        """At most ``describe.max_concurrent`` images decoded and tagged at once."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.bot.settings.describe.max_concurrent)
+        return self._slots
 
     def _tagger(self) -> TagReader | None:
         classifier = self.bot.service.worker.classifier
