@@ -220,6 +220,12 @@ class EngineSettings(_Section):
     default_sampler: StrictStr = "Euler a"
     hires_scale: Annotated[StrictFloat, Field(ge=1.0, le=1.5)] = 1.5
     hires_strength: Annotated[StrictFloat, Field(gt=0.0, le=1.0)] = 0.55
+    vary_subtle_strength: Annotated[StrictFloat, Field(gt=0.0, le=1.0)] = 0.35
+    vary_strong_strength: Annotated[StrictFloat, Field(gt=0.0, le=1.0)] = 0.65
+    image_prompt_strength: Annotated[StrictFloat, Field(gt=0.0, le=1.0)] = 0.65
+    input_max_bytes: Annotated[StrictInt, Field(ge=1024, le=64 * 1024 * 1024)] = 10 * 1024 * 1024
+    input_max_pixels: Annotated[StrictInt, Field(ge=4096, le=178_956_970)] = 6144 * 6144
+    input_download_timeout_s: Annotated[StrictFloat, Field(gt=0.0, le=120.0)] = 15.0
     speed: SpeedSettings = Field(default_factory=SpeedSettings)
 
     @field_validator("default_sampler")

@@ -76,10 +76,71 @@ def images_folder(settings: Settings) -> Path:
 
 
 class ImageVault:
-    """The kept PNGs: ``<folder>/<job id>/<index>.png``."""
+    """The kept PNGs: ``<folder>/<job id>/<index>.png``; and the input images of img2img
+    jobs (an attachment, or the result a Vary starts from): ``<folder>/inputs/<sha256>.png``,
+    named by their content (the same image stored twice is one file), referenced from the
+    job's request (:class:`~bot.request.ImagePrompt`)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+
+    @property
+    def inputs(self) -> Path:
+        return self.folder / "inputs"
+
+    def input_path(self, name: str) -> Path:
+        from bot.request import INPUT_NAME
+
+        if not INPUT_NAME.fullmatch(name):  # a stored name, never a path
+            raise ValueError(f"not an input image name: {name!r}")
+        return self.inputs / name
+
+    def keep_input(self, png: bytes) -> str:
+        """Store an input image (PNG bytes) durably; returns its name. Raises
+        :class:`OSError`."""
+        import hashlib
+
+        name = f"{hashlib.sha256(png).hexdigest()}.png"
+        final = self.input_path(name)
+        if final.exists():
+            os.utime(final)  # fresh again: retention counts from its latest use
+            return name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        partial = final.with_name(f".{name}.{os.getpid()}.partial")
+        try:
+            with partial.open("wb") as file:
+                file.write(png)
+                file.flush()
+                os.fsync(file.fileno())
+            partial.replace(final)
+        except OSError:
+            partial.unlink(missing_ok=True)
+            raise
+        return name
+
+    def read_input(self, name: str) -> bytes | None:
+        try:
+            return self.input_path(name).read_bytes()
+        except (OSError, ValueError):
+            return None
+
+    def input_names(self) -> list[tuple[str, float]]:
+        """Every stored input image: its name and when it was last stored (epoch s)."""
+        from bot.request import INPUT_NAME
+
+        found: list[tuple[str, float]] = []
+        try:
+            entries = list(os.scandir(self.inputs))
+        except OSError:
+            return found
+        for entry in entries:
+            if INPUT_NAME.fullmatch(entry.name):
+                with contextlib.suppress(OSError):
+                    found.append((entry.name, entry.stat().st_mtime))
+        return found
+
+    def remove_input(self, name: str) -> None:
+        self.input_path(name).unlink(missing_ok=True)
 
     def path(self, job_id: int, index: int) -> Path:
         return self.folder / str(job_id) / f"{index}.png"
@@ -382,10 +443,31 @@ class Outbox:
                 log.exception("retention failed; trying again later")
             await asyncio.sleep(self.settings.retention_interval_s)
 
+    async def inputs_retention_once(self, now: datetime | None = None) -> int:
+        """Remove stored input images older than ``keep_days`` that no job still needs (one
+        queued, running, or whose delivery is pending). Returns how many were removed."""
+        now = now or utcnow()
+        stored = await asyncio.to_thread(self.vault.input_names)
+        if not stored:
+            return 0
+        needed = await self.db.run(self.jobs.input_images_in_use)
+        cutoff = (now - timedelta(days=self.settings.keep_days)).timestamp()
+        removed = 0
+        for name, stored_at in stored:
+            if name in needed or stored_at >= cutoff:
+                continue
+            await asyncio.to_thread(self.vault.remove_input, name)
+            removed += 1
+        return removed
+
     async def retention_once(self, now: datetime | None = None) -> int:
         """Remove kept images past ``keep_days``, then the oldest while over ``keep_mib``;
-        never those of a pending delivery. Returns how many were removed."""
+        never those of a pending delivery; then old input images no job needs
+        (:meth:`inputs_retention_once`). Returns how many kept images were removed."""
         now = now or utcnow()
+        inputs = await self.inputs_retention_once(now)
+        if inputs:
+            log.info("retention removed %d input image(s)", inputs)
         rows = await self.db.run(self.jobs.stored_images)
         cutoff = now - timedelta(days=self.settings.keep_days)
         total = sum(image.stored_bytes for image, _ in rows)

@@ -92,6 +92,7 @@ def _stored_plan(request: GenerationRequest, settings: Settings, *, allow_nsfw: 
         seeds=tuple(request.seeds()),
         hires=request.hires,
         extra_params=tuple(extra),
+        image=request.image,
     )
     return StoredPlan(render=render, rating=built.rating)
 

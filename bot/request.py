@@ -7,9 +7,11 @@ bounds and raises :class:`RequestError` with a message meant for the person who 
 
 from __future__ import annotations
 
+import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,6 +51,15 @@ ASPECTS: tuple[Aspect, ...] = (
 )
 
 
+def nearest_aspect(width: int, height: int) -> Aspect:
+    """The card resolution whose shape is closest to ``width`` x ``height`` (by the log of
+    the aspect ratios: 2:1 is as far from 1:1 as 1:2)."""
+    import math
+
+    ratio = math.log(width / height)
+    return min(ASPECTS, key=lambda a: abs(math.log(a.width / a.height) - ratio))
+
+
 def find_aspect(text: str) -> Aspect:
     """Look an aspect up by its size (``832x1216``), ratio (``13:19``) or full label."""
     key = text.strip().lower().replace(" ", "")
@@ -75,6 +86,26 @@ class HiresOptions(BaseModel):
     strength: float = 0.55
 
 
+INPUT_NAME = re.compile(r"[0-9a-f]{64}\.png")
+"""A stored input image's name: the SHA-256 of its PNG bytes (see :class:`bot.outbox.
+ImageVault`); nothing else can name a file, so a stored request never reaches outside."""
+
+
+class ImagePrompt(BaseModel):
+    """img2img: start from a stored input image (already the request's size) instead of
+    noise. ``source`` names the PNG in the image vault's ``inputs`` folder; ``origin``
+    says where it came from (``attachment``: the member's, ``vary``: a result of job
+    ``from_job``, image ``from_index``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str
+    strength: float = 0.65
+    origin: Literal["attachment", "vary"] = "attachment"
+    from_job: int | None = None
+    from_index: int | None = None
+
+
 class GenerationRequest(BaseModel):
     """Everything needed to reproduce an image, as the user gave it."""
 
@@ -95,6 +126,7 @@ class GenerationRequest(BaseModel):
     rating: str | None = None
     year: str | None = None
     extra: dict[str, str] = Field(default_factory=dict)
+    image: ImagePrompt | None = None
 
     def with_seed(self) -> GenerationRequest:
         """This request with a concrete seed (a random one when none was given)."""
@@ -171,5 +203,12 @@ def validate_request(request: GenerationRequest, bounds: EngineSettings) -> Gene
                 f"the hires pass would make {out_w}x{out_h}, more than {bounds.max_pixels} "
                 "pixels: choose a smaller size or a smaller hires scale"
             )
+    if request.image is not None:
+        if not 0.0 < request.image.strength <= 1.0:
+            raise RequestError(
+                f"image strength must be above 0 and at most 1 (got {request.image.strength:g})"
+            )
+        if not INPUT_NAME.fullmatch(request.image.source):
+            raise RequestError("the input image is not one the bot stored")
     sampler = find_sampler(request.sampler)
     return request.model_copy(update={"sampler": sampler})

@@ -5,10 +5,16 @@ The buttons are persistent :class:`discord.ui.DynamicItem` s, registered once wi
 the job (``animagine:<action>:<job id>``); who may press what is decided from the job's
 row in the database:
 
-* Re-roll, Upscale and Edit queue a new job for whoever presses them (charged to them,
+* Re-roll, Upscale, Vary and Edit queue a new job for whoever presses them (charged to them,
   checked against their limits), in the server the job belongs to;
 * Delete: the member who asked, or a moderator (Manage Messages in the channel);
 * Cancel: the member who asked, or a moderator (the core checks it again).
+
+Vary (subtle) and Vary (strong) start an img2img job from one posted image (its kept PNG,
+stored as the new job's input image): the same prompt and settings, a new seed, strength
+``engine.vary_subtle_strength`` or ``engine.vary_strong_strength``. A job of several images
+has a pair per image (``Vary 2 (subtle)``...). Re-roll of an img2img job renders again from
+the same input image with a new seed; Upscale adds the hires pass to it.
 
 Views holding dynamic items never time out and are never stopped: discord.py removes the
 dynamic item registrations of a view when it is removed from its store.
@@ -28,7 +34,8 @@ from bot.discord_app import formatting
 from bot.discord_app.context import bot_of, is_moderator, reply, requester
 from bot.discord_app.requests import hires_options
 from bot.discord_app.submit import submit_request
-from bot.request import MAX_SEED, GenerationRequest
+from bot.moderation.image_check import Verdict
+from bot.request import MAX_SEED, GenerationRequest, ImagePrompt
 from bot.service import NotAllowed
 from bot.storage import DatabaseError, JobRecord, JobStatus
 
@@ -95,6 +102,36 @@ async def upscale(interaction: discord.Interaction[Any], job_id: int, index: int
             raise NotAllowed(f"job {job_id} has no image {index + 1}")
         update = {"seed": image.seed, "count": 1, "hires": hires_options(bot.settings)}
         return request.model_copy(update=update)
+
+    await submit_request(interaction, make)
+
+
+async def vary(interaction: discord.Interaction[Any], job_id: int, index: int, how: str) -> None:
+    bot = bot_of(interaction)
+    engine = bot.settings.engine
+    strength = engine.vary_strong_strength if how == "strong" else engine.vary_subtle_strength
+
+    async def make() -> GenerationRequest:
+        job = await _job_here(interaction, job_id)
+        if job.status is not JobStatus.FINISHED:
+            raise NotAllowed(f"job {job_id} is {job.status.value}, not finished")
+        images = await bot.service.admin.images(job_id)
+        image = next((i for i in images if i.index == index), None)
+        if image is None:
+            raise NotAllowed(f"job {job_id} has no image {index + 1}")
+        if image.verdict is None or not Verdict.from_row(image.verdict).posted:
+            raise NotAllowed(f"image {index + 1} of job {job_id} was not posted")
+        vault = bot.service.outbox.vault
+        png = await asyncio.to_thread(vault.read, job_id, index)
+        if png is None:
+            raise NotAllowed(
+                f"image {index + 1} of job {job_id} is no longer kept, so it cannot be varied"
+            )
+        source = await asyncio.to_thread(vault.keep_input, png)
+        prompt = ImagePrompt(
+            source=source, strength=strength, origin="vary", from_job=job_id, from_index=index
+        )
+        return job.request.model_copy(update={"seed": None, "image": prompt})
 
     await submit_request(interaction, make)
 
@@ -243,7 +280,55 @@ class UpscaleButton(
         await _guarded(interaction, "upscale", upscale(interaction, self.job_id, self.index))
 
 
-DYNAMIC_ITEMS: Final = (RerollButton, UpscaleButton, EditButton, DeleteButton, CancelButton)
+VARY_LABELS: Final = {"subtle": "Vary (subtle)", "strong": "Vary (strong)"}
+
+
+class VaryButton(
+    discord.ui.DynamicItem[Button],
+    template=rf"{PREFIX}:vary:(?P<job>[0-9]+):(?P<index>[0-9]+):(?P<how>subtle|strong)",
+):
+    """Vary one image of a job: subtly or strongly (see the module)."""
+
+    def __init__(self, job_id: int, index: int, how: str, *, numbered: bool = False) -> None:
+        label = VARY_LABELS[how]
+        if numbered:
+            label = label.replace("Vary", f"Vary {index + 1}")
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                emoji="🪄" if how == "subtle" else "🌀",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"{PREFIX}:vary:{job_id}:{index}:{how}",
+            )
+        )
+        self.job_id = job_id
+        self.index = index
+        self.how = how
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> Self:
+        return cls(int(match["job"]), int(match["index"]), match["how"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await _guarded(
+            interaction, f"vary {self.how}", vary(interaction, self.job_id, self.index, self.how)
+        )
+
+
+DYNAMIC_ITEMS: Final = (
+    RerollButton,
+    UpscaleButton,
+    VaryButton,
+    EditButton,
+    DeleteButton,
+    CancelButton,
+)
 
 
 def cancel_view(job_id: int) -> discord.ui.View:
@@ -255,17 +340,26 @@ def cancel_view(job_id: int) -> discord.ui.View:
 def result_view(
     job_id: int, request: GenerationRequest, posted: Sequence[int], count: int
 ) -> discord.ui.View:
-    """Re-roll, Edit, Delete; an Upscale for each posted image (of ``count``) unless they
-    already had the hires pass."""
+    """Re-roll, Edit, Delete (row 1); an Upscale for each posted image (of ``count``) unless
+    they already had the hires pass (row 2); Vary (subtle) and Vary (strong) for each posted
+    image: side by side for one image, else one row of each (rows 3 and 4). At most 4
+    images a job: never more than 5 buttons a row, nor 5 rows."""
     view = discord.ui.View(timeout=None)
     view.add_item(RerollButton(job_id))
     view.add_item(EditButton(job_id))
     view.add_item(DeleteButton(job_id))
+    numbered = count > 1
+    shown = list(posted)[:4]
     if request.hires is None:
-        for index in posted:
-            item = UpscaleButton(job_id, index, numbered=count > 1)
+        for index in shown:
+            item = UpscaleButton(job_id, index, numbered=numbered)
             item.row = 1
             view.add_item(item)
+    for index in shown:
+        for how, row in (("subtle", 2), ("strong", 3 if numbered else 2)):
+            vary_item = VaryButton(job_id, index, how, numbered=numbered)
+            vary_item.row = row
+            view.add_item(vary_item)
     return view
 
 

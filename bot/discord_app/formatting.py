@@ -87,6 +87,9 @@ def queued_text(submitted: Submitted, request: GenerationRequest) -> str:
             f"ETA {eta(submitted.eta_seconds)}"
         )
     lines = [head, prompt_line(request.prompt)]
+    image_words = image_prompt_words(request)
+    if image_words is not None:
+        lines.append(f"-# {image_words}")
     cost = []
     if submitted.cost:
         cost.append(f"cost: {plural(submitted.cost, 'image')}")
@@ -157,6 +160,20 @@ def _hires_words(request: GenerationRequest) -> str:
     return f"×{request.hires.scale:g}, denoise {request.hires.strength:g}"
 
 
+def image_prompt_words(request: GenerationRequest) -> str | None:
+    """What an img2img job starts from, and how strongly it departs from it (None: a job
+    drawn from noise)."""
+    image = request.image
+    if image is None:
+        return None
+    if image.origin == "vary" and image.from_job is not None:
+        which = "" if image.from_index is None else f" image {image.from_index + 1}"
+        source = f"a variation of job #{image.from_job}{which}"
+    else:
+        source = "from the attached image"
+    return f"img2img · {source} · strength {image.strength:g}"
+
+
 def result_embed(
     job: JobRecord, request: GenerationRequest, images: Sequence[OutputImage], model: str
 ) -> discord.Embed:
@@ -179,6 +196,9 @@ def result_embed(
     if request.rating or request.year:
         tags = " · ".join(t for t in (request.rating, request.year) if t)
         embed.add_field(name="Rating · year", value=tags)
+    image_words = image_prompt_words(request)
+    if image_words is not None:
+        embed.add_field(name="Image prompt", value=image_words, inline=False)
     if request.negative_prompt.strip():
         embed.add_field(
             name="Negative", value=clip(request.negative_prompt, EMBED_FIELD_MAX), inline=False
@@ -341,7 +361,8 @@ def help_embed(max_steps: int, max_count: int) -> discord.Embed:
     )
     embed.add_field(
         name="Buttons",
-        value="🎲 Re-roll (new seed) · 🔍 Upscale (hires pass on that seed) · ✏️ Edit "
+        value="🎲 Re-roll (new seed) · 🔍 Upscale (hires pass on that seed) · 🪄 Vary "
+        "(subtle) and 🌀 Vary (strong): new takes on that image · ✏️ Edit "
         "(prompt, negative, seed) · 🗑️ Delete · ✖️ Cancel while queued or running. "
         "Right-click a bot image → Apps → **Generation info** for its full settings.",
         inline=False,

@@ -143,6 +143,17 @@ def broken_image_reason(problem: str, index: int, count: int) -> str:
     )
 
 
+def fit_to(image: Image.Image, width: int, height: int) -> Image.Image:
+    """``image`` as RGB at exactly ``width`` x ``height``: scaled to cover it, then the
+    middle cropped (no stretching, no borders)."""
+    from PIL import ImageOps
+
+    rgb = image.convert("RGB")
+    if rgb.size == (width, height):
+        return rgb
+    return ImageOps.fit(rgb, (width, height), method=Image.Resampling.LANCZOS)
+
+
 def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError):
         return True
@@ -292,11 +303,17 @@ class Engine:
         *,
         on_progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        init_image: Image.Image | None = None,
     ) -> RenderResult:
         """Render ``job``. Raises :class:`JobCancelled`, :class:`EngineError` (a broken image
-        included: see :func:`image_problem`) or :class:`PromptError` (weights out of range)."""
+        included: see :func:`image_problem`) or :class:`PromptError` (weights out of range).
+
+        ``init_image``: the pixels of ``job.image`` (img2img), required exactly then."""
         result = self.render_batch(
-            [job], on_progress=[on_progress], cancels=[cancel or CancelToken()]
+            [job],
+            on_progress=[on_progress],
+            cancels=[cancel or CancelToken()],
+            init_image=init_image,
         )[0]
         if result.error is not None:
             raise EngineError(result.error)
@@ -308,8 +325,12 @@ class Engine:
         *,
         on_progress: Sequence[ProgressCallback | None] | None = None,
         cancels: Sequence[CancelToken] | None = None,
+        init_image: Image.Image | None = None,
     ) -> list[RenderResult]:
         """Render compatible ``jobs`` in one pipeline call; one result per job, in order.
+
+        An img2img job (``job.image`` set) renders alone, from ``init_image`` (its stored
+        input's pixels, resized to the job's size when they are not).
 
         Every job must have the same :attr:`~bot.shape.JobShape.batch_key` (else
         :class:`ValueError`). Each job's progress callback hears every step. A job whose
@@ -333,10 +354,17 @@ class Engine:
         tokens = list(cancels) if cancels is not None else [CancelToken() for _ in jobs]
         if len(callbacks) != len(jobs) or len(tokens) != len(jobs):
             raise ValueError("one progress callback and one cancel token per job")
+        if any(job.image is not None for job in jobs):
+            if len(jobs) > 1:
+                raise ValueError("an img2img job renders alone, never in a batch")
+            if init_image is None:
+                raise ValueError("an img2img job needs its input image")
+        elif init_image is not None:
+            raise ValueError("an input image was given for a job that does not use one")
         with self._lock:
             started = time.perf_counter()
             try:
-                return self._render(list(jobs), callbacks, tokens, started)
+                return self._render(list(jobs), callbacks, tokens, started, init_image)
             except JobCancelled as exc:
                 log.info("job cancelled")
                 self._release_memory(exc)
@@ -372,6 +400,7 @@ class Engine:
         callbacks: list[ProgressCallback | None],
         cancels: list[CancelToken],
         started: float,
+        init_image: Image.Image | None = None,
     ) -> list[RenderResult]:
         from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
@@ -381,7 +410,7 @@ class Engine:
             raise JobCancelled
         first = jobs[0]
         timings: dict[str, float] = {}
-        total = first.steps + first.hires_steps
+        total = first.base_steps + first.hires_steps
         offset = 0
 
         def step_end(pipe: Any, step: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -414,21 +443,24 @@ class Engine:
         try:
             rows.select(active)
             t0 = time.perf_counter()
-            latents = base(
-                **rows.embed_kwargs(),
-                width=first.width,
-                height=first.height,
-                num_inference_steps=first.steps,
-                guidance_scale=first.cfg,
-                num_images_per_prompt=1,
-                generator=rows.generators(),
-                output_type="latent",
-                callback_on_step_end=step_end,
-            ).images
+            if first.image is not None and init_image is not None:
+                latents = self._img2img(first, init_image, rows, components, step_end)
+            else:
+                latents = base(
+                    **rows.embed_kwargs(),
+                    width=first.width,
+                    height=first.height,
+                    num_inference_steps=first.steps,
+                    guidance_scale=first.cfg,
+                    num_images_per_prompt=1,
+                    generator=rows.generators(),
+                    output_type="latent",
+                    callback_on_step_end=step_end,
+                ).images
             timings["base"] = time.perf_counter() - t0
             if first.hires is not None:
                 latents, active = self._drop_cancelled(latents, rows, active, cancels)
-                offset = first.steps
+                offset = first.base_steps
                 out_w, out_h = first.output_size
                 latents = torch.nn.functional.interpolate(
                     latents, size=(out_h // 8, out_w // 8), mode="nearest-exact"
@@ -478,6 +510,60 @@ class Engine:
                 continue
             results.append(RenderResult(rendered, elapsed * share, job_timings))
         return results
+
+    def _img2img(
+        self,
+        job: RenderJob,
+        init_image: Image.Image,
+        rows: _BatchRows,
+        components: dict[str, Any],
+        step_end: Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]],
+    ) -> torch.Tensor:
+        """The first pass from an input image: img2img on the loaded pipeline's own
+        components (no second copy of the weights), the job's sampler, the chunked prompt
+        embeddings and the same step callback. With fewer than one denoising step
+        (``steps x strength`` < 1) the input is only encoded: the result is the input as
+        the VAE sees it."""
+        from diffusers import StableDiffusionXLImg2ImgPipeline
+
+        assert job.image is not None
+        picture = fit_to(init_image, job.width, job.height)
+        count = len(job.seeds)
+        if job.base_steps < 1:
+            latents = self._encode_image(picture)
+            return latents.repeat(count, 1, 1, 1)
+        img2img = StableDiffusionXLImg2ImgPipeline(**components)
+        img2img.set_progress_bar_config(disable=True)
+        images: torch.Tensor = img2img(
+            **rows.embed_kwargs(),
+            image=[picture] * count,
+            strength=job.image.strength,
+            num_inference_steps=job.steps,
+            guidance_scale=job.cfg,
+            num_images_per_prompt=1,
+            generator=rows.generators(),
+            output_type="latent",
+            callback_on_step_end=step_end,
+        ).images
+        return images
+
+    @torch.no_grad()
+    def _encode_image(self, picture: Image.Image) -> torch.Tensor:
+        """The VAE latents of ``picture`` (its mode, scaled as the UNet reads latents)."""
+        vae = self.pipeline.vae
+        half = vae.dtype in (torch.float16, torch.bfloat16)
+        dtype = torch.float32 if half and vae.config.get("force_upcast", True) else vae.dtype
+        pixels = self.pipeline.image_processor.preprocess(picture)
+        original = vae.dtype
+        if dtype != original:
+            torch.nn.Module.to(vae, dtype=dtype)
+        try:
+            dist = vae.encode(pixels.to(vae.device, dtype)).latent_dist
+            latents: torch.Tensor = dist.mode() * vae.config.scaling_factor
+        finally:
+            if dtype != original:
+                torch.nn.Module.to(vae, dtype=original)
+        return latents.to(self.pipeline.unet.dtype)
 
     @staticmethod
     def _drop_cancelled(
@@ -543,8 +629,12 @@ class Engine:
             "Size": f"{job.width}x{job.height}",
             "Model": self.model_name,
         }
+        if job.image is not None:  # img2img: A1111 writes the strength so
+            params["Denoising strength"] = f"{job.image.strength:g}"
+            params["Image prompt"] = job.image.origin
         if job.hires is not None:
-            params["Denoising strength"] = f"{job.hires.strength:g}"
+            if job.image is None:  # A1111 records one denoising strength: img2img's first
+                params["Denoising strength"] = f"{job.hires.strength:g}"
             params["Hires upscale"] = f"{job.hires.scale:g}"
             params["Hires upscaler"] = HIRES_UPSCALER
         params.update(job.extra_params)

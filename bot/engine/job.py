@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.request import HiresOptions, find_sampler, hires_size
+from bot.request import HiresOptions, ImagePrompt, find_sampler, hires_size
 from bot.shape import JobShape
 
 
@@ -22,6 +22,8 @@ class RenderJob:
     seeds: tuple[int, ...]
     hires: HiresOptions | None = None
     extra_params: tuple[tuple[str, str], ...] = ()
+    image: ImagePrompt | None = None
+    """img2img: the stored input image (the engine is handed its pixels) and strength."""
 
     @property
     def shape(self) -> JobShape:
@@ -43,6 +45,15 @@ class RenderJob:
         if self.hires is None:
             return self.width, self.height
         return hires_size(self.width, self.height, self.hires.scale)
+
+    @property
+    def base_steps(self) -> int:
+        """Denoising steps of the first pass: all of them from noise; from an input image
+        (img2img), ``steps x strength`` rounded down as diffusers runs them (0: the input
+        image only goes through the VAE)."""
+        if self.image is None:
+            return self.steps
+        return min(int(self.steps * self.image.strength), self.steps)
 
     @property
     def hires_steps(self) -> int:

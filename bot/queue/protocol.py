@@ -31,16 +31,23 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.engine.job import RenderJob
-from bot.request import HiresOptions
+from bot.request import INPUT_NAME, HiresOptions, ImagePrompt
 
-PROTOCOL_VERSION = 2  # 2: a job message holds a list of jobs (micro-batches)
+PROTOCOL_VERSION = 3
+# 2: a job message holds a list of jobs (micro-batches).
+# 3: a job may be img2img: its ``image`` carries the input image (base64 PNG, at most
+#    MAX_INPUT_PNG_BYTES) with its strength. A version 2 worker would ignore the field and
+#    draw from noise, so the version changed: bot and workers must be upgraded together.
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_PNG_BYTES = 16 * 1024 * 1024
+MAX_INPUT_PNG_BYTES = 16 * 1024 * 1024
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_IMAGES = 8
 MAX_TEXT = 8192
 MAX_NAME = 256
@@ -118,7 +125,17 @@ def _pairs(value: object, key: str) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------- jobs
-def _job_fields(job_id: int, render: RenderJob) -> dict[str, Any]:
+def _image_fields(render: RenderJob, png: bytes | None) -> dict[str, Any] | None:
+    if render.image is None:
+        return None
+    return {
+        **render.image.model_dump(mode="json"),
+        # None: the bot no longer holds the input (the worker fails the job, saying so).
+        "png": None if png is None else base64.b64encode(png).decode("ascii"),
+    }
+
+
+def _job_fields(job_id: int, render: RenderJob, png: bytes | None = None) -> dict[str, Any]:
     return {
         "job_id": job_id,
         "prompt": render.prompt,
@@ -133,18 +150,60 @@ def _job_fields(job_id: int, render: RenderJob) -> dict[str, Any]:
         if render.hires is None
         else {"scale": render.hires.scale, "strength": render.hires.strength},
         "extra_params": dict(render.extra_params),
+        "image": _image_fields(render, png),
     }
 
 
-def job_message(jobs: list[tuple[int, RenderJob]]) -> str:
+def job_message(
+    jobs: list[tuple[int, RenderJob]], inputs: Mapping[int, bytes] | None = None
+) -> str:
     """One stream entry for one worker: a job, or a micro-batch of compatible jobs that the
-    worker renders in one pipeline call (the bot chose them, in fair order)."""
+    worker renders in one pipeline call (the bot chose them, in fair order). ``inputs``:
+    the input image (PNG bytes) of each img2img job, by job id."""
     if not 1 <= len(jobs) <= MAX_IMAGES:
         raise ValueError(f"a job message holds 1..{MAX_IMAGES} jobs")
-    return encode({"kind": "job", "jobs": [_job_fields(i, r) for i, r in jobs]})
+    inputs = inputs or {}
+    for job_id, _render in jobs:
+        png = inputs.get(job_id)
+        if png is not None and len(png) > MAX_INPUT_PNG_BYTES:
+            raise ValueError(f"job {job_id}: an input image of {len(png)} bytes is over the limit")
+    return encode({"kind": "job", "jobs": [_job_fields(i, r, inputs.get(i)) for i, r in jobs]})
 
 
-def _read_one(data: object) -> tuple[int, RenderJob]:
+def _read_image(data: object) -> tuple[ImagePrompt | None, bytes | None]:
+    if data is None:
+        return None, None
+    if not isinstance(data, dict):
+        raise ProtocolError("image: expected an object")
+    source = _text(data, "source", MAX_NAME)
+    if not INPUT_NAME.fullmatch(source):
+        raise ProtocolError("image.source: not an input image name")
+    strength = _float(data, "strength")
+    if not 0.0 <= strength <= 1.0:
+        raise ProtocolError("image.strength: expected 0..1")
+    origin = data.get("origin", "attachment")
+    if origin not in ("attachment", "vary"):
+        raise ProtocolError("image.origin: expected attachment or vary")
+    refs = {}
+    for key in ("from_job", "from_index"):
+        value = data.get(key)
+        refs[key] = None if value is None else _int(data, key)
+    image = ImagePrompt(source=source, strength=strength, origin=origin, **refs)
+    encoded = data.get("png")
+    if encoded is None:
+        return image, None
+    if not isinstance(encoded, str) or len(encoded) > MAX_INPUT_PNG_BYTES * 4 // 3 + 4:
+        raise ProtocolError(f"image.png: expected base64 of at most {MAX_INPUT_PNG_BYTES} bytes")
+    try:
+        png = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("image.png: not base64") from None
+    if not png.startswith(PNG_MAGIC):
+        raise ProtocolError("image.png: not a PNG")
+    return image, png
+
+
+def _read_one(data: object) -> tuple[int, RenderJob, bytes | None]:
     if not isinstance(data, dict):
         raise ProtocolError("jobs: expected objects")
     seeds = data.get("seeds")
@@ -160,6 +219,7 @@ def _read_one(data: object) -> tuple[int, RenderJob]:
         hires = HiresOptions(
             scale=_float(hires_data, "scale"), strength=_float(hires_data, "strength")
         )
+    image, png = _read_image(data.get("image"))
     render = RenderJob(
         prompt=_text(data, "prompt"),
         negative_prompt=_text(data, "negative_prompt"),
@@ -171,20 +231,30 @@ def _read_one(data: object) -> tuple[int, RenderJob]:
         seeds=tuple(seeds),
         hires=hires,
         extra_params=tuple(_pairs(data.get("extra_params", {}), "extra_params").items()),
+        image=image,
     )
-    return _int(data, "job_id"), render
+    return _int(data, "job_id"), render, png
 
 
-def read_jobs(raw: bytes | str) -> list[tuple[int, RenderJob]]:
-    """The jobs of a job message (one, or a micro-batch), each bounded."""
+def read_job_message(raw: bytes | str) -> tuple[list[tuple[int, RenderJob]], dict[int, bytes]]:
+    """The jobs of a job message (one, or a micro-batch), each bounded, and the input
+    image (PNG bytes) of each img2img job that carries one, by job id."""
     data = decode(raw, "job")
     jobs = data.get("jobs")
     if not isinstance(jobs, list) or not 1 <= len(jobs) <= MAX_IMAGES:
         raise ProtocolError(f"jobs: expected 1..{MAX_IMAGES} jobs")
     read = [_read_one(item) for item in jobs]
-    if sum(len(render.seeds) for _, render in read) > MAX_IMAGES:
+    if sum(len(render.seeds) for _, render, _png in read) > MAX_IMAGES:
         raise ProtocolError(f"a job message of more than {MAX_IMAGES} images")
-    return read
+    if len(read) > 1 and any(render.image is not None for _, render, _png in read):
+        raise ProtocolError("an img2img job is sent alone, never in a micro-batch")
+    inputs = {job_id: png for job_id, _render, png in read if png is not None}
+    return [(job_id, render) for job_id, render, _png in read], inputs
+
+
+def read_jobs(raw: bytes | str) -> list[tuple[int, RenderJob]]:
+    """The jobs of a job message (see :func:`read_job_message`)."""
+    return read_job_message(raw)[0]
 
 
 # ----------------------------------------------------------------------- results

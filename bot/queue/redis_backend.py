@@ -306,7 +306,7 @@ class RedisDispatcher(RendererState):
             if isinstance(message, bytes):
                 message = message.decode("utf-8", "replace")
             if not isinstance(message, str):
-                message = protocol.job_message([(job.id, plan.job)])
+                message = await self._message([(job.id, plan.job)])
             self.inflight[job.id] = message
         await self._reconcile()
 
@@ -426,9 +426,24 @@ class RedisDispatcher(RendererState):
                 continue
             self.plans[job.id] = plan
             self.records[job.id] = job
-            groups.setdefault(plan.job.shape.batch_key, []).append((job, plan))
+            # An img2img job goes alone, with its input image.
+            key = (plan.job.shape.batch_key, None if plan.job.image is None else job.id)
+            groups.setdefault(key, []).append((job, plan))
         for group in groups.values():
             await self._send([(job.id, plan.job) for job, plan in group])
+
+    async def _message(self, jobs: list[tuple[int, RenderJob]]) -> str:
+        """The job message for ``jobs``, with the input image of an img2img job read from
+        the image vault (a missing one is sent as such: the worker fails the job, saying
+        so)."""
+        vault = self.renderer.outbox.vault
+        inputs: dict[int, bytes] = {}
+        for job_id, render in jobs:
+            if render.image is not None:
+                png = await asyncio.to_thread(vault.read_input, render.image.source)
+                if png is not None:
+                    inputs[job_id] = png
+        return protocol.job_message(jobs, inputs)
 
     async def _send(self, jobs: list[tuple[int, RenderJob]]) -> None:
         """Record the jobs as handed out and hand them out in one message, under the lock
@@ -436,7 +451,7 @@ class RedisDispatcher(RendererState):
         sent twice). Should Redis fail here, the record stays and the jobs go when it is
         back."""
         assert self.redis is not None
-        message = protocol.job_message(jobs)
+        message = await self._message(jobs)
         async with self._lock:
             pipe = self.redis.pipeline(transaction=True)
             for job_id, _render in jobs:
@@ -482,7 +497,7 @@ class RedisDispatcher(RendererState):
                     together.setdefault(self.inflight[job_id], []).append(job_id)
                 pipe = self.redis.pipeline(transaction=True)
                 for group in together.values():
-                    message = protocol.job_message([(j, self.plans[j].job) for j in group])
+                    message = await self._message([(j, self.plans[j].job) for j in group])
                     for job_id in group:
                         self.started.pop(job_id, None)
                         self.inflight[job_id] = message

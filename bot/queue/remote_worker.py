@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from PIL import Image
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
@@ -84,6 +86,7 @@ class RemoteWorker:
         self.handing_back = False  # the drain's grace period is over
         self._tokens: list[CancelToken] = []  # of the jobs rendering now
         self._rendering: dict[int, CancelToken] = {}  # job id -> its token, while rendering
+        self._inputs: dict[int, bytes] = {}  # the input images (img2img) of the jobs in hand
         self._closing = False
         self._grace_timer: asyncio.TimerHandle | None = None
         self._draining_beat: asyncio.Task[None] | None = None
@@ -160,6 +163,21 @@ class RemoteWorker:
         for token in self._tokens:
             token.cancel()
 
+    def _input_image(self, jobs: list[tuple[int, RenderJob]]) -> Image.Image | None:
+        """The pixels of the img2img job's input image (it came with the job), or None for
+        jobs drawn from noise. Raises :class:`EngineError` when it is missing or unreadable."""
+        job_id, render = jobs[0]
+        if render.image is None:
+            return None
+        png = self._inputs.get(job_id)
+        if png is None:
+            raise EngineError("its input image did not come with the job (no longer stored)")
+        try:
+            with Image.open(io.BytesIO(png)) as opened:
+                return opened.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise EngineError(f"its input image could not be read: {exc}") from None
+
     async def _hand_back(
         self,
         entry_id: Any,
@@ -172,7 +190,7 @@ class RemoteWorker:
         pipe = self.redis.pipeline(transaction=True)
         for result in results or ():
             pipe.xadd(self.keys.results, {"m": protocol.result_message(result)})
-        pipe.xadd(self.keys.jobs, {"m": protocol.job_message(jobs)})
+        pipe.xadd(self.keys.jobs, {"m": protocol.job_message(jobs, self._inputs)})
         pipe.xack(self.keys.jobs, WORKERS_GROUP, entry_id)
         pipe.xdel(self.keys.jobs, entry_id)
         await pipe.execute()
@@ -320,7 +338,7 @@ class RemoteWorker:
 
     async def _serve(self, entry_id: Any, raw: bytes | str) -> None:
         try:
-            jobs = protocol.read_jobs(raw)
+            jobs, self._inputs = protocol.read_job_message(raw)
         except protocol.IncompatibleVersion as exc:
             self.state = "refused"
             await self.beat(str(exc))
@@ -430,9 +448,12 @@ class RemoteWorker:
         callbacks = [reporter(job_id, i == 0) for i, (job_id, _) in enumerate(jobs)]
         renders = [render for _, render in jobs]
         try:
+            init_image = self._input_image(jobs)
             outcome = await loop.run_in_executor(
                 self._gpu,
-                lambda: self.engine.render_batch(renders, on_progress=callbacks, cancels=tokens),
+                lambda: self.engine.render_batch(
+                    renders, on_progress=callbacks, cancels=tokens, init_image=init_image
+                ),
             )
         except JobCancelled:
             if self.handing_back:

@@ -28,6 +28,7 @@ The timeout of a batch is the per-job timeout times its number of jobs.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from collections import OrderedDict
@@ -35,6 +36,8 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
+
+from PIL import Image
 
 from bot.config import Settings
 from bot.engine import (
@@ -72,17 +75,28 @@ FAILING_AFTER = 3  # engine calls in a row that raised something unexpected: not
 _T = TypeVar("_T")
 
 
-def stored_batch_shape(job: JobRecord) -> tuple[BatchKey, int] | None:
+GroupKey = tuple[BatchKey, int | None]
+"""A batch key, and for an img2img job its id: such a job renders alone."""
+
+
+def group_key(job_id: int, render: RenderJob) -> GroupKey:
+    return render.shape.batch_key, None if render.image is None else job_id
+
+
+def stored_batch_shape(job: JobRecord) -> tuple[GroupKey, int] | None:
     """The batch key and image count of a stored job; ``None`` if it is unreadable.
 
     Prompts need not match (the engine pads and masks prompts of other lengths exactly),
-    so the key holds only size, steps, CFG, sampler and hires settings.
+    so the key holds only size, steps, CFG, sampler and hires settings; an img2img job's
+    holds its id too (it renders alone, from its own input image).
     """
     try:
-        shape = job.spec.shape
+        spec = job.spec
+        shape = spec.shape
     except (KeyError, TypeError, ValueError):
         return None
-    return shape.batch_key, shape.count
+    image = spec.request.image if spec.plan is None else spec.plan.render.image
+    return (shape.batch_key, None if image is None else job.id), shape.count
 
 
 @dataclass
@@ -203,9 +217,9 @@ class Renderer:
                 break
         return chosen
 
-    def _queued_shapes(self, job_ids: list[int]) -> dict[int, tuple[BatchKey, int]]:
+    def _queued_shapes(self, job_ids: list[int]) -> dict[int, tuple[GroupKey, int]]:
         """Batch key and image count of each of ``job_ids`` that is still queued."""
-        shapes: dict[int, tuple[BatchKey, int]] = {}
+        shapes: dict[int, tuple[GroupKey, int]] = {}
         for job_id in job_ids:
             try:
                 job = self.jobs.get(job_id)
@@ -236,9 +250,9 @@ class Renderer:
                 planned.append((job, await self.plan(job)))
             except Exception as exc:  # refused by the policy now, or a wildcard gone
                 await self._fail(job, f"the request cannot be rendered: {exc}", "not_renderable")
-        groups: dict[BatchKey, list[tuple[JobRecord, Plan]]] = {}
+        groups: dict[GroupKey, list[tuple[JobRecord, Plan]]] = {}
         for job, plan in planned:
-            groups.setdefault(plan.job.shape.batch_key, []).append((job, plan))
+            groups.setdefault(group_key(job.id, plan.job), []).append((job, plan))
         for group in groups.values():
             await self._render_group(group)
 
@@ -270,10 +284,28 @@ class Renderer:
         callbacks = [reporter(job) for job, _ in group]
 
         engine = self.local_engine
+        init_image: Image.Image | None = None
+        source = renders[0].image
+        if source is not None:
+            init_image = await asyncio.to_thread(self.input_image, source.source)
+            if init_image is None:
+                await self._fail(
+                    group[0][0],
+                    "its input image is no longer stored (removed by retention); attach it again",
+                    "not_renderable",
+                )
+                return
 
         def call() -> list[RenderResult]:
             if len(group) == 1:  # the engine's one-job entry point (tests spy on it)
-                return [engine.render(renders[0], on_progress=callbacks[0], cancel=tokens[0])]
+                return [
+                    engine.render(
+                        renders[0],
+                        on_progress=callbacks[0],
+                        cancel=tokens[0],
+                        init_image=init_image,
+                    )
+                ]
             return engine.render_batch(renders, on_progress=callbacks, cancels=tokens)
 
         future = loop.run_in_executor(self._gpu, call)
@@ -325,6 +357,18 @@ class Renderer:
             done.append((job, plan, result.images))
         if done:
             self.spawn(self._deliver_all(done))
+
+    def input_image(self, name: str) -> Image.Image | None:
+        """A stored input image's pixels (img2img), or None when it is gone or unreadable."""
+        png = self.outbox.vault.read_input(name)
+        if png is None:
+            return None
+        try:
+            with Image.open(io.BytesIO(png)) as opened:
+                return opened.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError):
+            log.warning("the stored input image %s is unreadable", name)
+            return None
 
     async def _cancelled(self, job: JobRecord, running: Running) -> None:
         """A running job stopped: cancelled, or back in the queue when the worker stops."""

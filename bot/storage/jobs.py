@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select
+from sqlalchemy import bindparam, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from bot.jobspec import JobSpec, StoredPlan
@@ -442,6 +442,21 @@ class JobStore(Store):
                 select(Job).where(Job.delivery == "pending").order_by(Job.delivery_next_at, Job.id)
             )
             return [JobRecord.of(j) for j in rows]
+
+    def input_images_in_use(self) -> set[str]:
+        """The input images (img2img, see :class:`~bot.request.ImagePrompt`) that jobs
+        still need: queued or running ones, and those whose delivery is pending."""
+        query = select(Job.request).where(
+            or_(Job.status.in_(list(ACTIVE_STATUSES)), Job.delivery == "pending")
+        )
+        names: set[str] = set()
+        with self.db.read() as session:
+            for row in session.scalars(query):
+                request = row.get("request") if isinstance(row, dict) else None
+                image = request.get("image") if isinstance(request, dict) else None
+                if isinstance(image, dict) and isinstance(image.get("source"), str):
+                    names.add(image["source"])
+        return names
 
     def set_stored(self, image_id: int, stored_bytes: int) -> None:
         """The size of the image's kept PNG (0: removed)."""

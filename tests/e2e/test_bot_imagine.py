@@ -71,6 +71,8 @@ async def test_imagine_to_final_png_with_infotext(bot_env: BotEnv) -> None:
         f"animagine:edit:{job_id}",
         f"animagine:delete:{job_id}",
         f"animagine:upscale:{job_id}:0",
+        f"animagine:vary:{job_id}:0:subtle",
+        f"animagine:vary:{job_id}:0:strong",
     }
 
     job = await bot_env.job(job_id)
