@@ -13,6 +13,7 @@ from discord.ext import commands
 from bot.config import Settings
 from bot.discord_app import formatting
 from bot.discord_app.cogs.admin import AdminCog
+from bot.discord_app.cogs.describe import DescribeCog
 from bot.discord_app.cogs.imagine import ImagineCog
 from bot.discord_app.cogs.info import InfoCog
 from bot.discord_app.cogs.mod import ModCog
@@ -53,7 +54,7 @@ class BotTree(app_commands.CommandTree["AnimagineBot"]):
             log.warning("could not report a command error (%s)", exc.status)
 
 
-COGS: Final = (ImagineCog, InfoCog, AdminCog, ModCog)
+COGS: Final = (ImagineCog, InfoCog, AdminCog, ModCog, DescribeCog)
 """The bot's cogs, in the order they are added (``doctor`` builds the same command tree)."""
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.discord_app.cogs.describe import DescribeCog
 from bot.engine import Engine
 from bot.moderation.classifier import Tagger
 from tests.e2e.conftest import (
@@ -63,9 +62,6 @@ async def env(
     )
     settings = make_settings(ANIMAGINE_DESCRIBE__MAX_BYTES="20000")
     async with start_bot(fake, settings, engine, classifier=Tagger.load(str(folder))) as bot:
-        # client.py registers the cog at integration; until then the test adds it.
-        await bot.add_cog(DescribeCog(bot))
-        await bot.sync_tree()
         yield BotEnv(fake, bot)
 
 
