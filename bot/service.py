@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from bot.admin import ServerAdmin
+from bot.attachments import AttachmentRefused, prepare
 from bot.config import Settings
 from bot.engine import Engine
 from bot.engine.front import PromptFront
 from bot.jobspec import JobSpec
 from bot.limits import Accepted, Allowance, RateLimiter, Refusal, Requester
 from bot.moderation import ChannelContext, GuildPolicy, PromptDecision
+from bot.moderation.image_check import input_refusal
 from bot.moderation.prompt_check import warm_up as warm_moderation
 from bot.observability.telemetry import Telemetry
 from bot.outbox import Outbox
@@ -35,7 +37,7 @@ from bot.queue.protocol import Heartbeat
 from bot.queue.redis_backend import RedisDispatcher
 from bot.queue.render import Renderer
 from bot.queue.worker import Worker
-from bot.request import GenerationRequest, validate_request
+from bot.request import Aspect, GenerationRequest, ImagePrompt, validate_request
 from bot.storage.database import Database
 from bot.storage.jobs import JobNotFoundError, JobRecord, JobStore, NewJob
 from bot.storage.members import GuildStore, MemberStore
@@ -258,6 +260,36 @@ class ImagineService:
         await self.outbox.stop(min(grace, 10.0))
 
     # ------------------------------------------------------------ planning
+    async def image_prompt(
+        self,
+        data: bytes,
+        channel: ChannelContext,
+        guild_id: int | None,
+        *,
+        strength: float,
+        aspect: Aspect | None = None,
+    ) -> tuple[ImagePrompt, Aspect, tuple[int, int]]:
+        """An attached image made an img2img input: bounded, decoded and fitted
+        (:func:`bot.attachments.prepare`), rated by the image classifier and judged as a
+        result in ``channel`` would be (:func:`~bot.moderation.image_check.input_refusal`),
+        then stored in the image vault. Returns the request's :class:`ImagePrompt`, the
+        aspect, and the size the image was fitted to. Raises :class:`AttachmentRefused`."""
+        prepared = await asyncio.to_thread(prepare, data, self.settings.engine, aspect)
+        scores, error = await self.renderer.output.rate(prepared.image)
+        policy = await self.policy(guild_id)
+        refused = input_refusal(scores, channel, policy, error=error)
+        if refused is not None:
+            if refused.hard_block:
+                log.warning("an input image was refused by the hard block: %s", refused.reason)
+            raise AttachmentRefused(f"the attached image cannot be used here: {refused.reason}")
+        png = await asyncio.to_thread(prepared.png)
+        try:
+            name = await asyncio.to_thread(self.outbox.vault.keep_input, png)
+        except OSError as exc:
+            log.error("cannot store an input image in %s: %s", self.outbox.vault.inputs, exc)  # noqa: TRY400
+            raise AttachmentRefused("the bot cannot store the image right now (disk)") from None
+        return ImagePrompt(source=name, strength=strength), prepared.aspect, prepared.image.size
+
     async def policy(self, guild_id: int | None) -> GuildPolicy:
         """The moderation policy in force in a server (configured defaults + its overrides)."""
         return await self.db.run(current_policy, self.guilds, self.settings, guild_id)

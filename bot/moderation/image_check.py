@@ -251,3 +251,19 @@ def image_verdict(
     if channel.age_restricted and policy.spoiler == "always":
         return Verdict(Action.SPOILER, f"rated {scores.rating}; spoilers always on here")
     return Verdict(Action.POST, f"rated {scores.rating}")
+
+
+def input_refusal(
+    scores: RatingScores | None,
+    channel: ChannelContext,
+    policy: GuildPolicy,
+    *,
+    error: str | None = None,
+) -> Verdict | None:
+    """The verdict that refuses an input image (an ``/imagine`` attachment for img2img),
+    or None when it may be used: the rules of :func:`image_verdict` for a result in the
+    same channel. An input that a plain channel would withhold is refused there; the hard
+    block refuses an input in every channel, age-restricted ones included; an input the
+    classifier could not rate is refused where ``fail_closed`` would withhold a result."""
+    verdict = image_verdict(scores, channel, policy, error=error)
+    return None if verdict.posted else verdict

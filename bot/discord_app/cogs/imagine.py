@@ -1,4 +1,10 @@
-"""``/imagine``: every option of a generation request, server defaults for the rest."""
+"""``/imagine``: every option of a generation request, server defaults for the rest.
+
+With an image attachment the job is img2img (:class:`~bot.request.ImagePrompt`): the
+interaction is acknowledged, then the image downloaded with a timeout and a byte cap,
+bounded before decoding, fitted to the nearest card resolution (or the ``aspect`` given),
+rated by the image classifier and stored (:meth:`bot.service.ImagineService.image_prompt`);
+each refusal is an ephemeral answer saying why."""
 
 from __future__ import annotations
 
@@ -8,12 +14,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.attachments import AttachmentRefused, download, too_large
 from bot.discord_app import choices
-from bot.discord_app.context import reply
+from bot.discord_app.context import destination, reply
 from bot.discord_app.formatting import bad_request_text
 from bot.discord_app.requests import ImagineOptions, build_request
-from bot.discord_app.submit import submit_request
-from bot.request import MAX_SEED, GenerationRequest, RequestError
+from bot.discord_app.submit import retract, submit_request
+from bot.request import MAX_SEED, GenerationRequest, RequestError, find_aspect
 
 if TYPE_CHECKING:
     from bot.discord_app.client import AnimagineBot
@@ -38,6 +45,8 @@ class ImagineCog(commands.Cog):
         sampler="Sampler (Euler a is recommended)",
         count="How many images (1-4)",
         hires="Add the hires pass (upscale by 1.5 and refine)",
+        image="Start from this image (img2img): PNG, JPEG or WebP",
+        strength="How far to depart from the image: 0.05 keeps it, 1 ignores it",
     )
     @app_commands.choices(
         aspect=choices.ASPECT,
@@ -64,6 +73,8 @@ class ImagineCog(commands.Cog):
         sampler: str | None = None,
         count: app_commands.Range[int, 1, 4] | None = None,
         hires: bool | None = None,
+        image: discord.Attachment | None = None,
+        strength: app_commands.Range[float, 0.05, 1.0] | None = None,
     ) -> None:
         options = ImagineOptions(
             prompt=prompt,
@@ -87,8 +98,52 @@ class ImagineCog(commands.Cog):
             await reply(interaction, bad_request_text(str(exc)))
             return
 
+        update: dict[str, object] = {}
+        if image is None:
+            if strength is not None:
+                await reply(interaction, bad_request_text("strength needs an image to start from"))
+                return
+        else:
+            # Refused before anything is downloaded when the declared size is too large.
+            limit = settings.engine.input_max_bytes
+            if image.size > limit:
+                await reply(interaction, bad_request_text(str(too_large(image.size, limit))))
+                return
+            await interaction.response.defer(thinking=True)
+            try:
+                update = await self._image_prompt(interaction, image, options, strength)
+            except AttachmentRefused as exc:
+                await retract(interaction, bad_request_text(str(exc)))
+                return
+            draft = draft.model_copy(update=update)
+
         async def make() -> GenerationRequest:
             defaults = await self.bot.service.admin.defaults(interaction.guild_id)
-            return build_request(options, defaults, settings)
+            return build_request(options, defaults, settings).model_copy(update=update)
 
         await submit_request(interaction, make, draft=draft)
+
+    async def _image_prompt(
+        self,
+        interaction: discord.Interaction[AnimagineBot],
+        attachment: discord.Attachment,
+        options: ImagineOptions,
+        strength: float | None,
+    ) -> dict[str, object]:
+        """The request's changes for an attached image: downloaded (bounded), checked,
+        rated, stored; the size is the card the image was fitted to."""
+        engine = self.bot.settings.engine
+        data = await download(
+            attachment.url,
+            declared=attachment.size,
+            max_bytes=engine.input_max_bytes,
+            limit_s=engine.input_download_timeout_s,
+        )
+        prompt, _aspect, (width, height) = await self.bot.service.image_prompt(
+            data,
+            destination(interaction).channel,
+            interaction.guild_id,
+            strength=engine.image_prompt_strength if strength is None else strength,
+            aspect=find_aspect(options.aspect) if options.aspect else None,
+        )
+        return {"image": prompt, "width": width, "height": height}
