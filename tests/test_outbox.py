@@ -370,3 +370,38 @@ async def test_a_database_that_refuses_the_result_leaves_the_job_running_for_the
     finally:
         await service.stop(grace=5)
         db.close()
+
+
+def test_input_images_are_stored_by_content_and_never_by_path(tmp_path: Path) -> None:
+    from bot.outbox import ImageVault
+
+    vault = ImageVault(tmp_path / "images")
+    name = vault.keep_input(b"\x89PNG one")
+    assert vault.keep_input(b"\x89PNG one") == name  # the same image: one file
+    assert vault.read_input(name) == b"\x89PNG one"
+    assert [n for n, _ in vault.input_names()] == [name]
+    with pytest.raises(ValueError, match="not an input image name"):
+        vault.input_path("../../bot.db")
+    assert vault.read_input("../x.png") is None
+
+
+async def test_retention_keeps_inputs_a_job_needs_and_removes_old_unused_ones(
+    tiny_model_dir: Path, tmp_path: Path, engine: Engine
+) -> None:
+    from bot.request import ImagePrompt
+
+    settings = settings_for(tiny_model_dir, tmp_path, ANIMAGINE_DELIVERY__KEEP_DAYS="1")
+    async with serving(settings, engine, Recorder(), start=False) as (service, db):
+        vault = service.outbox.vault
+        used = vault.keep_input(b"\x89PNG used")
+        unused = vault.keep_input(b"\x89PNG unused")
+        queued = request(seed=3).model_copy(
+            update={"image": ImagePrompt(source=used, strength=0.4)}
+        )
+        await service.submit(queued, ALICE, HERE)
+        assert JobStore(db).input_images_in_use() == {used}
+        later = utc_now() + timedelta(days=2)
+        assert await service.outbox.inputs_retention_once(now=utc_now()) == 0  # fresh
+        assert await service.outbox.inputs_retention_once(now=later) == 1
+        assert vault.read_input(used) is not None
+        assert vault.read_input(unused) is None

@@ -86,3 +86,27 @@ def test_a_heartbeat_of_another_version_is_read_but_not_compatible() -> None:
     old = protocol.read_heartbeat(json.dumps(data))
     assert (old.name, old.jobs_done, old.compatible) == ("w1", 3, False)
     assert protocol.read_heartbeat(protocol.heartbeat_message(beat)).compatible
+
+
+def test_an_img2img_job_carries_its_input_image() -> None:
+    from bot.request import ImagePrompt
+
+    name = "a" * 64 + ".png"
+    png = b"\x89PNG\r\n\x1a\n" + b"pixels"
+    render = RenderJob(
+        "1girl", "", 64, 64, 4, 7.0, "Euler a", (5,), image=ImagePrompt(source=name, strength=0.35)
+    )
+    jobs, inputs = protocol.read_job_message(protocol.job_message([(9, render)], {9: png}))
+    assert jobs == [(9, render)]
+    assert inputs == {9: png}
+    # Gone from the bot's vault: sent without it (the worker fails the job, saying so).
+    assert protocol.read_job_message(protocol.job_message([(9, render)]))[1] == {}
+    raw = protocol.job_message([(9, render)], {9: b"GIF89a"})
+    with pytest.raises(protocol.ProtocolError, match="not a PNG"):
+        protocol.read_job_message(raw)
+    bad = protocol.job_message([(9, render)]).replace(name, "../../etc/passwd")
+    with pytest.raises(protocol.ProtocolError, match="not an input image name"):
+        protocol.read_jobs(bad)
+    with pytest.raises(protocol.ProtocolError, match="alone"):
+        protocol.read_jobs(protocol.job_message([(9, render), (10, render)]))
+    assert protocol.PROTOCOL_VERSION == 3
