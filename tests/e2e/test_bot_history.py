@@ -26,9 +26,12 @@ from tests.e2e.fake_discord import (
 
 @pytest.fixture
 async def env(bot_env: BotEnv) -> BotEnv:
-    """The bot with the /history cog added and the command tree synced again."""
-    await bot_env.bot.add_cog(HistoryCog(bot_env.bot))
-    await bot_env.bot.sync_tree()
+    """The bot with the /history cog (added and the command tree synced again while
+    ``client.COGS`` does not hold it)."""
+    bot = bot_env.bot
+    if bot.get_cog(HistoryCog.__cog_name__) is None:
+        await bot.add_cog(HistoryCog(bot))
+        await bot.sync_tree()
     return bot_env
 
 
@@ -158,3 +161,8 @@ async def test_previous_and_next_page_through_seven_jobs(env: BotEnv) -> None:
     there = await history(env, channel=NSFW_CHANNEL_ID)
     await (await press(env, there, "next", ALICE_ID)).response()
     assert "1girl, nsfw" in fields(env.fake.message(there.id))[1]["value"]
+
+    # In direct messages, the history holds the DM jobs only: none of the server's.
+    direct = await env.fake.slash_command(None, None, ALICE_ID, "history")
+    answer = await ephemeral_answer(direct)
+    assert answer.content == "You have no jobs in direct messages yet: `/imagine` makes one."

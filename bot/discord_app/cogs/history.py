@@ -321,7 +321,7 @@ class HistoryCog(commands.Cog):
         )
         page = await view.load()
         if not page.entries:
-            where = "in this server" if interaction.guild_id is not None else "here"
+            where = "in this server" if interaction.guild_id is not None else "in direct messages"
             await interaction.followup.send(
                 f"You have no jobs {where} yet: `/imagine` makes one.", ephemeral=True
             )
