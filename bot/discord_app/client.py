@@ -14,6 +14,7 @@ from bot.config import Settings
 from bot.discord_app import formatting
 from bot.discord_app.cogs.admin import AdminCog
 from bot.discord_app.cogs.describe import DescribeCog
+from bot.discord_app.cogs.history import HistoryCog
 from bot.discord_app.cogs.imagine import ImagineCog
 from bot.discord_app.cogs.info import InfoCog
 from bot.discord_app.cogs.mod import ModCog
@@ -54,7 +55,7 @@ class BotTree(app_commands.CommandTree["AnimagineBot"]):
             log.warning("could not report a command error (%s)", exc.status)
 
 
-COGS: Final = (ImagineCog, InfoCog, AdminCog, ModCog, DescribeCog)
+COGS: Final = (ImagineCog, InfoCog, AdminCog, ModCog, DescribeCog, HistoryCog)
 """The bot's cogs, in the order they are added (``doctor`` builds the same command tree)."""
 
 

@@ -26,12 +26,8 @@ from tests.e2e.fake_discord import (
 
 @pytest.fixture
 async def env(bot_env: BotEnv) -> BotEnv:
-    """The bot with the /history cog (added and the command tree synced again while
-    ``client.COGS`` does not hold it)."""
-    bot = bot_env.bot
-    if bot.get_cog(HistoryCog.__cog_name__) is None:
-        await bot.add_cog(HistoryCog(bot))
-        await bot.sync_tree()
+    """The bot, which loads the /history cog (``client.COGS``) like every other."""
+    assert bot_env.bot.get_cog(HistoryCog.__cog_name__) is not None
     return bot_env
 
 
