@@ -120,9 +120,11 @@ async def test_imagine_registers_every_option_with_the_cards_sizes(bot_env: BotE
     options = {o["name"]: o for o in command["options"]}
     assert list(options) == [
         "prompt", "negative", "aspect", "quality", "style", "rating", "year", "seed",
-        "steps", "cfg", "sampler", "count", "hires",
+        "steps", "cfg", "sampler", "count", "hires", "image", "strength",
     ]  # fmt: skip
     assert options["prompt"]["required"]
+    assert options["image"]["type"] == 11  # ATTACHMENT
+    assert (options["strength"]["min_value"], options["strength"]["max_value"]) == (0.05, 1.0)
     aspects = {c["name"]: c["value"] for c in options["aspect"]["choices"]}
     assert len(aspects) == 9
     assert aspects["Portrait 13:19 (832x1216)"] == "832x1216"
