@@ -37,23 +37,23 @@ sexual signal gets no tags either: the member is told why, and that an age-restr
 channel would show them. Whatever is shown, the tags of the tagger's sexual list are left out
 outside age-restricted channels. Answers are ephemeral (the adapter's part).
 
-**Attachments** (:func:`load_image`) are bounded before decoding: the byte count, PNG, JPEG
-or WebP by their first bytes (never by name or declared type), the pixel count read from the
-header, PIL's decompression-bomb check turned into an error, only the first frame decoded.
+**Attachments** (:func:`load_image`) go through the same bounds as an image prompt's
+(:mod:`bot.attachments`): the byte count, PNG, JPEG or WebP by their first bytes (never by
+name or declared type), the pixel count read from the header, PIL's decompression-bomb check
+turned into an error, only the first frame decoded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import re
-import warnings
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from bot.attachments import AttachmentRefused, check_bytes, decode, header_size, sniff
 from bot.moderation.channels import ChannelContext
 from bot.moderation.classifier import TagScores
 from bot.moderation.guild_policy import GuildPolicy
@@ -70,7 +70,6 @@ __all__ = [
     "describe_image",
     "load_image",
     "order_tags",
-    "sniff_format",
     "visibility",
 ]
 
@@ -278,51 +277,17 @@ def visibility(
 # ------------------------------------------------------------------------------ images
 
 
-def sniff_format(data: bytes) -> str | None:
-    """``PNG``, ``JPEG`` or ``WEBP`` from the first bytes; None for anything else."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return None
-
-
-def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
-    width, height = size
-    if width < 1 or height < 1 or width * height > max_pixels:
-        raise ImageRejected(
-            f"the image is {width}x{height} pixels; at most {max_pixels:,} pixels can be described"
-        )
-
-
 def load_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
-    """Decode ``data`` within bounds (see the module docstring); blocking (a thread).
-
-    Raises :class:`ImageRejected` saying why."""
-    if len(data) > max_bytes:
-        raise ImageRejected(
-            f"the file is {len(data) / 1_048_576:.1f} MiB; at most "
-            f"{max_bytes / 1_048_576:.1f} MiB can be described"
-        )
-    kind = sniff_format(data)
-    if kind is None:
-        raise ImageRejected("the file is not a PNG, JPEG or WebP image")
+    """Decode ``data`` within bounds, with the same checks as an image prompt's
+    (:mod:`bot.attachments`: bytes, format by content, header pixels, Pillow's bomb check,
+    then decode to RGB); blocking (a thread). Raises :class:`ImageRejected` saying why."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[kind])
-            _check_pixels(image.size, max_pixels)
-            image.seek(0)
-            image.load()
-    except ImageRejected:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageRejected("the image is too large to decode") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
-        raise ImageRejected(f"the {kind} image could not be read (damaged?)") from None
-    return image
+        check_bytes(len(data), max_bytes)
+        kind = sniff(data)
+        header_size(data, kind, max_pixels)
+        return decode(data, kind)
+    except AttachmentRefused as exc:
+        raise ImageRejected(str(exc)) from None
 
 
 def describe_image(
