@@ -110,7 +110,9 @@ class SleepingEngine:
     def gpu_memory_used(self) -> int | None:
         return None  # no GPU: the heartbeat says so, as a CPU engine's does
 
-    def render_batch(self, renders: Any, *, on_progress: Any, cancels: Any) -> Any:
+    def render_batch(
+        self, renders: Any, *, on_progress: Any, cancels: Any, init_image: Any = None
+    ) -> Any:
         from bot.engine import JobCancelled, Progress, RenderedImage, RenderResult
         from bot.images import Infotext
 
