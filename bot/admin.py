@@ -404,8 +404,10 @@ class ServerAdmin:
         )
 
     async def record_delete(self, job: JobRecord, actor_id: int) -> ModerationEventRecord | None:
-        """Record that someone else than its requester deleted a job's images (a member
-        deleting their own images is not a moderation event: None)."""
+        """Record that a job's posted images were deleted: the job remembers it (``/history``
+        hides it), and when someone else than its requester deleted them, a moderation
+        event (a member deleting their own images is not one: None)."""
+        await self.db.run(self.jobs.mark_deleted, job.id)
         if job.user_id == actor_id:
             return None
         return await self.db.run(

@@ -12,9 +12,9 @@ Rules, decided here so that every adapter shows the same thing:
   in); a page is read with ``before`` (older than that job) or ``after`` (newer than that
   job), never with an offset, so a job accepted while the member pages does not shift what
   they see. At most :data:`PAGE_SIZE_MAX` jobs a page.
-* **Deleted jobs are gone.** A job whose images a moderator deleted (the Delete button:
-  an ``image_deleted`` event) or purged (``/mod purge``: the ``purge`` event's job ids)
-  is not listed.
+* **Deleted jobs are gone.** A job whose images its requester or a moderator deleted (the
+  Delete button: ``jobs.deleted_at``; a moderator's also an ``image_deleted`` event) or a
+  moderator purged (``/mod purge``: the ``purge`` event's job ids) is not listed.
 * **Age-restricted prompts stay where they belong.** A job asked for in an age-restricted
   channel, listed from a channel that is not age-restricted (a plain channel or a DM),
   shows no prompt and no negative prompt (:attr:`HistoryEntry.prompt_hidden`), as
@@ -175,7 +175,7 @@ def read_history(
     if before is not None and after is not None:
         raise ValueError("give before or after, not both")
     with db.read() as session:
-        base: Select[Job] = select(Job).where(Job.user_id == user_id)
+        base: Select[Job] = select(Job).where(Job.user_id == user_id, Job.deleted_at.is_(None))
         if not everywhere:
             base = base.where(
                 Job.guild_id.is_(None) if guild_id is None else Job.guild_id == guild_id

@@ -107,6 +107,7 @@ class JobRecord:
     delivery_until: datetime | None = None
     delivered_at: datetime | None = None
     delivery_error: str | None = None
+    deleted_at: datetime | None = None  # its posted images deleted (the Delete button)
 
     @property
     def spec(self) -> JobSpec:
@@ -158,6 +159,7 @@ class JobRecord:
             delivery_until=job.delivery_until,
             delivered_at=job.delivered_at,
             delivery_error=job.delivery_error,
+            deleted_at=job.deleted_at,
         )
 
 
@@ -503,6 +505,13 @@ class JobStore(Store):
         return self._transition(
             job_id, JobStatus.CANCELLED, ACTIVE_STATUSES, reason=reason, refund=True
         )
+
+    def mark_deleted(self, job_id: int) -> None:
+        """Its posted images were deleted (the Delete button); the first time counts."""
+        with self.db.transaction() as session:
+            job = self._locked(session, job_id)
+            if job.deleted_at is None:
+                job.deleted_at = self._now()
 
     def refund(self, job_id: int) -> int:
         """Give back the cost of a failed job or one cancelled before it started.

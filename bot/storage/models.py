@@ -203,6 +203,8 @@ class Job(Base):
     delivery_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     delivery_error: Mapped[str | None] = mapped_column(Text)
+    # When its posted images were deleted with the Delete button (``/history`` hides it).
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     images: Mapped[list[Image]] = relationship(
         back_populates="job", order_by="Image.index", passive_deletes=True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -162,3 +163,18 @@ async def test_previous_and_next_page_through_seven_jobs(env: BotEnv) -> None:
     direct = await env.fake.slash_command(None, None, ALICE_ID, "history")
     answer = await ephemeral_answer(direct)
     assert answer.content == "You have no jobs in direct messages yet: `/imagine` makes one."
+
+
+async def test_a_result_i_deleted_myself_is_no_longer_listed(env: BotEnv) -> None:
+    fake = env.fake
+    kept = await result_of(await env.imagine("1girl, kept", seed=1))
+    gone = await result_of(await env.imagine("1girl, deleted", seed=2))
+    kept_id, gone_id = job_id_in(kept), job_id_in(gone)
+    assert listed(await history(env)) == [gone_id, kept_id]
+
+    await fake.click_button(gone, f"animagine:delete:{gone_id}", ALICE_ID)
+    await fake.wait_for(lambda: fake.message(gone.id).deleted, what="Alice's delete")
+    async with asyncio.timeout(5):  # recorded right after the message is gone
+        while (await env.job(gone_id)).deleted_at is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    assert listed(await history(env)) == [kept_id]
