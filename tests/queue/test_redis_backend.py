@@ -7,6 +7,7 @@ Each test has its own key prefix; the server is shared by the session. Workers a
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
@@ -17,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image as PILImage
 
 from bot.engine import Engine
 from bot.limits import Requester
 from bot.queue import protocol
 from bot.queue.redis_backend import RedisDispatcher, RedisUnavailable, list_workers
+from bot.request import ImagePrompt
 from bot.service import Destination, ImagineService
 from bot.storage import Database, JobStatus, JobStore, prepare_database
 from tests.support.redis_server import RedisServer, free_port
@@ -566,3 +569,31 @@ async def test_a_worker_logged_in_as_a_restricted_acl_user_renders(world: World)
     finally:
         world.workers.stop()
         await redis.execute_command("ACL", "DELUSER", user)
+
+
+def _solid_png(color: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    PILImage.new("RGB", (64, 64), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+async def test_image_prompts_render_on_a_remote_worker_from_their_own_input(
+    world: World,
+) -> None:
+    """img2img over Redis: the input travels with the job (protocol 3), and the worker
+    renders from it: two jobs alike but for their input images give different pixels."""
+    await world.open()
+    vault = world.service.outbox.vault
+    jobs = []
+    for color in ((230, 40, 40), (40, 40, 230)):
+        prompt = ImagePrompt(source=vault.keep_input(_solid_png(color)), strength=0.5)
+        req = request(seed=5).model_copy(update={"image": prompt})
+        jobs.append((await world.service.submit(req, ALICE, HERE)).job)
+    world.workers.start("w1")
+    await world.service.run_burst()
+    store = JobStore(world.db)
+    assert [store.get(j.id).status for j in jobs] == [JobStatus.FINISHED] * 2
+    red, blue = (world.events.images[j.id][0] for j in jobs)
+    assert red.png.startswith(b"\x89PNG")
+    assert red.png != blue.png
+    assert "Denoising strength: 0.5" in red.infotext.to_text()
