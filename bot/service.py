@@ -268,19 +268,31 @@ class ImagineService:
         *,
         strength: float,
         aspect: Aspect | None = None,
+        user_id: int | None = None,
     ) -> tuple[ImagePrompt, Aspect, tuple[int, int]]:
         """An attached image made an img2img input: bounded, decoded and fitted
         (:func:`bot.attachments.prepare`), rated by the image classifier and judged as a
         result in ``channel`` would be (:func:`~bot.moderation.image_check.input_refusal`),
-        then stored in the image vault. Returns the request's :class:`ImagePrompt`, the
-        aspect, and the size the image was fitted to. Raises :class:`AttachmentRefused`."""
+        then stored in the image vault. An input the hard block refuses is recorded as an
+        ``image_hard_blocked`` moderation event of ``user_id`` (the image is not kept).
+        Returns the request's :class:`ImagePrompt`, the aspect, and the size the image was
+        fitted to. Raises :class:`AttachmentRefused`."""
         prepared = await asyncio.to_thread(prepare, data, self.settings.engine, aspect)
         scores, error = await self.renderer.output.rate(prepared.image)
         policy = await self.policy(guild_id)
         refused = input_refusal(scores, channel, policy, error=error)
         if refused is not None:
             if refused.hard_block:
+                # Moderators see who tried (the image itself is kept nowhere).
                 log.warning("an input image was refused by the hard block: %s", refused.reason)
+                await self.db.run(
+                    self.members.record_event,
+                    "image_hard_blocked",
+                    guild_id=guild_id,
+                    user_id=user_id,
+                    reason=refused.reason,
+                    details={"source": "image prompt", "channel": channel.kind.value},
+                )
             raise AttachmentRefused(f"the attached image cannot be used here: {refused.reason}")
         png = await asyncio.to_thread(prepared.png)
         try:

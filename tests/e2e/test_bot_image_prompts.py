@@ -14,6 +14,7 @@ from PIL import Image
 
 from bot.engine import Engine
 from bot.moderation.classifier import Tagger
+from bot.storage import MemberStore
 from tests.e2e.conftest import (
     BotEnv,
     SettingsFactory,
@@ -23,7 +24,13 @@ from tests.e2e.conftest import (
     result_of,
     start_bot,
 )
-from tests.e2e.fake_discord import NSFW_CHANNEL_ID, AttachmentUpload, FakeDiscord
+from tests.e2e.fake_discord import (
+    ALICE_ID,
+    DEFAULT_GUILD_ID,
+    NSFW_CHANNEL_ID,
+    AttachmentUpload,
+    FakeDiscord,
+)
 from tests.support.tiny_tagger import flagged_image, safe_image, save_tiny_tagger
 from tests.test_attachments import png_header_only
 
@@ -113,3 +120,8 @@ async def test_the_hard_block_refuses_an_input_in_every_channel(
         answer = await refusal(handle)
         assert "hard block" in answer
         assert env.bot.service.queue.order() == []
+        # Moderators see who tried; the image itself is kept nowhere.
+        events = await bot.db.run(MemberStore(bot.db).events, guild_id=DEFAULT_GUILD_ID)
+        assert [(e.kind, e.user_id) for e in events] == [("image_hard_blocked", ALICE_ID)]
+        assert events[0].details == {"source": "image prompt", "channel": "age-restricted"}
+        assert list(bot.service.outbox.vault.input_names()) == []

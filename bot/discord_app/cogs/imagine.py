@@ -145,5 +145,6 @@ class ImagineCog(commands.Cog):
             interaction.guild_id,
             strength=engine.image_prompt_strength if strength is None else strength,
             aspect=find_aspect(options.aspect) if options.aspect else None,
+            user_id=interaction.user.id,
         )
         return {"image": prompt, "width": width, "height": height}
