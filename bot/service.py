@@ -284,14 +284,8 @@ class ImagineService:
         if refused is not None:
             if refused.hard_block:
                 # Moderators see who tried (the image itself is kept nowhere).
-                log.warning("an input image was refused by the hard block: %s", refused.reason)
-                await self.db.run(
-                    self.members.record_event,
-                    "image_hard_blocked",
-                    guild_id=guild_id,
-                    user_id=user_id,
-                    reason=refused.reason,
-                    details={"source": "image prompt", "channel": channel.kind.value},
+                await self.record_hard_blocked_input(
+                    "image prompt", refused.reason, channel, guild_id=guild_id, user_id=user_id
                 )
             raise AttachmentRefused(f"the attached image cannot be used here: {refused.reason}")
         png = await asyncio.to_thread(prepared.png)
@@ -301,6 +295,28 @@ class ImagineService:
             log.error("cannot store an input image in %s: %s", self.outbox.vault.inputs, exc)  # noqa: TRY400
             raise AttachmentRefused("the bot cannot store the image right now (disk)") from None
         return ImagePrompt(source=name, strength=strength), prepared.aspect, prepared.image.size
+
+    async def record_hard_blocked_input(
+        self,
+        source: str,
+        reason: str,
+        channel: ChannelContext,
+        *,
+        guild_id: int | None,
+        user_id: int | None,
+    ) -> None:
+        """An image a member gave (an image prompt, an image to describe) tripped the hard
+        block: one warning line and an ``image_hard_blocked`` moderation event, so moderators
+        see who tried. The image itself is kept nowhere."""
+        log.warning("an image given for %s was refused by the hard block: %s", source, reason)
+        await self.db.run(
+            self.members.record_event,
+            "image_hard_blocked",
+            guild_id=guild_id,
+            user_id=user_id,
+            reason=reason,
+            details={"source": source, "channel": channel.kind.value},
+        )
 
     async def policy(self, guild_id: int | None) -> GuildPolicy:
         """The moderation policy in force in a server (configured defaults + its overrides)."""

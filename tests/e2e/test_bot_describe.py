@@ -18,6 +18,7 @@ from PIL import Image
 
 from bot.engine import Engine
 from bot.moderation.classifier import Tagger
+from bot.storage import MemberStore
 from tests.e2e.conftest import (
     BotEnv,
     SettingsFactory,
@@ -166,3 +167,22 @@ async def test_a_plain_channel_never_sees_the_tags_of_an_explicit_image(env: Bot
     assert "nude" in restricted.content
     assert "explicit, nsfw\n```" in restricted.content
     assert (await handle.response()).type == CallbackType.DEFERRED_CHANNEL_MESSAGE
+
+
+async def test_a_hard_blocked_image_is_described_nowhere_and_recorded_for_moderators(
+    make_settings: SettingsFactory, engine: Engine, tmp_path: Path
+) -> None:
+    folder = save_tiny_tagger(tmp_path / "t", tags={"loli": 0.9}, red_tags=("nude",))
+    async with (
+        FakeDiscord() as fake,
+        start_bot(fake, make_settings(), engine, classifier=Tagger.load(str(folder))) as bot,
+    ):
+        env = BotEnv(fake, bot)
+        handle = await describe(env, png(flagged_image()), channel=NSFW_CHANNEL_ID)
+        answer = (await ephemeral_answer(handle)).content
+        assert answer.startswith("Not described here:")
+        assert "loli" not in answer
+        assert "nude" not in answer
+        events = await bot.db.run(MemberStore(bot.db).events, guild_id=DEFAULT_GUILD_ID)
+        assert [(e.kind, e.user_id) for e in events] == [("image_hard_blocked", ALICE_ID)]
+        assert events[0].details == {"source": "describe", "channel": "age-restricted"}

@@ -29,6 +29,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.attachments import AttachmentRefused, download
 from bot.describe import ImageRejected, TagReader, describe_bytes, visibility
 from bot.discord_app import formatting
 from bot.discord_app.context import channel_of
@@ -123,8 +124,12 @@ class DescribeCog(commands.Cog):
             )
             return
         try:
-            async with asyncio.timeout(DOWNLOAD_TIMEOUT):
-                data = await attachment.read()
+            data = await download(  # stops as soon as the body passes the cap
+                attachment.url,
+                declared=attachment.size,
+                max_bytes=settings.max_bytes,
+                limit_s=DOWNLOAD_TIMEOUT,
+            )
             async with self.slots:
                 description = await describe_bytes(
                     tagger,
@@ -136,12 +141,8 @@ class DescribeCog(commands.Cog):
                     max_pixels=settings.max_pixels,
                 )
             policy = await self.bot.service.policy(interaction.guild_id)
-        except ImageRejected as exc:
+        except (ImageRejected, AttachmentRefused) as exc:
             await self._send(interaction, f"Cannot describe `{name}`: {exc}.")
-            return
-        except (TimeoutError, discord.HTTPException) as exc:
-            log.info("could not download %s: %s", name, type(exc).__name__)
-            await self._send(interaction, f"Cannot describe `{name}`: it could not be downloaded.")
             return
         except ClassifierUnavailable as exc:
             log.warning("describe: %s", exc)
@@ -156,6 +157,14 @@ class DescribeCog(commands.Cog):
         )
         if answer.description is None:
             log.info("describe: not shown (%s)", answer.code)
+            if answer.code == "hard_block":
+                await self.bot.service.record_hard_blocked_input(
+                    "describe",
+                    answer.reason,
+                    channel_of(interaction),
+                    guild_id=interaction.guild_id,
+                    user_id=interaction.user.id,
+                )
             await self._send(interaction, f"Not described here: {answer.reason}.")
             return
         view = DescribeView(answer.description.prompt, interaction.user.id, nonce=interaction.id)
