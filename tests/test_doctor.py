@@ -25,7 +25,7 @@ from bot.cli import main
 from bot.config import Settings
 from bot.doctor import OK, PROBLEM, WARN, Check, Context, Options
 from bot.queue import protocol
-from bot.storage import prepare_database, upgrade
+from bot.storage import head, prepare_database, upgrade
 from tests.conftest import tiny_settings
 from tests.e2e.fake_discord import (
     DEFAULT_GUILD_ID,
@@ -72,13 +72,13 @@ def test_the_database_at_behind_and_ahead_of_the_newest_revision(
     behind = doctor.check_database(settings)
     assert (behind.status, behind.detail) == (
         PROBLEM,
-        f"{where} at revision 0002, behind the newest (0003)",
+        f"{where} at revision 0002, behind the newest ({head()})",
     )
     upgrade(url)
     files = sorted(tmp_path.iterdir())
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
     at_head = doctor.check_database(settings)
-    assert (at_head.status, at_head.detail) == (OK, f"{where} at revision 0003 (newest)")
+    assert (at_head.status, at_head.detail) == (OK, f"{where} at revision {head()} (newest)")
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(tmp_path.iterdir())}
     assert after == before  # read-only: not a byte changed, no file added
     running = prepare_database(settings)  # the bot running: its write-ahead log is open

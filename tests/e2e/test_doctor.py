@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from bot.storage import upgrade
+from bot.storage import head, upgrade
 from tests.e2e.fake_discord import FakeDiscord, FakeGuild, Permission, default_guild
 from tests.support.tiny_tagger import save_tiny_tagger
 
@@ -113,7 +113,7 @@ async def test_doctor_against_discord_as_an_operator_sees_it(
         "not synced globally: global: missing /imagine, /queue, /limits"
     )
     assert "python -m bot run" in checks["commands"]["fix"]
-    assert checks["database"]["detail"] == f"{tmp_path / 'bot.db'} at revision 0003 (newest)"
+    assert checks["database"]["detail"] == f"{tmp_path / 'bot.db'} at revision {head()} (newest)"
     assert checks["model-load"]["detail"].endswith("on cpu in float32")
     assert checks["tagger"]["status"] == "ok"
     assert fake.token not in out + err
