@@ -44,8 +44,10 @@ DEFAULT_KEYS: Final = (
     "width",
     "height",
     "hires",
+    "previews",
 )
-"""The ``/imagine`` options a server may give defaults for."""
+"""The ``/imagine`` options a server may give defaults for (``previews``: live previews
+while rendering, on unless set to false)."""
 
 
 class Canceller(Protocol):
@@ -67,6 +69,11 @@ def max_steps(defaults: Mapping[str, Any], settings: Settings) -> int:
     if isinstance(own, int) and 1 <= own < limit:
         return own
     return limit
+
+
+def previews_on(defaults: Mapping[str, Any]) -> bool:
+    """Whether a server with ``defaults`` shows live previews (yes unless it said no)."""
+    return defaults.get("previews") is not False
 
 
 def check_defaults(values: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
@@ -91,6 +98,8 @@ def check_defaults(values: Mapping[str, Any], settings: Settings) -> dict[str, A
         clean["cfg"] = float(clean["cfg"])
         if not 1.0 <= clean["cfg"] <= 30.0:
             raise RequestError("the default CFG scale must be between 1 and 30")
+    if "previews" in clean and not isinstance(clean["previews"], bool):
+        raise RequestError("previews must be true or false")
     for side in ("width", "height"):
         if side in clean:
             value = int(clean[side])

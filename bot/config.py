@@ -496,6 +496,31 @@ class DescribeSettings(_Section):
     max_concurrent: Annotated[StrictInt, Field(ge=1, le=64)] = 2
 
 
+class PreviewSettings(_Section):
+    """Live previews: while a job renders, its message shows the image as it forms.
+
+    Each preview is the current latents decoded by TAESD (diffusers' ``AutoencoderTiny``;
+    ``source`` is a hub repo id or a local folder, loaded like the model: ``model.cache_dir``,
+    ``model.offline``), at most one per job every ``interval_s`` seconds, no larger than
+    ``max_side`` pixels, and passes the image check before it is shown. ``source = ""`` or
+    ``enabled = false`` turns previews off for the whole bot; a server turns them off with
+    its ``previews`` generation default. They also go off by themselves while more than
+    ``busy_queue`` jobs wait, or while decoding a preview costs more than
+    ``max_step_share`` of a denoising step (the GPU is the bottleneck).
+    """
+
+    enabled: StrictBool = True
+    source: StrictStr = "madebyollin/taesdxl"
+    interval_s: Annotated[StrictFloat, Field(ge=0.0, le=600.0)] = 3.0
+    max_side: Annotated[StrictInt, Field(ge=64, le=1024)] = 384
+    busy_queue: Annotated[StrictInt, Field(ge=0, le=100_000)] = 5
+    max_step_share: Annotated[StrictFloat, Field(gt=0.0, le=10.0)] = 0.25
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and bool(self.source)
+
+
 class Settings(BaseSettings):
     """All settings of the bot.
 
@@ -519,6 +544,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     describe: DescribeSettings = Field(default_factory=DescribeSettings)
+    previews: PreviewSettings = Field(default_factory=PreviewSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -50,6 +50,8 @@ def tiny_settings(model_dir: Path, **env: str) -> Settings:
         "ANIMAGINE_ENGINE__DEFAULT_WIDTH": "128",
         "ANIMAGINE_ENGINE__DEFAULT_HEIGHT": "128",
         "ANIMAGINE_ENGINE__DEFAULT_STEPS": "3",
+        # No live previews unless a test gives a TAESD folder (never the hub).
+        "ANIMAGINE_PREVIEWS__SOURCE": "",
         **env,
     }
     return load_settings(environ=environ)

@@ -139,6 +139,7 @@ class AdminCog(
         cfg="Default guidance scale",
         aspect="Default size",
         hires="Hires pass by default",
+        previews="Show live previews while rendering",
         reset="Forget every default first (back to the bot's configuration)",
     )
     @app_commands.choices(
@@ -159,6 +160,7 @@ class AdminCog(
         sampler: str | None = None,
         aspect: str | None = None,
         hires: bool | None = None,
+        previews: bool | None = None,
         reset: bool = False,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -172,6 +174,7 @@ class AdminCog(
             "cfg": cfg,
             "sampler": sampler,
             "hires": hires,
+            "previews": previews,
         }
         try:
             if aspect is not None:
