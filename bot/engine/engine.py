@@ -79,11 +79,21 @@ class CancelToken:
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a job stands: ``step`` of ``total`` denoising steps, hires steps included."""
+    """Where a job stands: ``step`` of ``total`` denoising steps, hires steps included.
+
+    ``seconds_left``: the engine's estimate from the call's own pace (None before it has
+    one); ``preview``: the image as it forms (TAESD, small), on the steps where one was
+    due for this job, else None. A preview has passed no image check yet."""
 
     step: int
     total: int
     phase: str  # "base" or "hires"
+    seconds_left: float | None = None
+    preview: Image.Image | None = None
+
+    @property
+    def fraction(self) -> float:
+        return 0.0 if self.total <= 0 else min(1.0, self.step / self.total)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -251,6 +261,57 @@ class _BatchRows:
         return args, {**kwargs, "encoder_attention_mask": mask}
 
 
+def preview_image(decoded: torch.Tensor, max_side: int) -> Image.Image:
+    """One TAESD output (``[3, H, W]``, -1..1) as a small RGB image (longer side <=
+    ``max_side``)."""
+    pixels = ((decoded.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    array = pixels.permute(1, 2, 0).cpu().numpy()
+    image = Image.fromarray(array, "RGB")
+    if max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return image
+
+
+class Previewer:
+    """Live previews: the latents of a step decoded by TAESD (``AutoencoderTiny``).
+
+    TAESD-XL reads the latents as the UNet sees them (its ``scaling_factor`` is 1.0) and
+    its decoder answers -1..1. Each decode is timed against the step time: when one costs
+    more than ``max_step_share`` of a step (the GPU, not Discord, is the bottleneck),
+    previews go off for this engine, with one warning.
+    """
+
+    def __init__(self, taesd: Any, *, max_side: int = 384, max_step_share: float = 0.25) -> None:
+        self.taesd = taesd
+        self.max_side = max_side
+        self.max_step_share = max_step_share
+        self.off_reason: str | None = None
+        self.decode_seconds: list[float] = []  # recent decodes (for benchmarks), newest last
+
+    @property
+    def on(self) -> bool:
+        return self.off_reason is None
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        """Small preview images of ``latents`` (``[n, 4, h, w]``)."""
+        started = time.perf_counter()
+        taesd = self.taesd
+        sample = taesd.decode(latents.detach().to(taesd.device, taesd.dtype)).sample
+        images = [preview_image(row, self.max_side) for row in sample]
+        self.decode_seconds = [*self.decode_seconds[-63:], time.perf_counter() - started]
+        return images
+
+    def judge(self, decode_s: float, step_s: float) -> None:
+        """Turn previews off when one decode costs too much of a step."""
+        if self.off_reason is None and step_s > 0 and decode_s > self.max_step_share * step_s:
+            self.off_reason = (
+                f"a preview took {decode_s * 1000:.0f} ms, over {self.max_step_share:.0%} of a "
+                f"{step_s * 1000:.0f} ms step"
+            )
+            log.warning("live previews off: %s", self.off_reason)
+
+
 class Engine:
     """Renders :class:`RenderJob` objects on one loaded SDXL pipeline."""
 
@@ -264,6 +325,28 @@ class Engine:
         self._scheduler_config = dict(pipeline.scheduler.config)
         self._lock = threading.Lock()
         self.optimizations = AppliedOptimizations(placement.device.type, notes=("not applied",))
+        self.previewer: Previewer | None = None
+
+    def load_previews(self, settings: Settings) -> None:
+        """Load TAESD for live previews as ``settings.previews`` says; a failure to load is
+        one warning and no previews, never a failed start."""
+        from bot.engine.loading import load_taesd
+        from bot.errors import ModelLoadError
+
+        previews = settings.previews
+        if not previews.active:
+            self.previewer = None
+            return
+        try:
+            taesd = load_taesd(previews.source, settings.model, self.placement)
+        except ModelLoadError as exc:
+            log.warning("live previews off: %s", exc)
+            self.previewer = None
+            return
+        self.previewer = Previewer(
+            taesd, max_side=previews.max_side, max_step_share=previews.max_step_share
+        )
+        log.info("live previews from %s", previews.source)
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
@@ -279,6 +362,7 @@ class Engine:
             pipeline, placement.device, speed_settings(settings)
         )
         log.info("%s", engine.optimizations.describe())
+        engine.load_previews(settings)
         # The model's objects live as long as the process: keep them out of every later
         # garbage collection, so collections stay short and do not stall the event loop.
         gc.collect()
@@ -304,6 +388,7 @@ class Engine:
         on_progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
         init_image: Image.Image | None = None,
+        preview_every: float | None = None,
     ) -> RenderResult:
         """Render ``job``. Raises :class:`JobCancelled`, :class:`EngineError` (a broken image
         included: see :func:`image_problem`) or :class:`PromptError` (weights out of range).
@@ -314,6 +399,7 @@ class Engine:
             on_progress=[on_progress],
             cancels=[cancel or CancelToken()],
             init_image=init_image,
+            preview_every=[preview_every],
         )[0]
         if result.error is not None:
             raise EngineError(result.error)
@@ -326,6 +412,7 @@ class Engine:
         on_progress: Sequence[ProgressCallback | None] | None = None,
         cancels: Sequence[CancelToken] | None = None,
         init_image: Image.Image | None = None,
+        preview_every: Sequence[float | None] | None = None,
     ) -> list[RenderResult]:
         """Render compatible ``jobs`` in one pipeline call; one result per job, in order.
 
@@ -340,6 +427,9 @@ class Engine:
         or :class:`PromptError` (an emphasis weight out of range) for the whole call; a job
         with a broken image gets a result with ``error`` set and no images while the others
         keep theirs.
+
+        ``preview_every``: per job, the least seconds between two of its previews (None: no
+        previews for it); previews need :attr:`previewer` and never change the images.
         """
         if not jobs:
             raise ValueError("render_batch needs at least one job")
@@ -352,8 +442,11 @@ class Engine:
             list(on_progress) if on_progress is not None else [None] * len(jobs)
         )
         tokens = list(cancels) if cancels is not None else [CancelToken() for _ in jobs]
-        if len(callbacks) != len(jobs) or len(tokens) != len(jobs):
-            raise ValueError("one progress callback and one cancel token per job")
+        every: list[float | None] = (
+            list(preview_every) if preview_every is not None else [None] * len(jobs)
+        )
+        if len(callbacks) != len(jobs) or len(tokens) != len(jobs) or len(every) != len(jobs):
+            raise ValueError("one progress callback, cancel token and preview interval per job")
         if any(job.image is not None for job in jobs):
             if len(jobs) > 1:
                 raise ValueError("an img2img job renders alone, never in a batch")
@@ -364,7 +457,9 @@ class Engine:
         with self._lock:
             started = time.perf_counter()
             try:
-                return self._render(list(jobs), callbacks, tokens, started, init_image)
+                return self._render(
+                    list(jobs), callbacks, tokens, started, init_image, preview_every=every
+                )
             except JobCancelled as exc:
                 log.info("job cancelled")
                 self._release_memory(exc)
@@ -401,6 +496,8 @@ class Engine:
         cancels: list[CancelToken],
         started: float,
         init_image: Image.Image | None = None,
+        *,
+        preview_every: list[float | None] | None = None,
     ) -> list[RenderResult]:
         from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
@@ -412,17 +509,29 @@ class Engine:
         timings: dict[str, float] = {}
         total = first.base_steps + first.hires_steps
         offset = 0
+        every = preview_every or [None] * len(jobs)
+        last_preview = dict.fromkeys(range(len(jobs)), time.perf_counter())
+        pace = {"last": time.perf_counter(), "steps": 0.0, "seconds": 0.0}
 
         def step_end(pipe: Any, step: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            now = time.perf_counter()
+            step_s = now - pace["last"]
+            pace["steps"] += 1
+            pace["seconds"] += step_s
             phase = "base" if offset == 0 else "hires"
-            progress = Progress(min(offset + step + 1, total), total, phase)
+            done = min(offset + step + 1, total)
+            left = (total - done) * pace["seconds"] / pace["steps"]
             running = [i for i in active if not cancels[i].cancelled]
+            previews = self._previews(
+                kwargs.get("latents"), rows, running, every, last_preview, now, step_s
+            )
             for i in running:
                 callback = callbacks[i]
                 if callback is not None:
-                    callback(progress)
+                    callback(Progress(done, total, phase, left, previews.get(i)))
             if not running:
                 raise JobCancelled
+            pace["last"] = time.perf_counter()
             return kwargs
 
         for i in active:  # before any work: wildcards may have expanded to such weights
@@ -564,6 +673,40 @@ class Engine:
             if dtype != original:
                 torch.nn.Module.to(vae, dtype=original)
         return latents.to(self.pipeline.unet.dtype)
+
+    def _previews(  # noqa: PLR0917 - one step's state, passed as it is
+        self,
+        latents: Any,
+        rows: _BatchRows,
+        running: list[int],
+        every: list[float | None],
+        last: dict[int, float],
+        now: float,
+        step_s: float,
+    ) -> dict[int, Image.Image]:
+        """The previews due now, by job (their latents' first image), decoded by TAESD.
+
+        Read-only on the latents: the denoising loop goes on with the very same tensor."""
+        previewer = self.previewer
+        if previewer is None or not previewer.on or not isinstance(latents, torch.Tensor):
+            return {}
+        due = [
+            i for i in running if (interval := every[i]) is not None and now - last[i] >= interval
+        ]
+        if not due:
+            return {}
+        picks = [rows.indices([i])[0] for i in due]
+        started = time.perf_counter()
+        try:
+            images = previewer.decode(latents[picks])
+        except Exception as exc:  # a preview never fails a render
+            previewer.off_reason = f"the preview decode failed: {type(exc).__name__}: {exc}"
+            log.warning("live previews off: %s", previewer.off_reason)
+            return {}
+        previewer.judge((time.perf_counter() - started) / len(due), step_s)
+        for i in due:
+            last[i] = now
+        return dict(zip(due, images, strict=True))
 
     @staticmethod
     def _drop_cancelled(

@@ -161,6 +161,31 @@ def load_vae(source: str, model: ModelSettings, dtype: torch.dtype) -> Any:
         raise ModelLoadError(f"cannot load VAE {source}: {_reason(exc)}") from exc
 
 
+def load_taesd(source: str, model: ModelSettings, placement: Placement) -> Any:
+    """TAESD (diffusers' ``AutoencoderTiny``, ``madebyollin/taesdxl``) for live previews,
+    from a hub repo or a local folder, honouring ``model.cache_dir`` and ``model.offline``,
+    on the pipeline's device and dtype (float32 on the CPU), in eval mode."""
+    from diffusers import AutoencoderTiny
+
+    try:
+        kind = classify_source(source)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"cannot load the preview decoder: {exc}") from None
+    if kind is SourceKind.SINGLE_FILE:
+        raise ModelLoadError(f"cannot load the preview decoder {source}: not a folder or repo id")
+    try:
+        with _offline(model.offline):
+            taesd = AutoencoderTiny.from_pretrained(
+                source, dtype=placement.dtype, **_hub_kwargs(model)
+            )
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the preview decoder {source}: {_reason(exc)}") from exc
+    taesd.to(placement.device)
+    taesd.eval()
+    taesd.requires_grad_(False)
+    return taesd
+
+
 def load_pipeline(model: ModelSettings, placement: Placement) -> Any:
     """Load the SDXL text-to-image pipeline described by ``model`` onto ``placement``."""
     from diffusers import StableDiffusionXLPipeline

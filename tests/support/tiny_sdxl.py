@@ -156,3 +156,21 @@ def save_tiny_model(root: Path, *, variant_only: bool = False, both: bool = True
         pipe.to(torch.float16)
         pipe.save_pretrained(target, safe_serialization=True, variant="fp16")
     return target
+
+
+def save_tiny_taesd(root: Path, seed: int = 0) -> Path:
+    """A tiny random TAESD (``AutoencoderTiny``, 4 latent channels, image/8 like SDXL's
+    latents) saved in diffusers layout, as ``madebyollin/taesdxl`` is; returns its folder."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    taesd = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=4,
+    )
+    folder = root / "taesd"
+    taesd.save_pretrained(folder)
+    return folder
