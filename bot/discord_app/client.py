@@ -22,6 +22,7 @@ from bot.discord_app.components import DYNAMIC_ITEMS
 from bot.discord_app.context import reply
 from bot.discord_app.delivery import Delivery
 from bot.discord_app.http import RestObserver, rest_trace
+from bot.discord_app.i18n import CatalogueTranslator, locale_of, localize, tr
 from bot.discord_app.moderation import ModLog
 from bot.engine import Engine
 from bot.engine.front import PromptFront
@@ -39,8 +40,9 @@ class BotTree(app_commands.CommandTree["AnimagineBot"]):
     async def on_error(
         self, interaction: discord.Interaction[AnimagineBot], error: app_commands.AppCommandError, /
     ) -> None:
+        locale = locale_of(interaction)
         if isinstance(error, app_commands.CheckFailure):
-            text = str(error) or "You cannot use this command here."
+            text = localize(locale, str(error)) or tr(locale, "You cannot use this command here.")
         else:
             original = getattr(error, "original", error)
             log.error(
@@ -48,7 +50,8 @@ class BotTree(app_commands.CommandTree["AnimagineBot"]):
                 interaction.command and interaction.command.qualified_name,
                 exc_info=original,
             )
-            text = formatting.apology_text(f"an internal error ({type(original).__name__})")
+            reason = tr(locale, "an internal error ({error})", error=type(original).__name__)
+            text = localize(locale, formatting.apology_text(reason))
         try:
             await reply(interaction, text)
         except discord.HTTPException as exc:
@@ -139,6 +142,7 @@ class AnimagineBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(*DYNAMIC_ITEMS)
+        await self.tree.set_translator(CatalogueTranslator())
         for cog in COGS:
             await self.add_cog(cog(self))
         self.restored_jobs = await self.service.restore()

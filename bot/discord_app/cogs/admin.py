@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import discord
 from discord import app_commands
@@ -29,6 +29,7 @@ from discord.ext import commands
 from bot.admin import ModerationView, ServerAdmin, Unblocked, max_steps
 from bot.discord_app import choices, formatting
 from bot.discord_app.context import is_server_admin
+from bot.discord_app.i18n import locale_of, localize, localize_embed, tr
 from bot.discord_app.requests import ImagineOptions, build_request
 from bot.limits import TierOverrideError
 from bot.moderation import PolicySettingsError
@@ -52,6 +53,14 @@ SERVER_FIELDS = {
     "server_daily_quota": "daily_quota",
     "server_max_jobs": "max_concurrent_jobs",
 }
+
+
+ADMIN_ONLY: Final = "Only members with the Manage Server permission can use /settings."
+
+
+def _not_saved(interaction: discord.Interaction[Any], reason: object) -> str:
+    """Why nothing was saved (the reason itself, from the core, reads English)."""
+    return tr(locale_of(interaction), "Not saved: {reason}.", reason=reason)
 
 
 class NotServerAdmin(app_commands.CheckFailure):
@@ -78,9 +87,7 @@ class AdminCog(
 
     async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
         if not is_server_admin(interaction):
-            raise NotServerAdmin(
-                "Only members with the Manage Server permission can use /settings."
-            )
+            raise NotServerAdmin(tr(locale_of(interaction), ADMIN_ONLY))
         return True
 
     async def _show(self, interaction: discord.Interaction[AnimagineBot], note: str) -> None:
@@ -103,7 +110,10 @@ class AdminCog(
         workers = self.bot.service.workers()
         if workers is not None:  # the Redis backend: where jobs render
             embeds.append(formatting.workers_embed(workers))
-        await interaction.followup.send(note, embeds=embeds, ephemeral=True)
+        locale = locale_of(interaction)
+        for each in embeds:
+            localize_embed(locale, each)
+        await interaction.followup.send(tr(locale, note), embeds=embeds, ephemeral=True)
 
     async def _moderation_embed(self, guild_id: int) -> discord.Embed:
         """The moderation policy in force here, as ``/settings show`` shows it."""
@@ -182,7 +192,7 @@ class AdminCog(
                 given.update(width=size.width, height=size.height)
             await self.admin.set_defaults(guild_id, given, reset=reset)
         except RequestError as exc:
-            await interaction.followup.send(f"Not saved: {exc}.", ephemeral=True)
+            await interaction.followup.send(_not_saved(interaction, exc), ephemeral=True)
             return
         await self._show(interaction, "Saved.")
 
@@ -244,7 +254,7 @@ class AdminCog(
                 reset=reset,
             )
         except TierOverrideError as exc:
-            await interaction.followup.send(f"Not saved: {exc}.", ephemeral=True)
+            await interaction.followup.send(_not_saved(interaction, exc), ephemeral=True)
             return
         await self._show(interaction, "Saved.")
 
@@ -264,23 +274,25 @@ class AdminCog(
         "Saved."); or answer why nothing was saved."""
         guild_id = interaction.guild_id
         assert guild_id is not None
+        locale = locale_of(interaction)
         try:
             result = await change(guild_id)
         except PolicySettingsError as exc:
-            await interaction.followup.send(f"Not saved: {exc}.", ephemeral=True)
+            await interaction.followup.send(_not_saved(interaction, exc), ephemeral=True)
             return
         except DatabaseError as exc:
             log.error("saving moderation settings failed: %s", exc)  # noqa: TRY400
-            await interaction.followup.send(
-                formatting.apology_text("the database is not available"), ephemeral=True
-            )
+            apology = localize(locale, formatting.apology_text("the database is not available"))
+            await interaction.followup.send(apology, ephemeral=True)
             return
         view = result.view if isinstance(result, Unblocked) else result
         if isinstance(result, Unblocked) and result.still:
             still = ", ".join(result.still)
-            note += f"\n-# Still refused (they contain other blocked tags): {still}."
-        embed = self._policy_embed(view)
-        await interaction.followup.send(f"Saved.{note}", embed=embed, ephemeral=True)
+            note += "\n-# " + tr(
+                locale, "Still refused (they contain other blocked tags): {tags}.", tags=still
+            )
+        embed = localize_embed(locale, self._policy_embed(view))
+        await interaction.followup.send(tr(locale, "Saved.") + note, embed=embed, ephemeral=True)
 
     async def _change_tags(
         self,
@@ -339,20 +351,29 @@ class AdminCog(
             changes["extra_negatives"] = [] if text == "-" else split_tags(text)
         if not changes and log_channel is None:
             embed = await self._moderation_embed(interaction.guild_id or 0)
-            await interaction.followup.send("Nothing to change.", embed=embed, ephemeral=True)
+            localize_embed(locale_of(interaction), embed)
+            await interaction.followup.send(
+                tr(locale_of(interaction), "Nothing to change."), embed=embed, ephemeral=True
+            )
             return
         note = ""
         if log_channel is not None:
             if log_channel.guild.id != interaction.guild_id:
                 await interaction.followup.send(
-                    "Not saved: the log channel must be a channel of this server.", ephemeral=True
+                    tr(
+                        locale_of(interaction),
+                        "Not saved: the log channel must be a channel of this server.",
+                    ),
+                    ephemeral=True,
                 )
                 return
             changes["log_channel_id"] = log_channel.id
             if not log_channel.is_nsfw():
-                note = (
-                    f"\n-# {log_channel.mention} is not age-restricted: withheld images "
-                    "forwarded there are only hidden behind spoilers."
+                note = "\n-# " + tr(
+                    locale_of(interaction),
+                    "{channel} is not age-restricted: withheld images forwarded there are "
+                    "only hidden behind spoilers.",
+                    channel=log_channel.mention,
                 )
         await self._save_moderation(
             interaction, lambda guild_id: self.admin.change_moderation(guild_id, changes), note=note

@@ -16,6 +16,7 @@ from bot.admin import max_steps
 from bot.discord_app import formatting
 from bot.discord_app.context import requester
 from bot.discord_app.delivery import file_name, fit_images
+from bot.discord_app.i18n import locale_of, localize, localize_embed, tr
 from bot.discord_app.moderation import job_id_of
 from bot.images import Infotext, read_infotext
 from bot.service import NotAllowed
@@ -53,13 +54,15 @@ class InfoCog(commands.Cog):
     async def queue(self, interaction: discord.Interaction[AnimagineBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         status = await self.bot.service.status(requester(interaction))
-        await interaction.followup.send(formatting.queue_text(status), ephemeral=True)
+        text = localize(locale_of(interaction), formatting.queue_text(status))
+        await interaction.followup.send(text, ephemeral=True)
 
     @app_commands.command(name="limits", description="How many images you may ask for now")
     async def limits(self, interaction: discord.Interaction[AnimagineBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         allowance = await self.bot.service.allowance(requester(interaction))
-        await interaction.followup.send(formatting.allowance_text(allowance), ephemeral=True)
+        text = localize(locale_of(interaction), formatting.allowance_text(allowance))
+        await interaction.followup.send(text, ephemeral=True)
 
     @app_commands.command(name="images", description="Get the images of one of your jobs again")
     @app_commands.describe(job="The job number (default: your latest whose images are kept)")
@@ -70,23 +73,31 @@ class InfoCog(commands.Cog):
     ) -> None:
         """Only the member sees the answer; images are read from the outbox's store."""
         await interaction.response.defer(ephemeral=True, thinking=True)
+        locale = locale_of(interaction)
         here_restricted = bool(getattr(interaction.channel, "nsfw", False))
         try:
             record, images = await self.bot.service.kept_images(
                 requester(interaction), job, age_restricted_here=here_restricted
             )
         except NotAllowed as exc:
-            await interaction.followup.send(f"Sorry: {exc}.", ephemeral=True)
+            await interaction.followup.send(
+                tr(locale, "Sorry: {reason}.", reason=exc), ephemeral=True
+            )
             return
         if not images:
             await interaction.followup.send(
-                f"Job #{record.id} has no image you may see here.", ephemeral=True
+                tr(locale, "Job #{job} has no image you may see here.", job=record.id),
+                ephemeral=True,
             )
             return
         files = [(file_name(record, image), image.png) for image in images]
         fitted = await asyncio.to_thread(fit_images, files, interaction.filesize_limit)
         for number, group in enumerate(fitted.groups):
-            text = formatting.images_again_text(record, len(images)) if number == 0 else ""
+            text = (
+                localize(locale, formatting.images_again_text(record, len(images)))
+                if number == 0
+                else ""
+            )
             if number == 0 and fitted.notes:
                 text += "\n" + "\n".join(f"-# {note}" for note in fitted.notes)
             attachments = [
@@ -102,6 +113,7 @@ class InfoCog(commands.Cog):
     async def help_command(self, interaction: discord.Interaction[AnimagineBot]) -> None:
         settings = self.bot.settings
         embed = formatting.help_embed(max_steps({}, settings), settings.engine.max_count)
+        localize_embed(locale_of(interaction), embed)
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     async def generation_info(
@@ -132,7 +144,8 @@ class InfoCog(commands.Cog):
             embeds.append(job_embed)
         if not embeds:
             await interaction.followup.send(
-                "This message has no image with generation settings.", ephemeral=True
+                tr(locale_of(interaction), "This message has no image with generation settings."),
+                ephemeral=True,
             )
             return
         await interaction.followup.send(embeds=embeds, ephemeral=True)
@@ -153,4 +166,4 @@ class InfoCog(commands.Cog):
         request = job.request
         embed = discord.Embed(title=f"Job #{job.id}", colour=formatting.COLOR)
         formatting.job_fields(embed, job, request)
-        return embed
+        return localize_embed(locale_of(interaction), embed)

@@ -19,6 +19,7 @@ from discord.ext import commands
 from bot.admin import ServerAdmin
 from bot.discord_app import formatting
 from bot.discord_app.context import is_moderator
+from bot.discord_app.i18n import locale_of, localize_embed, tr
 from bot.discord_app.moderation import DurationError, job_id_of, parse_duration
 
 if TYPE_CHECKING:
@@ -28,6 +29,30 @@ log = logging.getLogger(__name__)
 
 MODERATOR_ONLY: Final = "Only moderators (Manage Messages in this channel) can do that."
 Target = discord.Member | discord.User
+
+
+_COUNTS: Final = {
+    "bot message": ("1 bot message", "{count} bot messages"),
+    "message": ("1 message", "{count} messages"),
+}
+
+
+def _count(locale: str, n: int, word: str) -> str:
+    """``formatting.plural`` in the member's language: "1 message", "3 messages"."""
+    one, many = _COUNTS[word]
+    return tr(locale, one) if n == 1 else tr(locale, many, count=n)
+
+
+def _ban_line(locale: str, until: datetime | None) -> str:
+    """``formatting.ban_line`` in the member's language."""
+    if until is None:
+        return tr(locale, "until unbanned")
+    return tr(
+        locale,
+        "until {when} ({relative})",
+        when=formatting.timestamp(until, "f"),
+        relative=formatting.timestamp(until),
+    )
 
 
 class NotModerator(app_commands.CheckFailure):
@@ -58,7 +83,7 @@ class ModCog(
 
     async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
         if not is_moderator(interaction):
-            raise NotModerator(MODERATOR_ONLY)
+            raise NotModerator(tr(locale_of(interaction), MODERATOR_ONLY))
         return True
 
     # ------------------------------------------------------------------ Who made this?
@@ -67,15 +92,17 @@ class ModCog(
     ) -> None:
         """Requester, server, channel, message, prompt, seeds and scores of a bot image."""
         await interaction.response.defer(ephemeral=True, thinking=True)
+        locale = locale_of(interaction)
         if not is_moderator(interaction):
-            await interaction.followup.send(MODERATOR_ONLY, ephemeral=True)
+            await interaction.followup.send(tr(locale, MODERATOR_ONLY), ephemeral=True)
             return
         me = self.bot.user
         job_id = job_id_of(message) if me is not None and message.author.id == me.id else None
         made = None if job_id is None else await self.admin.made_by(job_id, interaction.guild_id)
         if made is None:
             await interaction.followup.send(
-                "This is not an image message of this bot from this server.", ephemeral=True
+                tr(locale, "This is not an image message of this bot from this server."),
+                ephemeral=True,
             )
             return
         job = made.job
@@ -90,6 +117,7 @@ class ModCog(
             target_url=formatting.message_url(interaction.guild_id, message.channel.id, message.id),
             thresholds=None if policy is None else policy.thresholds,
         )
+        localize_embed(locale, embed, description=False, values=False)
         await interaction.followup.send(embed=embed, ephemeral=True)
 
     # ------------------------------------------------------------------ /mod ban, unban
@@ -107,11 +135,12 @@ class ModCog(
         duration: app_commands.Range[str, 1, 40] | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        locale = locale_of(interaction)
         guild_id = interaction.guild_id
         assert guild_id is not None
         if member.bot or member.id == interaction.user.id:
             await interaction.followup.send(
-                "Ban someone else: not yourself, not a bot.", ephemeral=True
+                tr(locale, "Ban someone else: not yourself, not a bot."), ephemeral=True
             )
             return
         until: datetime | None = None
@@ -119,7 +148,9 @@ class ModCog(
             try:
                 until = discord.utils.utcnow() + parse_duration(duration)
             except DurationError as exc:
-                await interaction.followup.send(f"Not banned: {exc}.", ephemeral=True)
+                await interaction.followup.send(
+                    tr(locale, "Not banned: {reason}.", reason=exc), ephemeral=True
+                )
                 return
         banned = await self.admin.ban(
             guild_id, member.id, reason=reason, until=until, actor_id=interaction.user.id
@@ -129,9 +160,17 @@ class ModCog(
             guild_id,
             formatting.log_ban_text(member.id, interaction.user.id, reason, until, cancelled),
         )
-        text = f"Banned {member.mention} from the bot {formatting.ban_line(until)}: {reason}."
-        if cancelled:
-            text += f" {formatting.plural(cancelled, 'waiting job')} cancelled."
+        text = tr(
+            locale,
+            "Banned {member} from the bot {until}: {reason}.",
+            member=member.mention,
+            until=_ban_line(locale, until),
+            reason=reason,
+        )
+        if cancelled == 1:
+            text += " " + tr(locale, "1 waiting job cancelled.")
+        elif cancelled:
+            text += " " + tr(locale, "{count} waiting jobs cancelled.", count=cancelled)
         await interaction.followup.send(text, ephemeral=True)
 
     @app_commands.command(name="unban", description="Let a banned member use the bot again")
@@ -143,6 +182,7 @@ class ModCog(
         reason: app_commands.Range[str, 1, 500] | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        locale = locale_of(interaction)
         guild_id = interaction.guild_id
         assert guild_id is not None
         record = await self.admin.unban(
@@ -150,14 +190,20 @@ class ModCog(
         )
         if record is None:
             await interaction.followup.send(
-                f"{member.mention} is not banned from the bot in this server.", ephemeral=True
+                tr(
+                    locale,
+                    "{member} is not banned from the bot in this server.",
+                    member=member.mention,
+                ),
+                ephemeral=True,
             )
             return
         await self.bot.modlog.post(
             guild_id, formatting.log_unban_text(member.id, interaction.user.id, reason)
         )
         await interaction.followup.send(
-            f"Unbanned {member.mention}: they can use the bot again.", ephemeral=True
+            tr(locale, "Unbanned {member}: they can use the bot again.", member=member.mention),
+            ephemeral=True,
         )
 
     # ------------------------------------------------------------------ /mod purge
@@ -177,6 +223,7 @@ class ModCog(
         reason: app_commands.Range[str, 1, 500] | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        locale = locale_of(interaction)
         guild_id = interaction.guild_id
         channel_id = channel.id if channel is not None else interaction.channel_id
         assert guild_id is not None
@@ -204,7 +251,11 @@ class ModCog(
                 jobs.add(job_id)
         except discord.HTTPException as exc:
             log.warning("purge in %s stopped: %s", channel_id, exc.status)
-            problem = f" Stopped early: Discord refused ({exc.status})."
+            problem = " " + tr(
+                locale,
+                "Stopped early: Discord refused ({status}).",
+                status=exc.status,
+            )
         if deleted:
             await self.admin.record_purge(
                 guild_id,
@@ -219,9 +270,12 @@ class ModCog(
                 guild_id,
                 formatting.log_purge_text(member.id, interaction.user.id, channel_id, len(deleted)),
             )
-        await interaction.followup.send(
-            f"Deleted {formatting.plural(len(deleted), 'bot message')} of {member.mention} in "
-            f"<#{channel_id}> (looked through the last {formatting.plural(scan, 'message')})."
-            f"{problem}",
-            ephemeral=True,
+        text = tr(
+            locale,
+            "Deleted {deleted} of {member} in {channel} (looked through the last {scanned}).",
+            deleted=_count(locale, len(deleted), "bot message"),
+            member=member.mention,
+            channel=f"<#{channel_id}>",
+            scanned=_count(locale, scan, "message"),
         )
+        await interaction.followup.send(text + problem, ephemeral=True)

@@ -1,0 +1,227 @@
+"""The message catalogues: complete for the command tree, within Discord's limits, and
+replies whose translations keep their placeholders."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+from pathlib import Path
+from typing import Any, cast
+
+import discord
+import pytest
+import regex
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord_app import formatting
+from bot.discord_app.client import COGS, BotTree, intents
+from bot.discord_app.cogs.admin import ADMIN_ONLY
+from bot.discord_app.cogs.mod import _COUNTS, MODERATOR_ONLY
+from bot.discord_app.i18n import (
+    LOCALES,
+    CatalogueTranslator,
+    catalogue,
+    localize,
+    localize_embed,
+    placeholders,
+    tr,
+)
+
+Location = app_commands.TranslationContextLocation
+NAME = regex.compile(r"^[-_\p{L}\p{N}\p{sc=Deva}\p{sc=Thai}]{1,32}$")
+CODES = [str(locale) for locale in LOCALES]
+ROOT = Path(__file__).resolve().parents[1]
+LOCALIZED_MODULES = [
+    "bot/discord_app/client.py",
+    "bot/discord_app/context.py",
+    "bot/discord_app/cogs/info.py",
+    "bot/discord_app/cogs/admin.py",
+    "bot/discord_app/cogs/mod.py",
+]
+
+
+class Recorder(app_commands.Translator):
+    """Every string the tree asks to translate, with where it is used."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], set[Location]] = {}
+
+    async def translate(
+        self,
+        string: app_commands.locale_str,
+        locale: discord.Locale,
+        context: app_commands.TranslationContextTypes,
+    ) -> str | None:
+        table = "texts"
+        if context.location in (
+            Location.command_name,
+            Location.group_name,
+            Location.parameter_name,
+        ):
+            table = "menus" if isinstance(context.data, app_commands.ContextMenu) else "names"
+        self.seen.setdefault((table, string.message), set()).add(context.location)
+        return None
+
+
+async def tree() -> app_commands.CommandTree[Any]:
+    """The bot's command tree, built as ``doctor`` builds it (no service needed)."""
+    bot = commands.Bot(command_prefix="!", intents=intents(), tree_cls=BotTree, help_command=None)
+    for cog in COGS:
+        await bot.add_cog(cog(cast(Any, bot)))
+    return bot.tree
+
+
+async def _record() -> dict[tuple[str, str], set[Location]]:
+    built = await tree()
+    recorder = Recorder()
+    for command in built.get_commands():
+        await command.get_translated_payload(built, recorder)
+    return recorder.seen
+
+
+async def _payloads() -> list[dict[str, Any]]:
+    built = await tree()
+    translator = CatalogueTranslator()
+    return [await c.get_translated_payload(built, translator) for c in built.get_commands()]
+
+
+@pytest.fixture(scope="module")
+def recorded() -> dict[tuple[str, str], set[Location]]:
+    return asyncio.run(_record())
+
+
+@pytest.fixture(scope="module")
+def payloads() -> list[dict[str, Any]]:
+    return asyncio.run(_payloads())
+
+
+@pytest.mark.parametrize("code", CODES)
+async def test_every_string_of_the_command_tree_has_an_entry(
+    recorded: dict[tuple[str, str], set[Location]], code: str
+) -> None:
+    book = catalogue(code)
+    assert book is not None
+    assert len(recorded) > 150
+    tables = {"names": book.names, "menus": book.menus, "texts": book.texts}
+    missing = sorted(f"[{table}] {text!r}" for table, text in recorded if text not in tables[table])
+    assert not missing, f"{code}.toml lacks:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("code", CODES)
+async def test_localized_names_and_texts_are_within_discords_limits(
+    recorded: dict[tuple[str, str], set[Location]], code: str
+) -> None:
+    book = catalogue(code)
+    assert book is not None
+    for name, local in book.names.items():
+        assert NAME.match(local), (name, local)
+        assert local == local.lower(), (name, local)
+    for name, local in book.menus.items():
+        assert 1 <= len(local) <= 32, (name, local)
+    for table, text in recorded:
+        if table == "texts":
+            assert 1 <= len(book.texts[text]) <= 100, (text, book.texts[text])
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_translations_keep_the_placeholders_of_their_english_template(code: str) -> None:
+    book = catalogue(code)
+    assert book is not None
+    wrong = {k: v for k, v in book.texts.items() if placeholders(k) != placeholders(v)}
+    assert not wrong
+
+
+def _tr_literals(path: Path) -> set[str]:
+    """The English templates a module passes to ``tr`` as literals."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "tr":
+            text = node.args[1] if len(node.args) > 1 else None
+            if isinstance(text, ast.Constant) and isinstance(text.value, str):
+                found.add(text.value)
+            elif isinstance(text, ast.JoinedStr | ast.BinOp):
+                raise AssertionError(f"{path}: tr() needs a literal template")
+    return found
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_every_reply_passed_to_tr_has_an_entry(code: str) -> None:
+    book = catalogue(code)
+    assert book is not None
+    used = {text for module in LOCALIZED_MODULES for text in _tr_literals(ROOT / module)}
+    used |= {MODERATOR_ONLY, ADMIN_ONLY, *(t for pair in _COUNTS.values() for t in pair)}
+    assert len(used) > 25
+    assert not sorted(used - book.texts.keys())
+
+
+async def test_the_synced_payload_is_localized_and_option_names_stay_unique(
+    payloads: list[dict[str, Any]],
+) -> None:
+    imagine = next(p for p in payloads if p["name"] == "imagine")
+    assert imagine["name_localizations"] == {
+        "ja": "画像生成",
+        "zh-CN": "生成图片",
+        "ko": "이미지생성",
+    }
+    assert set(imagine["description_localizations"]) == set(CODES)
+
+    def check(options: list[dict[str, Any]]) -> None:
+        for code in CODES:
+            names = [o.get("name_localizations", {}).get(code, o["name"]) for o in options]
+            assert len(names) == len(set(names)), (code, names)
+        for option in options:
+            check(option.get("options", []))
+
+    for kind in {p.get("type", 1) for p in payloads}:  # names are unique per command type
+        check([p for p in payloads if p.get("type", 1) == kind])
+
+
+def test_replies_fall_back_to_english() -> None:
+    assert tr("ja", "Saved.") == "保存しました。"
+    assert tr("ko", "Not saved: {reason}.", reason="x") == "저장되지 않았습니다: x."
+    for locale in ("en-US", "en-GB", "zh-TW", "fr"):
+        assert tr(locale, "Not saved: {reason}.", reason="x") == "Not saved: x."
+    assert tr("ja", "No entry for {this} one.", this="x") == "No entry for x one."
+    assert tr(discord.Locale.chinese, "Saved.") == "已保存。"
+
+
+def test_rendered_english_is_localized_line_by_line() -> None:
+    text = (
+        "Tier **default**: you can ask for 4 image(s) now.\n"
+        "You: 4/4 images available now, one more every 30 s\n"
+        "  today: 0/100 used, 100 left\n"
+        "An unknown line stays."
+    )
+    assert localize("ja", text) == (
+        "ティア **default**: 今 4 枚生成できます。\n"
+        "あなた: 今 4/4 枚利用可能、30 s ごとに 1 枚回復\n"
+        "  今日: 0/100 枚使用、残り 100 枚\n"
+        "An unknown line stays."
+    )
+    assert localize("en-US", text) == text
+    # the most specific template wins
+    assert localize(
+        "ja",
+        "Queue: one rendering, 3 jobs waiting; empty in ~1 min "
+        "(estimated from recent render times).",
+    ).startswith("キュー: 1 件生成中、待機 3 件")
+
+
+def test_the_help_embed_is_localized_but_keeps_tags() -> None:
+    embed = localize_embed("ja", formatting.help_embed(40, 4))
+    assert embed.title == "Animagine XL 3.1 のプロンプトの書き方"
+    assert embed.description is not None
+    assert embed.description.startswith("**Danbooru タグ**")
+    assert "例: `1girl, souryuu asuka langley" in embed.description
+    fields = {f.name: f.value for f in embed.fields}
+    assert "最大 40" in fields["設定"]
+    assert fields["品質タグ"].startswith("masterpiece > best quality")
+    assert all(
+        name != value
+        for name, value in zip(
+            [f.name for f in embed.fields],
+            [f.name for f in formatting.help_embed(40, 4).fields],
+            strict=True,
+        )
+    )
