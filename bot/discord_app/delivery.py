@@ -59,6 +59,15 @@ POST_TIMEOUT_S: Final = 120.0
 """The longest one post (an upload of up to 25 MiB) may take before it counts as failed."""
 PROGRESS_EDIT_TIMEOUT_S: Final = 5.0
 """A progress edit slower than this is skipped."""
+PREVIEW_NAME: Final = "preview.jpg"
+PREVIEW_QUALITY: Final = 80
+
+
+def encode_preview(image: Image.Image) -> bytes:
+    """A live preview as a small JPEG (blocking: run it in a thread)."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=PREVIEW_QUALITY)
+    return buffer.getvalue()
 
 
 def _describe(exc: BaseException) -> str:
@@ -125,6 +134,8 @@ class Track:
     stage: Stage = Stage.QUEUED
     last_edit: float = -math.inf
     webhook_ok: bool = True
+    progress: Progress | None = None  # the newest step heard of
+    preview: bytes | None = None  # a checked live preview not shown yet (JPEG)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -299,6 +310,21 @@ class Delivery:
         await self._progress_edit(job, formatting.started_text(job, request))
 
     async def on_progress(self, job: JobRecord, progress: Progress) -> None:
+        """A step's progress; with a live preview (already through the image check: see
+        :mod:`bot.queue.render`), the preview waits for the next edit the throttle allows
+        and is shown as the message's one attachment."""
+        track = self._tracks.get(job.id)
+        if progress.preview is not None and (track is None or not track.done):
+            preview = await asyncio.to_thread(encode_preview, progress.preview)
+            track = self._tracks.get(job.id)
+            if track is not None and not track.done:
+                track.preview = preview
+        if track is not None:
+            newest = track.progress
+            if newest is None or progress.step >= newest.step:
+                track.progress = progress
+            else:
+                progress = newest  # a preview checked late: the text says the newest step
         request = job.request
         await self._progress_edit(job, formatting.progress_text(job, request, progress))
 
@@ -368,15 +394,21 @@ class Delivery:
             if not self._webhook_usable(job, track):
                 return  # progress after the token expired is not worth a channel message
             track.stage = Stage.RUNNING
+            preview = track.preview
+            extra: dict[str, Any] = {}
+            if preview is not None:  # replaces the previous preview
+                extra["attachments"] = [discord.File(io.BytesIO(preview), filename=PREVIEW_NAME)]
             try:
                 # Bounded: a progress edit is skipped, never retried for long (discord.py
                 # itself retries 5xx for up to ~25 s), and never holds up the result.
                 await asyncio.wait_for(
                     self._webhook(job).edit_message(
-                        track.message_id, content=content, view=cancel_view(job.id)
+                        track.message_id, content=content, view=cancel_view(job.id), **extra
                     ),
                     PROGRESS_EDIT_TIMEOUT_S,
                 )
+                if track.preview is preview:
+                    track.preview = None
             except discord.HTTPException as exc:
                 track.webhook_ok = exc.status not in _GONE
                 log.info("job %s: progress edit failed (%s)", job.id, exc.status)

@@ -6,6 +6,7 @@ compare against it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -104,10 +105,24 @@ def started_text(job: JobRecord, request: GenerationRequest) -> str:
     return f"**Rendering** job #{job.id}…\n{prompt_line(request.prompt)}"
 
 
+PROGRESS_BAR_CELLS = 10
+
+
+def progress_bar(fraction: float, cells: int = PROGRESS_BAR_CELLS) -> str:
+    """``▰▰▰▰▰▱▱▱▱▱ 50 %``: ``fraction`` (0-1) as filled cells and a percentage."""
+    fraction = min(1.0, max(0.0, fraction))
+    filled = math.floor(fraction * cells + 1e-9)
+    return f"{'▰' * filled}{'▱' * (cells - filled)} {math.floor(fraction * 100 + 1e-9)} %"
+
+
 def progress_text(job: JobRecord, request: GenerationRequest, progress: Progress) -> str:
     phase = " (hires pass)" if progress.phase == "hires" else ""
+    bar = progress_bar(progress.fraction)
+    if progress.seconds_left is not None and progress.step < progress.total:
+        bar += f" · {duration(progress.seconds_left)} left"
     return (
         f"**Rendering** job #{job.id} · step {progress.step}/{progress.total}{phase}\n"
+        f"{bar}\n"
         f"{prompt_line(request.prompt)}"
     )
 

@@ -24,7 +24,13 @@ from bot.moderation.guild_policy import (
     merge_overrides,
     validate_overrides,
 )
-from bot.moderation.image_check import Action, RatingScores, Verdict, image_verdict
+from bot.moderation.image_check import (
+    Action,
+    RatingScores,
+    Verdict,
+    image_verdict,
+    preview_shown,
+)
 from bot.moderation.matching import TermSet, normalize_text, scan, tag_key
 from bot.moderation.prompt_check import (
     Decision,
@@ -60,6 +66,7 @@ __all__ = [
     "merge_overrides",
     "normalize_text",
     "policy_check_lines",
+    "preview_shown",
     "scan",
     "tag_key",
     "validate_overrides",

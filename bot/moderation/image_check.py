@@ -253,6 +253,13 @@ def image_verdict(
     return Verdict(Action.POST, f"rated {scores.rating}")
 
 
+def preview_shown(verdict: Verdict) -> bool:
+    """Whether a live preview with ``verdict`` may be shown while its job renders: only
+    when the finished image would be posted as it is (not withheld, not behind a spoiler,
+    no hard block)."""
+    return verdict.posted and not verdict.spoiler and not verdict.hard_block
+
+
 def input_refusal(
     scores: RatingScores | None,
     channel: ChannelContext,

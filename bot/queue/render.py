@@ -23,6 +23,15 @@ time, its share of the call's). A job cancelled during a batch ends as cancelled
 call ends (the engine drops its rows at the next phase boundary, the others go on); a batch
 that fails (out of memory, say) is retried one job at a time, so only a job at fault fails.
 The timeout of a batch is the per-job timeout times its number of jobs.
+
+Live previews (``[previews]``): each job of a call gets a preview interval, or none when
+previews are off for the bot, for its server (its ``previews`` default), while more than
+``previews.busy_queue`` jobs wait, or when the engine turned them off (a decode costing too
+much of a step). A preview the engine attaches to a step passes the image check (the
+classifier on its own thread, never the engine's, the channel's policy as for results:
+:func:`bot.moderation.preview_shown`) before the adapter hears of it; the step's text
+progress goes on at once without it. While one preview of a job is being checked, later
+ones of that job are dropped, never queued.
 """
 
 from __future__ import annotations
@@ -34,11 +43,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from PIL import Image
 
+from bot.admin import previews_on
 from bot.config import Settings
 from bot.engine import (
     CancelToken,
@@ -52,6 +62,7 @@ from bot.engine import (
 )
 from bot.engine.front import PromptFront
 from bot.logs import job_context
+from bot.moderation import image_verdict, preview_shown
 from bot.observability.telemetry import Telemetry
 from bot.outbox import Outbox
 from bot.planning import Plan, current_policy, decide, plan_job
@@ -144,6 +155,8 @@ class Renderer:
         # Where the time of recent jobs went (render, encoders, decode, deliver), newest last.
         self.last_job_seconds: OrderedDict[int, dict[str, float]] = OrderedDict()
         self._failures: list[str] = []  # unexpected errors of the latest engine calls in a row
+        self._checking: set[int] = set()  # jobs with a preview in the image check now
+        self.preview_check_seconds: list[float] = []  # recent preview checks, newest last
 
     @property
     def failing(self) -> str | None:
@@ -274,14 +287,15 @@ class Renderer:
                 self.telemetry.started(job)
                 await self.notify(self.events.on_started(job))
 
-        def reporter(job: JobRecord) -> Callable[[Progress], None]:
+        def reporter(job: JobRecord, plan: Plan) -> Callable[[Progress], None]:
             def progress(p: Progress) -> None:
-                loop.call_soon_threadsafe(self.spawn, self.events.on_progress(job, p))
+                loop.call_soon_threadsafe(self._progress, job, plan, p)
 
             return progress
 
         renders = [plan.job for _, plan in group]
-        callbacks = [reporter(job) for job, _ in group]
+        callbacks = [reporter(job, plan) for job, plan in group]
+        every = [await self.preview_interval(job) for job, _ in group]
 
         engine = self.local_engine
         init_image: Image.Image | None = None
@@ -304,9 +318,12 @@ class Renderer:
                         on_progress=callbacks[0],
                         cancel=tokens[0],
                         init_image=init_image,
+                        preview_every=every[0],
                     )
                 ]
-            return engine.render_batch(renders, on_progress=callbacks, cancels=tokens)
+            return engine.render_batch(
+                renders, on_progress=callbacks, cancels=tokens, preview_every=every
+            )
 
         future = loop.run_in_executor(self._gpu, call)
         limit = self.timeout * len(group)
@@ -357,6 +374,54 @@ class Renderer:
             done.append((job, plan, result.images))
         if done:
             self.spawn(self._deliver_all(done))
+
+    # ----------------------------------------------------------------- previews
+    async def preview_interval(self, job: JobRecord) -> float | None:
+        """Seconds between two live previews of ``job``, or None for none (see the module
+        docstring: the bot's settings, the server's default, the queue, the engine)."""
+        settings = self.settings.previews
+        previewer = getattr(self.engine, "previewer", None)
+        if not settings.active or previewer is None or not previewer.on:
+            return None
+        if len(self.queue) > settings.busy_queue:
+            return None
+        if job.guild_id is not None:
+            defaults = await self.db.run(self.guilds.get_defaults, job.guild_id)
+            if not previews_on(defaults):
+                return None
+        return settings.interval_s
+
+    def _progress(self, job: JobRecord, plan: Plan, progress: Progress) -> None:
+        """On the loop: a step's progress to the adapter; its preview once checked."""
+        preview = progress.preview
+        if preview is None:
+            self.spawn(self.events.on_progress(job, progress))
+            return
+        self.spawn(self.events.on_progress(job, replace(progress, preview=None)))
+        if job.id in self._checking:
+            return  # the previous preview is still in the check: this one is dropped
+        self._checking.add(job.id)
+        self.spawn(self._checked_preview(job, plan, progress, preview))
+
+    async def _checked_preview(
+        self, job: JobRecord, plan: Plan, progress: Progress, preview: Image.Image
+    ) -> None:
+        try:
+            started = time.perf_counter()
+            scores, error = await self.output.rate(preview)
+            self.preview_check_seconds = [
+                *self.preview_check_seconds[-63:],
+                time.perf_counter() - started,
+            ]
+            verdict = image_verdict(
+                scores, plan.channel, plan.policy, error=error, minors=plan.decision.minors
+            )
+            if not preview_shown(verdict):
+                log.info("job %s: a live preview was not shown (%s)", job.id, verdict.reason)
+                return
+            await self.events.on_progress(job, progress)
+        finally:
+            self._checking.discard(job.id)
 
     def input_image(self, name: str) -> Image.Image | None:
         """A stored input image's pixels (img2img), or None when it is gone or unreadable."""
