@@ -505,8 +505,9 @@ class PreviewSettings(_Section):
     ``max_side`` pixels, and passes the image check before it is shown. ``source = ""`` or
     ``enabled = false`` turns previews off for the whole bot; a server turns them off with
     its ``previews`` generation default. They also go off by themselves while more than
-    ``busy_queue`` jobs wait, or while decoding a preview costs more than
-    ``max_step_share`` of a denoising step (the GPU is the bottleneck).
+    ``busy_queue`` jobs wait, or once previews cost more than ``max_share`` of the render
+    time (one decode every ``interval_s``, or every step when steps are slower: the GPU is
+    the bottleneck).
     """
 
     enabled: StrictBool = True
@@ -514,7 +515,7 @@ class PreviewSettings(_Section):
     interval_s: Annotated[StrictFloat, Field(ge=0.0, le=600.0)] = 3.0
     max_side: Annotated[StrictInt, Field(ge=64, le=1024)] = 384
     busy_queue: Annotated[StrictInt, Field(ge=0, le=100_000)] = 5
-    max_step_share: Annotated[StrictFloat, Field(gt=0.0, le=10.0)] = 0.25
+    max_share: Annotated[StrictFloat, Field(gt=0.0, le=1.0)] = 0.05
 
     @property
     def active(self) -> bool:

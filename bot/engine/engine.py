@@ -276,15 +276,16 @@ class Previewer:
     """Live previews: the latents of a step decoded by TAESD (``AutoencoderTiny``).
 
     TAESD-XL reads the latents as the UNet sees them (its ``scaling_factor`` is 1.0) and
-    its decoder answers -1..1. Each decode is timed against the step time: when one costs
-    more than ``max_step_share`` of a step (the GPU, not Discord, is the bottleneck),
-    previews go off for this engine, with one warning.
+    its decoder answers -1..1. Each decode is timed: when previews take more than
+    ``max_share`` of the render time (one decode per ``interval`` seconds, or per step when a
+    step is slower: the GPU, not Discord, is the bottleneck), previews go off for this
+    engine, with one warning.
     """
 
-    def __init__(self, taesd: Any, *, max_side: int = 384, max_step_share: float = 0.25) -> None:
+    def __init__(self, taesd: Any, *, max_side: int = 384, max_share: float = 0.05) -> None:
         self.taesd = taesd
         self.max_side = max_side
-        self.max_step_share = max_step_share
+        self.max_share = max_share
         self.off_reason: str | None = None
         self.decode_seconds: list[float] = []  # recent decodes (for benchmarks), newest last
 
@@ -302,12 +303,14 @@ class Previewer:
         self.decode_seconds = [*self.decode_seconds[-63:], time.perf_counter() - started]
         return images
 
-    def judge(self, decode_s: float, step_s: float) -> None:
-        """Turn previews off when one decode costs too much of a step."""
-        if self.off_reason is None and step_s > 0 and decode_s > self.max_step_share * step_s:
+    def judge(self, decode_s: float, step_s: float, interval_s: float) -> None:
+        """Turn previews off when they take too much of the render time: one decode of
+        ``decode_s`` per ``interval_s``, or per step when a step is slower."""
+        period = max(interval_s, step_s)
+        if self.off_reason is None and period > 0 and decode_s > self.max_share * period:
             self.off_reason = (
-                f"a preview took {decode_s * 1000:.0f} ms, over {self.max_step_share:.0%} of a "
-                f"{step_s * 1000:.0f} ms step"
+                f"a preview took {decode_s * 1000:.0f} ms, over {self.max_share:.0%} of the "
+                f"{period * 1000:.0f} ms between two previews"
             )
             log.warning("live previews off: %s", self.off_reason)
 
@@ -343,9 +346,7 @@ class Engine:
             log.warning("live previews off: %s", exc)
             self.previewer = None
             return
-        self.previewer = Previewer(
-            taesd, max_side=previews.max_side, max_step_share=previews.max_step_share
-        )
+        self.previewer = Previewer(taesd, max_side=previews.max_side, max_share=previews.max_share)
         log.info("live previews from %s", previews.source)
 
     @classmethod
@@ -703,7 +704,8 @@ class Engine:
             previewer.off_reason = f"the preview decode failed: {type(exc).__name__}: {exc}"
             log.warning("live previews off: %s", previewer.off_reason)
             return {}
-        previewer.judge((time.perf_counter() - started) / len(due), step_s)
+        interval = min(every[i] or 0.0 for i in due)
+        previewer.judge((time.perf_counter() - started) / len(due), step_s, interval)
         for i in due:
             last[i] = now
         return dict(zip(due, images, strict=True))

@@ -27,10 +27,10 @@ def preview_engine(tiny_model_dir: Path, tiny_taesd_dir: Path) -> Engine:
         tiny_model_dir,
         ANIMAGINE_PREVIEWS__SOURCE=str(tiny_taesd_dir),
         ANIMAGINE_PREVIEWS__MAX_SIDE="64",
-        ANIMAGINE_PREVIEWS__MAX_STEP_SHARE="10",
     )
     engine = Engine.load(settings)
     assert engine.previewer is not None
+    engine.previewer.max_share = 1e9  # a shared CI CPU: never off by itself here
     return engine
 
 
@@ -92,7 +92,7 @@ def test_a_slow_decode_turns_previews_off(
 ) -> None:
     assert preview_engine.previewer is not None
     taesd = preview_engine.previewer.taesd
-    strict = Previewer(taesd, max_side=64, max_step_share=1e-9)
+    strict = Previewer(taesd, max_side=64, max_share=1e-9)
     preview_engine.previewer, kept = strict, preview_engine.previewer
     try:
         seen: list[Progress] = []
@@ -115,3 +115,37 @@ def test_taesd_that_cannot_load_is_a_warning_not_a_failed_start(
         holder.load_previews(settings)
     assert holder.previewer is None
     assert "live previews off" in caplog.text
+
+
+def test_previews_go_off_when_they_cost_too_much_of_the_render_time() -> None:
+    previewer = Previewer(object(), max_share=0.05)
+    previewer.judge(0.1, 0.05, 3.0)  # 100 ms every 3 s: 3.3 %
+    assert previewer.on
+    previewer.judge(0.1, 2.5, 0.0)  # every step of 2.5 s: 4 %
+    assert previewer.on
+    previewer.judge(0.2, 0.05, 3.0)  # 6.7 %
+    assert not previewer.on
+    assert "over 5%" in (previewer.off_reason or "")
+
+
+async def test_the_renderer_gives_no_previews_while_the_queue_is_busy(
+    tiny_model_dir: Path,
+) -> None:
+    from types import SimpleNamespace
+
+    from bot.queue.render import Renderer
+
+    settings = tiny_settings(
+        tiny_model_dir, ANIMAGINE_PREVIEWS__SOURCE="x/y", ANIMAGINE_PREVIEWS__BUSY_QUEUE="2"
+    )
+    renderer = Renderer.__new__(Renderer)
+    renderer.settings = settings
+    renderer.engine = SimpleNamespace(previewer=Previewer(object()))  # type: ignore[assignment]
+    job = SimpleNamespace(guild_id=None)
+    renderer.queue = [1, 2]  # type: ignore[assignment]
+    assert await renderer.preview_interval(job) == 3.0  # type: ignore[arg-type]
+    renderer.queue = [1, 2, 3]  # type: ignore[assignment]
+    assert await renderer.preview_interval(job) is None  # type: ignore[arg-type]
+    renderer.queue = []  # type: ignore[assignment]
+    renderer.engine.previewer.off_reason = "slow"  # type: ignore[union-attr]
+    assert await renderer.preview_interval(job) is None  # type: ignore[arg-type]
