@@ -350,7 +350,9 @@ class Engine:
         log.info("live previews from %s", previews.source)
 
     @classmethod
-    def load(cls, settings: Settings) -> Engine:
+    def load(cls, settings: Settings, *, previews: bool = True) -> Engine:
+        """Load the model (and TAESD for live previews, unless ``previews`` is false: the
+        CLI and the Redis workers, which show none)."""
         placement = resolve_placement(settings.engine)
         pipeline = load_pipeline(settings.model, placement)
         engine = cls(
@@ -363,7 +365,8 @@ class Engine:
             pipeline, placement.device, speed_settings(settings)
         )
         log.info("%s", engine.optimizations.describe())
-        engine.load_previews(settings)
+        if previews:
+            engine.load_previews(settings)
         # The model's objects live as long as the process: keep them out of every later
         # garbage collection, so collections stay short and do not stall the event loop.
         gc.collect()

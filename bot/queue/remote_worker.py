@@ -515,7 +515,8 @@ async def serve(settings: Settings, *, name: str | None = None, grace: float | N
     redis = await connect(settings.queue.redis_url)
     try:
         log.info("loading the model from %s", settings.model.source)
-        engine = await asyncio.to_thread(Engine.load, settings)
+        # No live previews from remote workers yet: TAESD is not loaded there.
+        engine = await asyncio.to_thread(Engine.load, settings, previews=False)
         worker = RemoteWorker(settings, engine, redis, name=name)
         if grace is not None:
             worker.grace = grace

@@ -149,3 +149,16 @@ async def test_the_renderer_gives_no_previews_while_the_queue_is_busy(
     renderer.queue = []  # type: ignore[assignment]
     renderer.engine.previewer.off_reason = "slow"  # type: ignore[union-attr]
     assert await renderer.preview_interval(job) is None  # type: ignore[arg-type]
+
+
+def test_an_engine_without_previews_does_not_load_taesd(
+    tiny_model_dir: Path, tiny_taesd_dir: Path
+) -> None:
+    settings = tiny_settings(tiny_model_dir, ANIMAGINE_PREVIEWS__SOURCE=str(tiny_taesd_dir))
+    assert Engine.load(settings, previews=False).previewer is None  # the CLI, Redis workers
+    off = tiny_settings(
+        tiny_model_dir,
+        ANIMAGINE_PREVIEWS__SOURCE=str(tiny_taesd_dir),
+        ANIMAGINE_PREVIEWS__ENABLED="false",
+    )
+    assert Engine.load(off).previewer is None
