@@ -350,9 +350,10 @@ class Engine:
         log.info("live previews from %s", previews.source)
 
     @classmethod
-    def load(cls, settings: Settings, *, previews: bool = True) -> Engine:
-        """Load the model (and TAESD for live previews, unless ``previews`` is false: the
-        CLI and the Redis workers, which show none)."""
+    def load(cls, settings: Settings, *, previews: bool = False) -> Engine:
+        """Load the model; with ``previews``, TAESD for live previews too (else the
+        embedded renderer loads it before its first job: :meth:`load_previews`; the CLI
+        and the Redis workers show none and never load it)."""
         placement = resolve_placement(settings.engine)
         pipeline = load_pipeline(settings.model, placement)
         engine = cls(

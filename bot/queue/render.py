@@ -156,6 +156,7 @@ class Renderer:
         self.last_job_seconds: OrderedDict[int, dict[str, float]] = OrderedDict()
         self._failures: list[str] = []  # unexpected errors of the latest engine calls in a row
         self._checking: set[int] = set()  # jobs with a preview in the image check now
+        self._previews_loaded = False  # TAESD asked for (once, before the first job)
         self.preview_check_seconds: list[float] = []  # recent preview checks, newest last
 
     @property
@@ -380,8 +381,15 @@ class Renderer:
         """Seconds between two live previews of ``job``, or None for none (see the module
         docstring: the bot's settings, the server's default, the queue, the engine)."""
         settings = self.settings.previews
-        previewer = getattr(self.engine, "previewer", None)
-        if not settings.active or previewer is None or not previewer.on:
+        if not settings.active:
+            return None
+        engine = self.engine
+        if isinstance(engine, Engine) and not self._previews_loaded:
+            self._previews_loaded = True
+            if engine.previewer is None:  # on the engine's thread, before the first job
+                await self.on_thread(lambda: engine.load_previews(self.settings))
+        previewer = getattr(engine, "previewer", None)
+        if previewer is None or not previewer.on:
             return None
         if len(self.queue) > settings.busy_queue:
             return None

@@ -30,7 +30,8 @@ def preview_engine(tiny_model_dir: Path, taesd_dir: Path) -> Engine:
         tiny_settings(
             tiny_model_dir,
             ANIMAGINE_PREVIEWS__SOURCE=str(taesd_dir),
-        )
+        ),
+        previews=True,
     )
     assert engine.previewer is not None
     engine.previewer.max_share = 1e9  # a shared CI CPU: never off by itself here

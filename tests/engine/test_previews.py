@@ -28,7 +28,7 @@ def preview_engine(tiny_model_dir: Path, tiny_taesd_dir: Path) -> Engine:
         ANIMAGINE_PREVIEWS__SOURCE=str(tiny_taesd_dir),
         ANIMAGINE_PREVIEWS__MAX_SIDE="64",
     )
-    engine = Engine.load(settings)
+    engine = Engine.load(settings, previews=True)
     assert engine.previewer is not None
     engine.previewer.max_share = 1e9  # a shared CI CPU: never off by itself here
     return engine
@@ -139,6 +139,7 @@ async def test_the_renderer_gives_no_previews_while_the_queue_is_busy(
         tiny_model_dir, ANIMAGINE_PREVIEWS__SOURCE="x/y", ANIMAGINE_PREVIEWS__BUSY_QUEUE="2"
     )
     renderer = Renderer.__new__(Renderer)
+    renderer._previews_loaded = False
     renderer.settings = settings
     renderer.engine = SimpleNamespace(previewer=Previewer(object()))  # type: ignore[assignment]
     job = SimpleNamespace(guild_id=None)
@@ -161,4 +162,36 @@ def test_an_engine_without_previews_does_not_load_taesd(
         ANIMAGINE_PREVIEWS__SOURCE=str(tiny_taesd_dir),
         ANIMAGINE_PREVIEWS__ENABLED="false",
     )
-    assert Engine.load(off).previewer is None
+    assert Engine.load(off, previews=True).previewer is None
+
+
+async def test_the_embedded_renderer_loads_taesd_once_before_its_first_job(
+    tiny_model_dir: Path, tiny_taesd_dir: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from bot.queue.render import Renderer
+
+    settings = tiny_settings(
+        tiny_model_dir,
+        ANIMAGINE_PREVIEWS__SOURCE=str(tiny_taesd_dir),
+        ANIMAGINE_PREVIEWS__INTERVAL_S="2.5",
+    )
+    engine = Engine.load(settings)  # as the bot loads it: no TAESD yet
+    assert engine.previewer is None
+    renderer = Renderer.__new__(Renderer)
+    renderer._previews_loaded = False
+    renderer.settings = settings
+    renderer.engine = engine
+    renderer.queue = []  # type: ignore[assignment]
+    renderer._gpu = ThreadPoolExecutor(max_workers=1)
+    try:
+        job = SimpleNamespace(guild_id=None)
+        assert await renderer.preview_interval(job) == 2.5  # type: ignore[arg-type]
+        loaded = engine.previewer
+        assert loaded is not None
+        assert await renderer.preview_interval(job) == 2.5  # type: ignore[arg-type]
+        assert engine.previewer is loaded  # once
+    finally:
+        renderer.shutdown()
