@@ -57,7 +57,7 @@ async def _job_here(interaction: discord.Interaction[Any], job_id: int) -> JobRe
     return job
 
 
-async def _guarded(interaction: discord.Interaction[Any], what: str, action: Any) -> None:
+async def guarded(interaction: discord.Interaction[Any], what: str, action: Any) -> None:
     """Run a button's action; a failure of the bot gets an apology, never silence."""
     try:
         await action
@@ -216,7 +216,7 @@ class _JobButton(discord.ui.DynamicItem[Button], template=r"(?!)"):
         raise NotImplementedError
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _guarded(interaction, self.label.lower(), self.handle(interaction))
+        await guarded(interaction, self.label.lower(), self.handle(interaction))
 
 
 class RerollButton(_JobButton, template=rf"{PREFIX}:reroll:(?P<job>[0-9]+)"):
@@ -277,7 +277,7 @@ class UpscaleButton(
         return cls(int(match["job"]), int(match["index"]))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _guarded(interaction, "upscale", upscale(interaction, self.job_id, self.index))
+        await guarded(interaction, "upscale", upscale(interaction, self.job_id, self.index))
 
 
 VARY_LABELS: Final = {"subtle": "Vary (subtle)", "strong": "Vary (strong)"}
@@ -316,7 +316,7 @@ class VaryButton(
         return cls(int(match["job"]), int(match["index"]), match["how"])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _guarded(
+        await guarded(
             interaction, f"vary {self.how}", vary(interaction, self.job_id, self.index, self.how)
         )
 
@@ -417,4 +417,4 @@ class EditModal(discord.ui.Modal):
         async def make() -> GenerationRequest:
             return edited
 
-        await _guarded(interaction, "edit", submit_request(interaction, make, draft=edited))
+        await guarded(interaction, "edit", submit_request(interaction, make, draft=edited))

@@ -23,12 +23,11 @@ import discord
 
 from bot.describe import Visibility
 from bot.discord_app import formatting
+from bot.discord_app.components import guarded
 from bot.discord_app.context import bot_of, reply
 from bot.discord_app.requests import ImagineOptions, build_request
 from bot.discord_app.submit import submit_request
 from bot.request import MAX_SEED, GenerationRequest, RequestError
-from bot.service import NotAllowed
-from bot.storage import DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +72,7 @@ async def _submit(
         defaults = await bot.service.admin.defaults(interaction.guild_id)
         return build_request(options, defaults, settings)
 
-    try:
-        await submit_request(interaction, make, draft=draft)
-    except NotAllowed as exc:
-        await reply(interaction, f"You cannot do that: {exc}.")
-    except DatabaseError as exc:
-        log.error("%s failed: %s", what, exc)  # noqa: TRY400
-        await reply(interaction, formatting.apology_text("the database is not available"))
-    except discord.HTTPException:
-        log.exception("%s failed talking to Discord", what)
-    except Exception as exc:
-        log.exception("%s failed", what)
-        await reply(
-            interaction, formatting.apology_text(f"an internal error ({type(exc).__name__})")
-        )
+    await guarded(interaction, what, submit_request(interaction, make, draft=draft))
 
 
 class DescribeModal(discord.ui.Modal):
