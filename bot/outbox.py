@@ -75,6 +75,22 @@ def images_folder(settings: Settings) -> Path:
     return Path("data/images")
 
 
+def _write_atomically(final: Path, data: bytes) -> None:
+    """Write ``data`` to ``final`` through a partial file beside it: a crash leaves the old
+    file or none, never half of one. Raises :class:`OSError` (disk full, read-only, ...)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(f".{final.name}.{os.getpid()}.partial")
+    try:
+        with partial.open("wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        partial.replace(final)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
+
+
 class ImageVault:
     """The kept PNGs: ``<folder>/<job id>/<index>.png``; and the input images of img2img
     jobs (an attachment, or the result a Vary starts from): ``<folder>/inputs/<sha256>.png``,
@@ -105,17 +121,7 @@ class ImageVault:
         if final.exists():
             os.utime(final)  # fresh again: retention counts from its latest use
             return name
-        final.parent.mkdir(parents=True, exist_ok=True)
-        partial = final.with_name(f".{name}.{os.getpid()}.partial")
-        try:
-            with partial.open("wb") as file:
-                file.write(png)
-                file.flush()
-                os.fsync(file.fileno())
-            partial.replace(final)
-        except OSError:
-            partial.unlink(missing_ok=True)
-            raise
+        _write_atomically(final, png)
         return name
 
     def read_input(self, name: str) -> bytes | None:
@@ -148,18 +154,7 @@ class ImageVault:
     def keep(self, job_id: int, index: int, png: bytes) -> int:
         """Write one PNG atomically (a crash leaves the old file or none, never half of
         one); returns its size. Raises :class:`OSError` (disk full, read-only, ...)."""
-        final = self.path(job_id, index)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        partial = final.with_name(f".{final.name}.partial")
-        try:
-            with partial.open("wb") as file:
-                file.write(png)
-                file.flush()
-                os.fsync(file.fileno())
-            partial.replace(final)
-        except OSError:
-            partial.unlink(missing_ok=True)
-            raise
+        _write_atomically(self.path(job_id, index), png)
         return len(png)
 
     def read(self, job_id: int, index: int) -> bytes | None:
