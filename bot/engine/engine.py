@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 
 HIRES_UPSCALER = "Latent (nearest-exact)"
 
+# A diffusers ``callback_on_step_end``: (pipeline, step, timestep, tensors) -> tensors.
+StepEnd = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
+
 
 class JobCancelled(Exception):
     """The job was cancelled between two steps."""
@@ -504,7 +507,7 @@ class Engine:
         *,
         preview_every: list[float | None] | None = None,
     ) -> list[RenderResult]:
-        from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+        from diffusers import StableDiffusionXLPipeline
 
         # Jobs cancelled before the call are simply left out.
         active = [i for i, token in enumerate(cancels) if not token.cancelled]
@@ -580,20 +583,10 @@ class Engine:
                     latents, size=(out_h // 8, out_w // 8), mode="nearest-exact"
                 )
                 components["scheduler"] = make_scheduler(first.sampler, self._scheduler_config)
-                refine = StableDiffusionXLImg2ImgPipeline(**components)
-                refine.set_progress_bar_config(disable=True)
                 t0 = time.perf_counter()
-                latents = refine(
-                    **rows.embed_kwargs(),
-                    image=latents,
-                    strength=first.hires.strength,
-                    num_inference_steps=first.steps,
-                    guidance_scale=first.cfg,
-                    num_images_per_prompt=1,
-                    generator=rows.generators(),
-                    output_type="latent",
-                    callback_on_step_end=step_end,
-                ).images
+                latents = self._img2img_pass(
+                    first, latents, first.hires.strength, rows, components, step_end
+                )
                 timings["hires"] = time.perf_counter() - t0
         finally:
             hook.remove()
@@ -631,27 +624,44 @@ class Engine:
         init_image: Image.Image,
         rows: _BatchRows,
         components: dict[str, Any],
-        step_end: Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]],
+        step_end: StepEnd,
     ) -> torch.Tensor:
         """The first pass from an input image: img2img on the loaded pipeline's own
         components (no second copy of the weights), the job's sampler, the chunked prompt
         embeddings and the same step callback. With fewer than one denoising step
         (``steps x strength`` < 1) the input is only encoded: the result is the input as
         the VAE sees it."""
-        from diffusers import StableDiffusionXLImg2ImgPipeline
-
         assert job.image is not None
         picture = fit_to(init_image, job.width, job.height)
         count = len(job.seeds)
         if job.base_steps < 1:
             latents = self._encode_image(picture)
             return latents.repeat(count, 1, 1, 1)
+        return self._img2img_pass(
+            job, [picture] * count, job.image.strength, rows, components, step_end
+        )
+
+    @staticmethod
+    def _img2img_pass(  # noqa: PLR0917 - the pass's inputs, passed as they are
+        job: RenderJob,
+        image: torch.Tensor | list[Image.Image],
+        strength: float,
+        rows: _BatchRows,
+        components: dict[str, Any],
+        step_end: StepEnd,
+    ) -> torch.Tensor:
+        """One img2img pass to latents, shared by the first pass from an input image and the
+        hires pass: a pipeline over ``components`` (the loaded pipeline's own, with the
+        scheduler the caller put there), the job's steps and CFG, the rows' embeddings and
+        generators, and the step callback."""
+        from diffusers import StableDiffusionXLImg2ImgPipeline
+
         img2img = StableDiffusionXLImg2ImgPipeline(**components)
         img2img.set_progress_bar_config(disable=True)
-        images: torch.Tensor = img2img(
+        latents: torch.Tensor = img2img(
             **rows.embed_kwargs(),
-            image=[picture] * count,
-            strength=job.image.strength,
+            image=image,
+            strength=strength,
             num_inference_steps=job.steps,
             guidance_scale=job.cfg,
             num_images_per_prompt=1,
@@ -659,7 +669,7 @@ class Engine:
             output_type="latent",
             callback_on_step_end=step_end,
         ).images
-        return images
+        return latents
 
     @torch.no_grad()
     def _encode_image(self, picture: Image.Image) -> torch.Tensor:
