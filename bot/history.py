@@ -183,24 +183,21 @@ def read_history(
         deleted = _deleted_job_ids(session, user_id)
         if deleted:
             base = base.where(Job.id.not_in(sorted(deleted)))
-        if after is not None:
-            # The page just newer than ``after``: the oldest ``limit`` of them, reversed.
-            query = base.where(Job.id > after).order_by(Job.id.asc()).limit(limit + 1)
-            rows = list(session.scalars(query))
-            more_newer = len(rows) > limit
-            rows = list(reversed(rows[:limit]))
-        else:
-            query = base if before is None else base.where(Job.id < before)
-            rows = list(session.scalars(query.order_by(Job.id.desc()).limit(limit + 1)))
-            more_older = len(rows) > limit
-            rows = rows[:limit]
+        # With ``after``, the page just newer than it: the oldest ``limit`` of them, reversed.
+        newer = after is not None
+        query = _beyond(base, after if newer else before, newer=newer)
+        rows = list(session.scalars(query.limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if newer:
+            rows.reverse()
         if not rows:
             return HistoryPage((), None, None)
         newest, oldest = rows[0].id, rows[-1].id
-        if after is None:
-            more_newer = _exists(session, base.where(Job.id > newest))
+        if newer:
+            more_newer, more_older = more, _exists(session, _beyond(base, oldest, newer=False))
         else:
-            more_older = _exists(session, base.where(Job.id < oldest))
+            more_newer, more_older = _exists(session, _beyond(base, newest, newer=True)), more
         ids = [job.id for job in rows]
         kept = set(
             session.scalars(
@@ -216,6 +213,15 @@ def read_history(
             for job in rows
         )
     return HistoryPage(entries, newest if more_newer else None, oldest if more_older else None)
+
+
+def _beyond(base: Select[Job], cursor: int | None, *, newer: bool) -> Select[Job]:
+    """The jobs of ``base`` newer (``newer``) or older than job ``cursor`` (None: all of
+    them), nearest to the cursor first: the one keyset query behind every page and every
+    "is there more" check."""
+    if cursor is not None:
+        base = base.where(Job.id > cursor if newer else Job.id < cursor)
+    return base.order_by(Job.id.asc() if newer else Job.id.desc())
 
 
 def _exists(session: Session, query: Select[Job]) -> bool:
