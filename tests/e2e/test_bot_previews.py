@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -38,14 +40,6 @@ def preview_engine(tiny_model_dir: Path, taesd_dir: Path) -> Engine:
     return engine
 
 
-def settings_for(make_settings: SettingsFactory, taesd_dir: Path, **env: str) -> object:
-    return make_settings(
-        ANIMAGINE_PREVIEWS__SOURCE=str(taesd_dir),
-        ANIMAGINE_PREVIEWS__INTERVAL_S="0.2",
-        **env,
-    )
-
-
 def progress_edits(fake: FakeDiscord, token: str) -> list[RecordedRequest]:
     return [
         r
@@ -54,25 +48,43 @@ def progress_edits(fake: FakeDiscord, token: str) -> list[RecordedRequest]:
     ]
 
 
-def tagger(tmp_path: Path, rating: str) -> Tagger:
-    return Tagger.load(str(save_tiny_tagger(tmp_path / "tagger", scores={rating: 0.9})))
+PreviewBot = Callable[[str], AbstractAsyncContextManager[BotEnv]]
+
+
+@pytest.fixture
+def preview_bot(
+    make_settings: SettingsFactory, preview_engine: Engine, taesd_dir: Path, tmp_path: Path
+) -> PreviewBot:
+    """Starts the bot with previews on (every 0.2 s, progress every :data:`INTERVAL`) and a
+    tagger that rates every image ``rating``; yields it with its fake Discord."""
+
+    @asynccontextmanager
+    async def start(rating: str) -> AsyncIterator[BotEnv]:
+        settings = make_settings(
+            ANIMAGINE_PREVIEWS__SOURCE=str(taesd_dir), ANIMAGINE_PREVIEWS__INTERVAL_S="0.2"
+        )
+        classifier = Tagger.load(str(save_tiny_tagger(tmp_path / "tagger", scores={rating: 0.9})))
+        async with (
+            FakeDiscord() as fake,
+            start_bot(
+                fake,
+                settings,
+                preview_engine,
+                progress_interval=INTERVAL,
+                classifier=classifier,
+            ) as bot,
+        ):
+            yield BotEnv(fake, bot)
+
+    return start
 
 
 async def test_a_long_render_shows_checked_previews_and_a_progress_bar(
-    make_settings: SettingsFactory, preview_engine: Engine, taesd_dir: Path, tmp_path: Path
+    preview_bot: PreviewBot,
 ) -> None:
-    settings = settings_for(make_settings, taesd_dir)
-    async with (
-        FakeDiscord() as fake,
-        start_bot(
-            fake,
-            settings,  # type: ignore[arg-type]
-            preview_engine,
-            progress_interval=INTERVAL,
-            classifier=tagger(tmp_path, "general"),
-        ) as bot,
-    ):
-        handle = await BotEnv(fake, bot).imagine("1girl", steps=150)
+    async with preview_bot("general") as env:
+        fake, bot = env.fake, env.bot
+        handle = await env.imagine("1girl", steps=150)
         final = await result_of(handle, within=60)
         assert is_result(final)
         edits = progress_edits(fake, handle.token)
@@ -94,20 +106,11 @@ async def test_a_long_render_shows_checked_previews_and_a_progress_bar(
 
 
 async def test_a_preview_the_image_check_flags_is_not_shown_in_a_plain_channel(
-    make_settings: SettingsFactory, preview_engine: Engine, taesd_dir: Path, tmp_path: Path
+    preview_bot: PreviewBot,
 ) -> None:
-    settings = settings_for(make_settings, taesd_dir)
-    async with (
-        FakeDiscord() as fake,
-        start_bot(
-            fake,
-            settings,  # type: ignore[arg-type]
-            preview_engine,
-            progress_interval=INTERVAL,
-            classifier=tagger(tmp_path, "explicit"),
-        ) as bot,
-    ):
-        handle = await BotEnv(fake, bot).imagine("1girl", steps=150)
+    async with preview_bot("explicit") as env:
+        fake, bot = env.fake, env.bot
+        handle = await env.imagine("1girl", steps=150)
         await result_of(handle, within=60)
         edits = progress_edits(fake, handle.token)
         assert len(edits) >= 2, "the text progress still flows"
@@ -115,22 +118,11 @@ async def test_a_preview_the_image_check_flags_is_not_shown_in_a_plain_channel(
         assert len(bot.service.worker.renderer.preview_check_seconds) >= 1  # they were checked
 
 
-async def test_a_server_that_turned_previews_off_gets_none(
-    make_settings: SettingsFactory, preview_engine: Engine, taesd_dir: Path, tmp_path: Path
-) -> None:
-    settings = settings_for(make_settings, taesd_dir)
-    async with (
-        FakeDiscord() as fake,
-        start_bot(
-            fake,
-            settings,  # type: ignore[arg-type]
-            preview_engine,
-            progress_interval=INTERVAL,
-            classifier=tagger(tmp_path, "general"),
-        ) as bot,
-    ):
+async def test_a_server_that_turned_previews_off_gets_none(preview_bot: PreviewBot) -> None:
+    async with preview_bot("general") as env:
+        fake, bot = env.fake, env.bot
         await bot.service.admin.set_defaults(DEFAULT_GUILD_ID, {"previews": False})
-        handle = await BotEnv(fake, bot).imagine("1girl", steps=150)
+        handle = await env.imagine("1girl", steps=150)
         await result_of(handle, within=60)
         edits = progress_edits(fake, handle.token)
         assert len(edits) >= 2
