@@ -80,6 +80,7 @@ class Destination:
     age_restricted: bool = False  # Discord's nsfw flag (a thread's parent's for a thread)
     is_dm: bool = False
     is_thread: bool = False
+    locale: str | None = None  # the member's language: the job's messages are written in it
 
     @property
     def channel(self) -> ChannelContext:
@@ -387,6 +388,7 @@ class ImagineService:
             channel_id=where.channel_id,
             interaction_token=where.interaction_token,
             interaction_expires_at=where.interaction_expires_at,
+            locale=where.locale,
         )
         decision = await self.db.run(self.limiter.accept_job, who, new, plan.job.shape)
         if isinstance(decision, Refusal):

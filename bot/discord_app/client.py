@@ -22,7 +22,7 @@ from bot.discord_app.components import DYNAMIC_ITEMS
 from bot.discord_app.context import reply
 from bot.discord_app.delivery import Delivery
 from bot.discord_app.http import RestObserver, rest_trace
-from bot.discord_app.i18n import CatalogueTranslator, locale_of, localize, tr
+from bot.discord_app.i18n import CatalogueTranslator, locale_of, tr
 from bot.discord_app.moderation import ModLog
 from bot.engine import Engine
 from bot.engine.front import PromptFront
@@ -42,7 +42,8 @@ class BotTree(app_commands.CommandTree["AnimagineBot"]):
     ) -> None:
         locale = locale_of(interaction)
         if isinstance(error, app_commands.CheckFailure):
-            text = localize(locale, str(error)) or tr(locale, "You cannot use this command here.")
+            # Ours are translated already; discord.py's own (e.g. NoPrivateMessage) have entries.
+            text = tr(locale, str(error)) or tr(locale, "You cannot use this command here.")
         else:
             original = getattr(error, "original", error)
             log.error(
@@ -50,8 +51,7 @@ class BotTree(app_commands.CommandTree["AnimagineBot"]):
                 interaction.command and interaction.command.qualified_name,
                 exc_info=original,
             )
-            reason = tr(locale, "an internal error ({error})", error=type(original).__name__)
-            text = localize(locale, formatting.apology_text(reason))
+            text = formatting.internal_error_text(locale, original)
         try:
             await reply(interaction, text)
         except discord.HTTPException as exc:

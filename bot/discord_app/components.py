@@ -32,12 +32,13 @@ import discord
 
 from bot.discord_app import formatting
 from bot.discord_app.context import bot_of, is_moderator, reply, requester
+from bot.discord_app.i18n import SOURCE_LOCALE, locale_of, tr
 from bot.discord_app.requests import hires_options
 from bot.discord_app.submit import submit_request
 from bot.moderation.image_check import Verdict
 from bot.request import MAX_SEED, GenerationRequest, ImagePrompt
 from bot.service import NotAllowed
-from bot.storage import DatabaseError, JobRecord, JobStatus
+from bot.storage import DatabaseError, ImageRecord, JobRecord, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -53,26 +54,51 @@ async def _job_here(interaction: discord.Interaction[Any], job_id: int) -> JobRe
     """The job a button names, if it belongs where the button was pressed."""
     job = await bot_of(interaction).service.job(job_id)
     if job.guild_id != interaction.guild_id:
-        raise NotAllowed("this button belongs to a job of another server")
+        raise NotAllowed(
+            tr(locale_of(interaction), "this button belongs to a job of another server")
+        )
     return job
+
+
+async def _finished_image(
+    interaction: discord.Interaction[Any], job_id: int, index: int
+) -> tuple[JobRecord, ImageRecord]:
+    """A finished job of this server and its image ``index`` (NotAllowed says why not)."""
+    locale = locale_of(interaction)
+    job = await _job_here(interaction, job_id)
+    if job.status is not JobStatus.FINISHED:
+        raise NotAllowed(
+            tr(
+                locale,
+                "job {job} is {status}, not finished",
+                job=job_id,
+                status=formatting.status_word(locale, job.status),
+            )
+        )
+    images = await bot_of(interaction).service.admin.images(job_id)
+    image = next((i for i in images if i.index == index), None)
+    if image is None:
+        raise NotAllowed(
+            tr(locale, "job {job} has no image {number}", job=job_id, number=index + 1)
+        )
+    return job, image
 
 
 async def guarded(interaction: discord.Interaction[Any], what: str, action: Any) -> None:
     """Run a button's action; a failure of the bot gets an apology, never silence."""
+    locale = locale_of(interaction)
     try:
         await action
     except NotAllowed as exc:
-        await reply(interaction, f"You cannot do that: {exc}.")
+        await reply(interaction, formatting.not_allowed_text(locale, exc))
     except DatabaseError as exc:
         log.error("%s failed: %s", what, exc)  # noqa: TRY400
-        await reply(interaction, formatting.apology_text("the database is not available"))
+        await reply(interaction, formatting.database_down_text(locale))
     except discord.HTTPException:
         log.exception("%s failed talking to Discord", what)
     except Exception as exc:
         log.exception("%s failed", what)
-        await reply(
-            interaction, formatting.apology_text(f"an internal error ({type(exc).__name__})")
-        )
+        await reply(interaction, formatting.internal_error_text(locale, exc))
 
 
 # ------------------------------------------------------------------------------ actions
@@ -93,13 +119,8 @@ async def upscale(interaction: discord.Interaction[Any], job_id: int, index: int
         job = await _job_here(interaction, job_id)
         request = job.request
         if request.hires is not None:
-            raise NotAllowed("these images already had the hires pass")
-        if job.status is not JobStatus.FINISHED:
-            raise NotAllowed(f"job {job_id} is {job.status.value}, not finished")
-        images = await bot.service.admin.images(job_id)
-        image = next((i for i in images if i.index == index), None)
-        if image is None:
-            raise NotAllowed(f"job {job_id} has no image {index + 1}")
+            raise NotAllowed(tr(locale_of(interaction), "these images already had the hires pass"))
+        _job, image = await _finished_image(interaction, job_id, index)
         update = {"seed": image.seed, "count": 1, "hires": hires_options(bot.settings)}
         return request.model_copy(update=update)
 
@@ -112,20 +133,20 @@ async def vary(interaction: discord.Interaction[Any], job_id: int, index: int, h
     strength = engine.vary_strong_strength if how == "strong" else engine.vary_subtle_strength
 
     async def make() -> GenerationRequest:
-        job = await _job_here(interaction, job_id)
-        if job.status is not JobStatus.FINISHED:
-            raise NotAllowed(f"job {job_id} is {job.status.value}, not finished")
-        images = await bot.service.admin.images(job_id)
-        image = next((i for i in images if i.index == index), None)
-        if image is None:
-            raise NotAllowed(f"job {job_id} has no image {index + 1}")
+        locale = locale_of(interaction)
+        job, image = await _finished_image(interaction, job_id, index)
+        values = {"job": job_id, "number": index + 1}
         if image.verdict is None or not Verdict.from_row(image.verdict).posted:
-            raise NotAllowed(f"image {index + 1} of job {job_id} was not posted")
+            raise NotAllowed(tr(locale, "image {number} of job {job} was not posted", **values))
         vault = bot.service.outbox.vault
         png = await asyncio.to_thread(vault.read, job_id, index)
         if png is None:
             raise NotAllowed(
-                f"image {index + 1} of job {job_id} is no longer kept, so it cannot be varied"
+                tr(
+                    locale,
+                    "image {number} of job {job} is no longer kept, so it cannot be varied",
+                    **values,
+                )
             )
         source = await asyncio.to_thread(vault.keep_input, png)
         prompt = ImagePrompt(
@@ -140,10 +161,18 @@ async def open_editor(interaction: discord.Interaction[Any], job_id: int) -> Non
     try:
         job = await asyncio.wait_for(_job_here(interaction, job_id), LOOKUP_TIMEOUT)
     except TimeoutError:
-        await reply(interaction, "The bot is very busy right now: press Edit again in a moment.")
+        await reply(
+            interaction,
+            tr(
+                locale_of(interaction),
+                "The bot is very busy right now: press Edit again in a moment.",
+            ),
+        )
         return
     request = job.request
-    await interaction.response.send_modal(EditModal(job.id, request, nonce=interaction.id))
+    await interaction.response.send_modal(
+        EditModal(job.id, request, nonce=interaction.id, locale=locale_of(interaction))
+    )
 
 
 async def delete(interaction: discord.Interaction[Any], job_id: int) -> None:
@@ -154,7 +183,10 @@ async def delete(interaction: discord.Interaction[Any], job_id: int) -> None:
     if job.user_id != interaction.user.id and not moderator:
         await reply(
             interaction,
-            "Only the member who asked for these images, or a moderator, can delete them.",
+            tr(
+                locale_of(interaction),
+                "Only the member who asked for these images, or a moderator, can delete them.",
+            ),
         )
         return
     try:
@@ -170,10 +202,11 @@ async def cancel(interaction: discord.Interaction[Any], job_id: int) -> None:
     record = await bot.service.cancel(
         job_id, requester(interaction), moderator=is_moderator(interaction)
     )
+    locale = locale_of(interaction)
     if record.status is JobStatus.CANCELLED:
-        text = formatting.cancelled_text(record)
+        text = formatting.cancelled_text(locale, record)
     else:
-        text = f"Stopping job #{job_id} at its next step."
+        text = formatting.stopping_text(locale, job_id)
     await reply(interaction, text)
 
 
@@ -191,10 +224,10 @@ class _JobButton(discord.ui.DynamicItem[Button], template=r"(?!)"):
     emoji: ClassVar[str]
     style: ClassVar[discord.ButtonStyle] = discord.ButtonStyle.secondary
 
-    def __init__(self, job_id: int) -> None:
+    def __init__(self, job_id: int, *, locale: str = SOURCE_LOCALE) -> None:
         super().__init__(
             discord.ui.Button(
-                label=self.label,
+                label=tr(locale, self.label),
                 emoji=self.emoji,
                 style=self.style,
                 custom_id=f"{PREFIX}:{self.action}:{job_id}",
@@ -253,8 +286,13 @@ class UpscaleButton(
     discord.ui.DynamicItem[Button],
     template=rf"{PREFIX}:upscale:(?P<job>[0-9]+):(?P<index>[0-9]+)",
 ):
-    def __init__(self, job_id: int, index: int, *, numbered: bool = False) -> None:
-        label = f"Upscale {index + 1}" if numbered else "Upscale"
+    def __init__(
+        self, job_id: int, index: int, *, numbered: bool = False, locale: str = SOURCE_LOCALE
+    ) -> None:
+        if numbered:
+            label = tr(locale, "Upscale {number}", number=index + 1)
+        else:
+            label = tr(locale, "Upscale")
         super().__init__(
             discord.ui.Button(
                 label=label,
@@ -280,7 +318,14 @@ class UpscaleButton(
         await guarded(interaction, "upscale", upscale(interaction, self.job_id, self.index))
 
 
-VARY_LABELS: Final = {"subtle": "Vary (subtle)", "strong": "Vary (strong)"}
+def _vary_label(locale: str, how: str, number: int | None) -> str:
+    if how == "strong":
+        if number is None:
+            return tr(locale, "Vary (strong)")
+        return tr(locale, "Vary {number} (strong)", number=number)
+    if number is None:
+        return tr(locale, "Vary (subtle)")
+    return tr(locale, "Vary {number} (subtle)", number=number)
 
 
 class VaryButton(
@@ -289,10 +334,16 @@ class VaryButton(
 ):
     """Vary one image of a job: subtly or strongly (see the module)."""
 
-    def __init__(self, job_id: int, index: int, how: str, *, numbered: bool = False) -> None:
-        label = VARY_LABELS[how]
-        if numbered:
-            label = label.replace("Vary", f"Vary {index + 1}")
+    def __init__(
+        self,
+        job_id: int,
+        index: int,
+        how: str,
+        *,
+        numbered: bool = False,
+        locale: str = SOURCE_LOCALE,
+    ) -> None:
+        label = _vary_label(locale, how, index + 1 if numbered else None)
         super().__init__(
             discord.ui.Button(
                 label=label,
@@ -331,33 +382,33 @@ DYNAMIC_ITEMS: Final = (
 )
 
 
-def cancel_view(job_id: int) -> discord.ui.View:
+def cancel_view(job_id: int, locale: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(CancelButton(job_id))
+    view.add_item(CancelButton(job_id, locale=locale))
     return view
 
 
 def result_view(
-    job_id: int, request: GenerationRequest, posted: Sequence[int], count: int
+    job_id: int, request: GenerationRequest, posted: Sequence[int], count: int, locale: str
 ) -> discord.ui.View:
     """Re-roll, Edit, Delete (row 1); an Upscale for each posted image (of ``count``) unless
     they already had the hires pass (row 2); Vary (subtle) and Vary (strong) for each posted
     image: side by side for one image, else one row of each (rows 3 and 4). At most 4
     images a job: never more than 5 buttons a row, nor 5 rows."""
     view = discord.ui.View(timeout=None)
-    view.add_item(RerollButton(job_id))
-    view.add_item(EditButton(job_id))
-    view.add_item(DeleteButton(job_id))
+    view.add_item(RerollButton(job_id, locale=locale))
+    view.add_item(EditButton(job_id, locale=locale))
+    view.add_item(DeleteButton(job_id, locale=locale))
     numbered = count > 1
     shown = list(posted)[:4]
     if request.hires is None:
         for index in shown:
-            item = UpscaleButton(job_id, index, numbered=numbered)
+            item = UpscaleButton(job_id, index, numbered=numbered, locale=locale)
             item.row = 1
             view.add_item(item)
     for index in shown:
         for how, row in (("subtle", 2), ("strong", 3 if numbered else 2)):
-            vary_item = VaryButton(job_id, index, how, numbered=numbered)
+            vary_item = VaryButton(job_id, index, how, numbered=numbered, locale=locale)
             vary_item.row = row
             view.add_item(vary_item)
     return view
@@ -369,22 +420,22 @@ def result_view(
 class EditModal(discord.ui.Modal):
     """Prompt, negative and seed of a job, prefilled; submitting queues the edited request."""
 
-    def __init__(self, job_id: int, request: GenerationRequest, *, nonce: int) -> None:
+    def __init__(self, job_id: int, request: GenerationRequest, *, nonce: int, locale: str) -> None:
         super().__init__(
-            title=f"Edit job #{job_id}",
+            title=tr(locale, "Edit job #{job}", job=job_id),
             custom_id=f"{PREFIX}:edit-modal:{job_id}:{nonce}",
             timeout=900,
         )
         self.request = request
         self.prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-            label="Prompt",
+            label=tr(locale, "Prompt"),
             style=discord.TextStyle.paragraph,
             custom_id="prompt",
             default=request.prompt[:TEXT_INPUT_MAX],
             max_length=TEXT_INPUT_MAX,
         )
         self.negative: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-            label="Negative prompt (after the preset's)",
+            label=tr(locale, "Negative prompt (after the preset's)"),
             style=discord.TextStyle.paragraph,
             custom_id="negative",
             default=request.negative_prompt[:TEXT_INPUT_MAX],
@@ -392,7 +443,7 @@ class EditModal(discord.ui.Modal):
             max_length=TEXT_INPUT_MAX,
         )
         self.seed: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-            label="Seed (empty for a random one)",
+            label=tr(locale, "Seed (empty for a random one)"),
             custom_id="seed",
             required=False,
             default="" if request.seed is None else str(request.seed),
@@ -404,7 +455,14 @@ class EditModal(discord.ui.Modal):
     async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
         text = self.seed.value.strip()
         if text and not (text.isdigit() and int(text) <= MAX_SEED):
-            await reply(interaction, f"The seed must be a whole number from 0 to {MAX_SEED}.")
+            await reply(
+                interaction,
+                tr(
+                    locale_of(interaction),
+                    "The seed must be a whole number from 0 to {most}.",
+                    most=MAX_SEED,
+                ),
+            )
             return
         edited = self.request.model_copy(
             update={

@@ -76,6 +76,7 @@ def destination(interaction: discord.Interaction[Any]) -> Destination:
         age_restricted=where.age_restricted,
         is_dm=where.is_dm,
         is_thread=where.is_thread,
+        locale=str(interaction.locale),
     )
 
 

@@ -38,6 +38,7 @@ from PIL import Image, PngImagePlugin
 from bot.discord_app import formatting
 from bot.discord_app.components import cancel_view, result_view
 from bot.discord_app.context import DEFAULT_FILESIZE_LIMIT
+from bot.discord_app.i18n import SOURCE_LOCALE, locale_of, tr, trn
 from bot.engine import Progress
 from bot.logs import job_context
 from bot.queue.events import Attempt, OutputImage
@@ -68,6 +69,11 @@ def encode_preview(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=PREVIEW_QUALITY)
     return buffer.getvalue()
+
+
+def _locale(job: JobRecord) -> str:
+    """The language the job's messages are written in: the requester's."""
+    return job.locale or SOURCE_LOCALE
 
 
 def _describe(exc: BaseException) -> str:
@@ -170,7 +176,7 @@ def _mib(size: int) -> str:
     return f"{size / 1_048_576:.3g} MiB"
 
 
-def fit_images(files: Sequence[tuple[str, bytes]], limit: int) -> Fitted:
+def fit_images(locale: str, files: Sequence[tuple[str, bytes]], limit: int) -> Fitted:
     """Group ``files`` into messages under ``limit`` bytes each (blocking: PNG re-encoding).
 
     All in one message when they fit; else every image is re-encoded at maximum
@@ -181,7 +187,7 @@ def fit_images(files: Sequence[tuple[str, bytes]], limit: int) -> Fitted:
     if sum(len(data) for _, data in items) <= limit:
         return Fitted(items, [list(range(len(items)))] if items else [], [])
     items = [(name, recompress(data)) for name, data in items]
-    notes = [f"Re-compressed to fit Discord's upload limit of {_mib(limit)}."]
+    notes = [tr(locale, "Re-compressed to fit Discord's upload limit of {size}.", size=_mib(limit))]
     if sum(len(data) for _, data in items) <= limit:
         return Fitted(items, [list(range(len(items)))], notes)
     groups: list[list[int]] = []
@@ -190,11 +196,16 @@ def fit_images(files: Sequence[tuple[str, bytes]], limit: int) -> Fitted:
             groups.append([index])
         else:
             notes.append(
-                f"{name} is {_mib(len(data))}, over the upload limit even re-compressed: "
-                "ask for a smaller size to get it."
+                tr(
+                    locale,
+                    "{name} is {size}, over the upload limit even re-compressed: ask for a "
+                    "smaller size to get it.",
+                    name=name,
+                    size=_mib(len(data)),
+                )
             )
     if len(groups) > 1:
-        notes.append("Too large for one message together: sent one image per message.")
+        notes.append(tr(locale, "Too large for one message together: sent one image per message."))
     return Fitted(items, groups, notes)
 
 
@@ -202,20 +213,6 @@ def file_name(job: JobRecord, image: OutputImage) -> str:
     """``SPOILER_`` first when the moderation verdict asks for a spoiler (Discord's rule)."""
     name = f"animagine_{job.id}_{image.index + 1}_{image.seed}.png"
     return f"SPOILER_{name}" if image.verdict.spoiler else name
-
-
-def verdict_notes(images: Sequence[OutputImage]) -> list[str]:
-    """What the member is told about images the moderation policy held back or hid."""
-    notes = []
-    for image in images:
-        if not image.verdict.posted:
-            notes.append(
-                f"Image {image.index + 1} (seed {image.seed}) was not posted: "
-                f"{image.verdict.reason}."
-            )
-        elif image.verdict.spoiler:
-            notes.append(f"Image {image.index + 1} is behind a spoiler: {image.verdict.reason}.")
-    return notes
 
 
 @dataclass
@@ -274,8 +271,10 @@ class Delivery:
         track = self._tracks.get(job.id) or self.track(job.id, interaction.filesize_limit)
         try:
             async with track.lock:
+                locale = locale_of(interaction)
                 message = await interaction.edit_original_response(
-                    content=formatting.queued_text(submitted, request), view=cancel_view(job.id)
+                    content=formatting.queued_text(locale, submitted, request),
+                    view=cancel_view(job.id, locale),
                 )
                 track.message_id = message.id
                 track.last_edit = time.monotonic()
@@ -307,7 +306,7 @@ class Delivery:
     # ------------------------------------------------------------------ JobEvents
     async def on_started(self, job: JobRecord) -> None:
         request = job.request
-        await self._progress_edit(job, formatting.started_text(job, request))
+        await self._progress_edit(job, formatting.started_text(_locale(job), job, request))
 
     async def on_progress(self, job: JobRecord, progress: Progress) -> None:
         """A step's progress; with a live preview (already through the image check: see
@@ -326,7 +325,8 @@ class Delivery:
             else:
                 progress = newest  # a preview checked late: the text says the newest step
         request = job.request
-        await self._progress_edit(job, formatting.progress_text(job, request, progress))
+        text = formatting.progress_text(_locale(job), job, request, progress)
+        await self._progress_edit(job, text)
 
     async def on_finished(self, job: JobRecord, images: list[OutputImage]) -> Attempt:
         """One delivery attempt (the outbox calls again after one that did not go
@@ -351,16 +351,16 @@ class Delivery:
         """Tell the member once that the result could not be posted (text only: an upload
         outage often lets text through), in the channel, else in a DM."""
         hours = self.bot.settings.delivery.retry_hours
-        text = formatting.undelivered_text(job, reason, hours)
+        text = formatting.undelivered_text(_locale(job), job, reason, hours)
         sent, _problem = await self._via_channel(job, _Post(text), mention=True)
         if sent is None:
             log.error("job %s: the member could not be told that the result is waiting", job.id)
 
     async def on_failed(self, job: JobRecord, reason: str) -> None:
-        await self._final_text(job, formatting.failed_text(job, reason))
+        await self._final_text(job, formatting.failed_text(_locale(job), job, reason))
 
     async def on_cancelled(self, job: JobRecord) -> None:
-        await self._final_text(job, formatting.cancelled_text(job))
+        await self._final_text(job, formatting.cancelled_text(_locale(job), job))
 
     # ------------------------------------------------------------------ edits
     def _webhook_usable(self, job: JobRecord, track: Track) -> bool:
@@ -403,7 +403,10 @@ class Delivery:
                 # itself retries 5xx for up to ~25 s), and never holds up the result.
                 await asyncio.wait_for(
                     self._webhook(job).edit_message(
-                        track.message_id, content=content, view=cancel_view(job.id), **extra
+                        track.message_id,
+                        content=content,
+                        view=cancel_view(job.id, _locale(job)),
+                        **extra,
                     ),
                     PROGRESS_EDIT_TIMEOUT_S,
                 )
@@ -436,13 +439,14 @@ class Delivery:
         images: Sequence[OutputImage],
     ) -> Attempt:
         shown = [image for image in images if image.verdict.posted]
-        notes = verdict_notes(images)
+        locale = _locale(job)
+        notes = formatting.verdict_notes(locale, images)
         files = [(file_name(job, image), image.png) for image in shown]
         limit = track.filesize_limit
         if sum(len(data) for _, data in files) <= limit:
             fitted = Fitted(files, [list(range(len(files)))] if files else [], [])
         else:
-            fitted = await asyncio.to_thread(fit_images, files, limit)
+            fitted = await asyncio.to_thread(fit_images, locale, files, limit)
         # A direct message counts as not age-restricted: the last-resort DM gets only the
         # images that plain-channel rules would post (rated, under the thresholds).
         not_for_dm = frozenset(
@@ -450,11 +454,12 @@ class Delivery:
             for image in shown
             if job.channel.age_restricted and (image.verdict.flagged or image.scores is None)
         )
-        embed = formatting.result_embed(job, request, images, self.bot.settings.model.name)
-        view = result_view(job.id, request, [image.index for image in shown], len(images))
+        model = self.bot.settings.model.name
+        embed = formatting.result_embed(locale, job, request, images, model)
+        view = result_view(job.id, request, [image.index for image in shown], len(images), locale)
         groups = fitted.groups or [[]]
         first = _Post(
-            formatting.finished_text(job, images, notes + fitted.notes),
+            formatting.finished_text(locale, job, images, notes + fitted.notes),
             embed,
             [fitted.files[i] for i in groups[0]],
             view,
@@ -462,7 +467,7 @@ class Delivery:
         )
         rest = [
             _Post(
-                f"Job #{job.id}: image {shown[group[0]].index + 1} of {len(images)}",
+                formatting.part_text(locale, job, shown[group[0]].index + 1, len(images)),
                 files=[fitted.files[i] for i in group],
                 not_for_dm=not_for_dm,
             )
@@ -543,7 +548,7 @@ class Delivery:
         None and what went wrong (the most hopeful problem: one that may pass)."""
         content = post.content
         if mention:
-            content = f"{formatting.late_mention(job.user_id, job.id)}\n{content}"
+            content = f"{formatting.late_mention(_locale(job), job.user_id, job.id)}\n{content}"
         extra: dict[str, Any] = {
             "allowed_mentions": discord.AllowedMentions(
                 everyone=False, roles=False, users=[discord.Object(job.user_id)]
@@ -570,9 +575,12 @@ class Delivery:
                 text = content
                 if len(files) < len(post.files):
                     held = len(post.files) - len(files)
-                    text += (
-                        f"\n-# {held} image(s) from an age-restricted channel are not sent "
-                        "in a direct message."
+                    text += "\n-# " + trn(
+                        _locale(job),
+                        held,
+                        "1 image from an age-restricted channel is not sent in a direct message.",
+                        "{count} images from an age-restricted channel are not sent in a "
+                        "direct message.",
                     )
                 message = await asyncio.wait_for(
                     channel.send(formatting.clip(text, 2000), files=files, **extra),
@@ -594,7 +602,7 @@ class Delivery:
         channel = self.bot.get_partial_messageable(job.channel_id)
         try:
             await channel.get_partial_message(message_id).edit(
-                content=f"Job #{job.id}: the answer was posted below.", view=None
+                content=formatting.answered_below_text(_locale(job), job), view=None
             )
         except discord.HTTPException as exc:
             log.debug("job %s: could not update its old message (%s)", job.id, exc.status)

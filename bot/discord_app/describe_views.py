@@ -25,6 +25,7 @@ from bot.describe import Visibility
 from bot.discord_app import formatting
 from bot.discord_app.components import guarded
 from bot.discord_app.context import bot_of, reply
+from bot.discord_app.i18n import locale_of, tr, trn
 from bot.discord_app.requests import ImagineOptions, build_request
 from bot.discord_app.submit import submit_request
 from bot.request import MAX_SEED, GenerationRequest, RequestError
@@ -38,18 +39,24 @@ TEXT_INPUT_MAX: Final = 4000
 MESSAGE_MAX: Final = 2000
 
 
-def described_text(filename: str, answer: Visibility) -> str:
+def described_text(locale: str, filename: str, answer: Visibility) -> str:
     """The answer's text: the prompt in a code block, and what this channel left out."""
     assert answer.description is not None
     prompt = answer.description.prompt
-    head = f"**Tags of** `{discord.utils.escape_markdown(filename)[:80]}`"
-    tail = "-# Imagine draws them with this server's defaults; Edit & imagine lets you change them."
+    name = f"`{discord.utils.escape_markdown(filename)[:80]}`"
+    head = tr(locale, "**Tags of** {name}", name=name)
+    tail = "-# " + tr(
+        locale,
+        "Imagine draws them with this server's defaults; Edit & imagine lets you change them.",
+    )
     if answer.left_out:
-        count = len(answer.left_out)
-        tail = (
-            f"-# {count} sexual tag{'s' if count != 1 else ''} left out: this channel is not "
-            f"age-restricted.\n{tail}"
+        left_out = trn(
+            locale,
+            len(answer.left_out),
+            "1 sexual tag left out: this channel is not age-restricted.",
+            "{count} sexual tags left out: this channel is not age-restricted.",
         )
+        tail = f"-# {left_out}\n{tail}"
     room = MESSAGE_MAX - len(head) - len(tail) - 12
     if len(prompt) > room:
         prompt = prompt[:room].rsplit(", ", 1)[0]
@@ -65,7 +72,7 @@ async def _submit(
     try:
         draft = build_request(options, {}, settings)
     except RequestError as exc:
-        await reply(interaction, formatting.bad_request_text(str(exc)))
+        await reply(interaction, formatting.bad_request_text(locale_of(interaction), str(exc)))
         return
 
     async def make() -> GenerationRequest:
@@ -78,28 +85,28 @@ async def _submit(
 class DescribeModal(discord.ui.Modal):
     """The described tags, prefilled and editable, with a negative prompt and a seed."""
 
-    def __init__(self, prompt: str, *, nonce: int) -> None:
+    def __init__(self, prompt: str, *, nonce: int, locale: str) -> None:
         super().__init__(
-            title="Imagine from these tags",
+            title=tr(locale, "Imagine from these tags"),
             custom_id=f"{PREFIX}:modal:{nonce}",
             timeout=900,
         )
         self.prompt: discord.ui.TextInput[DescribeModal] = discord.ui.TextInput(
-            label="Prompt",
+            label=tr(locale, "Prompt"),
             style=discord.TextStyle.paragraph,
             custom_id="prompt",
             default=prompt[:TEXT_INPUT_MAX],
             max_length=TEXT_INPUT_MAX,
         )
         self.negative: discord.ui.TextInput[DescribeModal] = discord.ui.TextInput(
-            label="Negative prompt (after the preset's)",
+            label=tr(locale, "Negative prompt (after the preset's)"),
             style=discord.TextStyle.paragraph,
             custom_id="negative",
             required=False,
             max_length=TEXT_INPUT_MAX,
         )
         self.seed: discord.ui.TextInput[DescribeModal] = discord.ui.TextInput(
-            label="Seed (empty for a random one)",
+            label=tr(locale, "Seed (empty for a random one)"),
             custom_id="seed",
             required=False,
             max_length=10,
@@ -110,7 +117,14 @@ class DescribeModal(discord.ui.Modal):
     async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
         text = self.seed.value.strip()
         if text and not (text.isdigit() and int(text) <= MAX_SEED):
-            await reply(interaction, f"The seed must be a whole number from 0 to {MAX_SEED}.")
+            await reply(
+                interaction,
+                tr(
+                    locale_of(interaction),
+                    "The seed must be a whole number from 0 to {most}.",
+                    most=MAX_SEED,
+                ),
+            )
             return
         options = ImagineOptions(
             prompt=self.prompt.value,
@@ -123,19 +137,19 @@ class DescribeModal(discord.ui.Modal):
 class DescribeView(discord.ui.View):
     """Imagine and Edit & imagine under a description; for ``owner_id`` only."""
 
-    def __init__(self, prompt: str, owner_id: int, *, nonce: int) -> None:
+    def __init__(self, prompt: str, owner_id: int, *, nonce: int, locale: str) -> None:
         super().__init__(timeout=VIEW_TIMEOUT)
         self.prompt = prompt
         self.owner_id = owner_id
         self.message: discord.WebhookMessage | None = None
         imagine: discord.ui.Button[DescribeView] = discord.ui.Button(
-            label="Imagine",
+            label=tr(locale, "Imagine"),
             emoji="🎨",
             style=discord.ButtonStyle.primary,
             custom_id=f"{PREFIX}:imagine:{nonce}",
         )
         edit: discord.ui.Button[DescribeView] = discord.ui.Button(
-            label="Edit & imagine",
+            label=tr(locale, "Edit & imagine"),
             emoji="✏️",
             style=discord.ButtonStyle.secondary,
             custom_id=f"{PREFIX}:edit:{nonce}",
@@ -147,7 +161,10 @@ class DescribeView(discord.ui.View):
 
     async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
         if interaction.user.id != self.owner_id:
-            await reply(interaction, "These buttons belong to the member who asked.")
+            await reply(
+                interaction,
+                tr(locale_of(interaction), "These buttons belong to the member who asked."),
+            )
             return False
         return True
 
@@ -155,7 +172,9 @@ class DescribeView(discord.ui.View):
         await _submit(interaction, ImagineOptions(prompt=self.prompt), "imagine from tags")
 
     async def edit(self, interaction: discord.Interaction[Any]) -> None:
-        await interaction.response.send_modal(DescribeModal(self.prompt, nonce=interaction.id))
+        await interaction.response.send_modal(
+            DescribeModal(self.prompt, nonce=interaction.id, locale=locale_of(interaction))
+        )
 
     async def on_timeout(self) -> None:
         if self.message is None:

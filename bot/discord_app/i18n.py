@@ -12,21 +12,20 @@ The text lives in message catalogues, ``locales/<locale>.toml`` (Discord's local
     ``{named}`` placeholders; its translation has the same placeholders.
 
 :class:`CatalogueTranslator` serves the first three to discord.py's command tree at sync
-(plain strings of the cogs reach it as ``locale_str``). :func:`tr` translates a reply for
-the member's locale (:func:`locale_of`); English, any locale without a catalogue and any
-text without an entry stay English. :func:`localize` translates text that another module
-already rendered in English (``formatting``), line by line, by matching the lines against
-the catalogue's templates: a stop-gap until those functions take a locale themselves.
+(plain strings of the cogs reach it as ``locale_str``). :func:`tr` (and :func:`trn`
+for counts) translates a reply for a locale: the member's (:func:`locale_of`) for what they
+read, the one stored with a job (``JobRecord.locale``) for its messages, a server's
+preferred locale for its moderation log. English, any locale without a catalogue and any
+text without an entry stay English.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 import string
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
 
@@ -47,16 +46,6 @@ _NAME_LOCATIONS: Final = frozenset(
 
 
 @dataclass(frozen=True)
-class Template:
-    """An English reply template, matched against rendered English text."""
-
-    source: str
-    pattern: re.Pattern[str]
-    literal: int
-    """How many characters of it are fixed text (the most specific match wins)."""
-
-
-@dataclass(frozen=True)
 class Catalogue:
     """One locale's translations, keyed by the English source string."""
 
@@ -64,28 +53,11 @@ class Catalogue:
     names: Mapping[str, str]
     menus: Mapping[str, str]
     texts: Mapping[str, str]
-    templates: tuple[Template, ...] = field(default=(), repr=False)
 
 
 def placeholders(text: str) -> set[str]:
     """The ``{named}`` placeholders of a template."""
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
-
-
-def _template(source: str) -> Template | None:
-    parts = list(string.Formatter().parse(source))
-    if not any(name for _, name, _, _ in parts):
-        return None
-    regex = []
-    seen: set[str] = set()
-    literal = 0
-    for text, name, _, _ in parts:
-        regex.append(re.escape(text))
-        literal += len(text)
-        if name:
-            regex.append(f"(?P={name})" if name in seen else f"(?P<{name}>.+?)")
-            seen.add(name)
-    return Template(source, re.compile("".join(regex), re.DOTALL), literal)
 
 
 def _table(data: Mapping[str, Any], key: str, locale: str) -> dict[str, str]:
@@ -102,14 +74,11 @@ def catalogue(locale: str) -> Catalogue | None:
         return None
     path = resources.files("bot.discord_app").joinpath("locales", f"{locale}.toml")
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    texts = _table(data, "texts", locale)
-    templates = tuple(t for source in texts if (t := _template(source)) is not None)
     return Catalogue(
         locale=locale,
         names=_table(data, "names", locale),
         menus=_table(data, "menus", locale),
-        texts=texts,
-        templates=tuple(sorted(templates, key=lambda t: -t.literal)),
+        texts=_table(data, "texts", locale),
     )
 
 
@@ -126,56 +95,6 @@ def tr(locale: str | discord.Locale, text: str, /, **values: object) -> str:
     book = catalogue(str(locale))
     translated = text if book is None else book.texts.get(text, text)
     return translated.format(**values) if values else translated
-
-
-def _localize_line(book: Catalogue, line: str) -> str:
-    body = line.lstrip()
-    indent = line[: len(line) - len(body)]
-    if not body:
-        return line
-    if (exact := book.texts.get(body)) is not None:
-        return indent + exact
-    for template in book.templates:
-        if (match := template.pattern.fullmatch(body)) is not None:
-            return indent + book.texts[template.source].format(**match.groupdict())
-    return line
-
-
-def localize(locale: str | discord.Locale, rendered: str) -> str:
-    """English text rendered elsewhere, translated line by line where the catalogue has
-    the line (or a template matching it); other lines stay as they are."""
-    book = catalogue(str(locale))
-    if book is None or not rendered:
-        return rendered
-    return "\n".join(_localize_line(book, line) for line in rendered.split("\n"))
-
-
-def localize_embed(
-    locale: str | discord.Locale,
-    embed: discord.Embed,
-    *,
-    description: bool = True,
-    values: bool = True,
-) -> discord.Embed:
-    """``embed`` with its title, description, field names and values and footer passed
-    through :func:`localize` (in place; returned for chaining). ``description=False`` and
-    ``values=False`` leave those alone, for embeds that quote members' text there."""
-    if catalogue(str(locale)) is None:
-        return embed
-    if embed.title:
-        embed.title = localize(locale, embed.title)
-    if description and embed.description:
-        embed.description = localize(locale, embed.description)
-    for index, item in enumerate(embed.fields):
-        embed.set_field_at(
-            index,
-            name=localize(locale, item.name or ""),
-            value=localize(locale, item.value or "") if values else item.value,
-            inline=bool(item.inline),
-        )
-    if embed.footer.text:
-        embed.set_footer(text=localize(locale, embed.footer.text), icon_url=embed.footer.icon_url)
-    return embed
 
 
 class CatalogueTranslator(app_commands.Translator):
@@ -198,3 +117,9 @@ class CatalogueTranslator(app_commands.Translator):
             table = book.texts
         translated = table.get(source)
         return None if translated is None or translated == source else translated
+
+
+def trn(locale: str | discord.Locale, count: int, one: str, many: str, /, **values: object) -> str:
+    """``one`` (an English template for a count of 1) or ``many`` (with ``{count}``) for
+    ``locale``: the catalogues hold both forms, as their languages need."""
+    return tr(locale, one if count == 1 else many, count=count, **values)

@@ -5,7 +5,8 @@ Every message the bot posts about a job names it: by its buttons
 (``animagine:<action>:<job id>``), the result embed's footer (``Job #12 · ...``), its
 files (``animagine_<job>_<n>_<seed>.png``, ``SPOILER_`` first behind a spoiler) or, for the
 extra messages of a result split to fit the upload limit, its first line
-(``Job #12: image 2 of 4``). :func:`job_id_of` reads them back, so "Who made this?" and
+(``Job #12: image 2 of 4``; footer and caption in the member's language, read by the job's
+``#12``). :func:`job_id_of` reads them back, so "Who made this?" and
 ``/mod purge`` work on every message of a job, not only the one stored as its message.
 
 The log channel (``/settings moderation set log_channel``) receives refused prompts (hard
@@ -30,6 +31,7 @@ import discord
 from bot.discord_app import formatting
 from bot.discord_app.components import PREFIX
 from bot.discord_app.context import DEFAULT_FILESIZE_LIMIT
+from bot.discord_app.i18n import SOURCE_LOCALE, trn
 from bot.moderation import GuildPolicy, PolicySettingsError, PromptDecision
 from bot.queue.events import OutputImage
 from bot.request import GenerationRequest
@@ -41,9 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _BUTTON: Final = re.compile(rf"{PREFIX}:[a-z-]+:([0-9]+)(?::[0-9]+)?")
-_FOOTER: Final = re.compile(r"Job #([0-9]+) ·")
+# The footer and the caption are in the member's language: matched on the job's "#<id>".
+_FOOTER: Final = re.compile(r"#([0-9]+) · ")
 _FILE: Final = re.compile(r"(?:SPOILER_)?animagine_([0-9]+)_[0-9]+_[0-9]+\.png")
-_SPLIT: Final = re.compile(r"Job #([0-9]+): image [0-9]+ of [0-9]+")
+_SPLIT: Final = re.compile(r"[^\n#]{0,40}#([0-9]+)\b")
 
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _DURATION: Final = re.compile(r"\s*([0-9]{1,6})\s*(s|m|h|d|w)\s*", re.IGNORECASE)
@@ -58,7 +61,7 @@ def job_id_of(message: discord.Message) -> int | None:
             if match:
                 return int(match.group(1))
     for embed in message.embeds:
-        match = _FOOTER.match(embed.footer.text or "")
+        match = _FOOTER.search(embed.footer.text or "")
         if match:
             return int(match.group(1))
     for attachment in message.attachments:
@@ -127,6 +130,12 @@ class ModLog:
     def __init__(self, bot: AnimagineBot) -> None:
         self.bot = bot
 
+    def locale(self, guild_id: int | None) -> str:
+        """The language of the server's log: its preferred locale (Community servers set
+        it; others read English)."""
+        guild = None if guild_id is None else self.bot.get_guild(guild_id)
+        return SOURCE_LOCALE if guild is None else str(guild.preferred_locale)
+
     async def policy(self, guild_id: int | None) -> GuildPolicy | None:
         """The server's policy, or None (outside servers, or when it cannot be read)."""
         if guild_id is None:
@@ -152,7 +161,12 @@ class ModLog:
         channel = self.bot.get_partial_messageable(policy.log_channel_id, guild_id=guild_id)
         groups, skipped = _groups(files, DEFAULT_FILESIZE_LIMIT)
         if skipped:
-            content += f"\n-# {skipped} image(s) too large to attach."
+            content += "\n-# " + trn(
+                self.locale(guild_id),
+                skipped,
+                "1 image too large to attach.",
+                "{count} images too large to attach.",
+            )
         sent: list[int] = []
         try:
             for number, group in enumerate(groups or [[]]):
@@ -188,6 +202,7 @@ class ModLog:
         if decision.event_kind is None:
             return
         text = formatting.log_refusal_text(
+            self.locale(guild_id),
             decision,
             user_id=user_id,
             channel_id=channel_id,
@@ -211,5 +226,7 @@ class ModLog:
                 for image in held
                 if image.verdict.forwardable and image.png
             ]
-        text = formatting.log_withheld_text(job, request, held, forwarded=bool(files))
+        text = formatting.log_withheld_text(
+            self.locale(job.guild_id), job, request, held, forwarded=bool(files)
+        )
         await self.post(job.guild_id, text, files=files, policy=policy)

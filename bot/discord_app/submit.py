@@ -24,6 +24,7 @@ import discord
 
 from bot.discord_app import formatting
 from bot.discord_app.context import bot_of, destination, reply, requester
+from bot.discord_app.i18n import locale_of
 from bot.jobspec import JobSpec
 from bot.planning import plan_job
 from bot.prompts import PromptError
@@ -56,7 +57,7 @@ def precheck(interaction: discord.Interaction[Any], request: GenerationRequest) 
         check_weights(spec.plan.render.prompt, "prompt")
         check_weights(spec.plan.render.negative_prompt, "negative prompt")
     except (RequestError, PromptError) as exc:
-        return formatting.bad_request_text(str(exc))
+        return formatting.bad_request_text(locale_of(interaction), str(exc))
     return spec
 
 
@@ -91,6 +92,7 @@ async def submit_request(
     if not interaction.response.is_done():
         await interaction.response.defer(thinking=True)
     bot = bot_of(interaction)
+    locale = locale_of(interaction)
     request: GenerationRequest | None = None
     try:
         async with bot.submit_slots:
@@ -105,9 +107,9 @@ async def submit_request(
             bot.delivery.track(submitted.job.id, interaction.filesize_limit)
     except SubmitRefused as exc:
         if exc.refusal is not None:
-            text = formatting.refusal_text(exc.refusal)
+            text = formatting.refusal_text(locale, exc.refusal)
         elif exc.decision is not None:
-            text = formatting.policy_refusal_text(exc.decision)
+            text = formatting.policy_refusal_text(locale, exc.decision)
         else:
             text = exc.message
         await retract(interaction, text)
@@ -121,13 +123,13 @@ async def submit_request(
             )
         return
     except (RequestError, PromptError) as exc:
-        await retract(interaction, formatting.bad_request_text(str(exc)))
+        await retract(interaction, formatting.bad_request_text(locale, str(exc)))
         return
     except NotAllowed as exc:
-        await retract(interaction, f"You cannot do that: {exc}.")
+        await retract(interaction, formatting.not_allowed_text(locale, exc))
         return
     except DatabaseError as exc:
         log.error("submitting a job failed: %s", exc)  # noqa: TRY400
-        await retract(interaction, formatting.apology_text("the database is not available"))
+        await retract(interaction, formatting.database_down_text(locale))
         return
     await bot.delivery.announce(interaction, submitted, submitted.job.request)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import bindparam, case, func, or_, select
 from sqlalchemy.orm import Session
@@ -43,6 +43,11 @@ class JobStateError(Exception):
         self.wanted = wanted
 
 
+LOCALE_KEY: Final = "locale"
+"""The request row's key for the requester's language (beside the channel's flags)."""
+MAX_LOCALE: Final = 16
+
+
 @dataclass(frozen=True, slots=True)
 class NewJob:
     """A request about to be queued, with where its answer goes.
@@ -66,9 +71,13 @@ class NewJob:
         channel_id: int | None = None,
         interaction_token: str | None = None,
         interaction_expires_at: datetime | None = None,
+        locale: str | None = None,
     ) -> NewJob:
+        row = spec.request_row()
+        if locale is not None:
+            row[LOCALE_KEY] = locale[:MAX_LOCALE]
         return cls(
-            spec.request_row(),
+            row,
             channel_id=channel_id,
             interaction_token=interaction_token,
             interaction_expires_at=interaction_expires_at,
@@ -123,6 +132,13 @@ class JobRecord:
     def channel(self) -> ChannelContext:
         """The channel the job was asked for in."""
         return JobSpec.channel_of(self.request_data)
+
+    @property
+    def locale(self) -> str | None:
+        """The language of the member who asked (their client's, e.g. ``ja``): the job's
+        messages are written in it. None for jobs stored before it was kept."""
+        value = self.request_data.get(LOCALE_KEY)
+        return value if isinstance(value, str) else None
 
     @property
     def plan(self) -> StoredPlan | None:

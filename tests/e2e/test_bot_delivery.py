@@ -206,5 +206,5 @@ async def test_images_over_the_upload_limit_are_recompressed_then_split(
 
 def test_fit_images_keeps_what_fits_together() -> None:
     files = [("a.png", b"x" * 10), ("b.png", b"y" * 10)]
-    fitted = fit_images(files, 25)
+    fitted = fit_images("en-US", files, 25)
     assert (fitted.groups, fitted.notes) == ([[0, 1]], [])

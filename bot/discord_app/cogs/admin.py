@@ -29,7 +29,7 @@ from discord.ext import commands
 from bot.admin import ModerationView, ServerAdmin, Unblocked, max_steps
 from bot.discord_app import choices, formatting
 from bot.discord_app.context import is_server_admin
-from bot.discord_app.i18n import locale_of, localize, localize_embed, tr
+from bot.discord_app.i18n import locale_of, tr
 from bot.discord_app.requests import ImagineOptions, build_request
 from bot.limits import TierOverrideError
 from bot.moderation import PolicySettingsError
@@ -90,7 +90,8 @@ class AdminCog(
             raise NotServerAdmin(tr(locale_of(interaction), ADMIN_ONLY))
         return True
 
-    async def _show(self, interaction: discord.Interaction[AnimagineBot], note: str) -> None:
+    async def _show(self, interaction: discord.Interaction[AnimagineBot], *, saved: bool) -> None:
+        locale = locale_of(interaction)
         guild_id = interaction.guild_id
         assert guild_id is not None
         settings = self.bot.settings
@@ -98,6 +99,7 @@ class AdminCog(
         limits = await self.admin.limits(guild_id)
         request = build_request(ImagineOptions(prompt="-"), defaults, settings)
         embed = formatting.server_settings_embed(
+            locale,
             request,
             max_steps(defaults, settings),
             enabled=limits.enabled,
@@ -105,42 +107,49 @@ class AdminCog(
             member=limits.member,
             server=limits.server,
         )
-        moderation = await self._moderation_embed(guild_id)
+        moderation = await self._moderation_embed(locale, guild_id)
         embeds = [embed, moderation]
         workers = self.bot.service.workers()
         if workers is not None:  # the Redis backend: where jobs render
-            embeds.append(formatting.workers_embed(workers))
-        locale = locale_of(interaction)
-        for each in embeds:
-            localize_embed(locale, each)
-        await interaction.followup.send(tr(locale, note), embeds=embeds, ephemeral=True)
+            embeds.append(formatting.workers_embed(locale, workers))
+        note = tr(locale, "Saved.") if saved else ""
+        await interaction.followup.send(note, embeds=embeds, ephemeral=True)
 
-    async def _moderation_embed(self, guild_id: int) -> discord.Embed:
+    async def _moderation_embed(self, locale: str, guild_id: int) -> discord.Embed:
         """The moderation policy in force here, as ``/settings show`` shows it."""
-        return self._policy_embed(await self.admin.moderation(guild_id))
+        return self._policy_embed(locale, await self.admin.moderation(guild_id))
 
-    def _policy_embed(self, view: ModerationView) -> discord.Embed:
-        settings = self.bot.settings.moderation
+    def _policy_embed(self, locale: str, view: ModerationView) -> discord.Embed:
+        source = self.bot.settings.moderation.classifier.source
         status = self.bot.service.classifier_status()
         if not status.loaded:
-            classifier = f"not available: {status.problem}"
+            classifier = tr(locale, "not available: {problem}", problem=status.problem)
         elif status.problem is not None:
-            classifier = (
-                f"⚠ loaded ({settings.classifier.source}), hard block incomplete: {status.problem}"
+            classifier = tr(
+                locale,
+                "⚠ loaded ({source}), hard block incomplete: {problem}",
+                source=source,
+                problem=status.problem,
             )
         else:
-            classifier = (
-                f"loaded ({settings.classifier.source}); the image hard block (sexual content "
-                "with a minor) is on in every channel"
+            classifier = tr(
+                locale,
+                "loaded ({source}); the image hard block (sexual content with a minor) is on "
+                "in every channel",
+                source=source,
             )
         return formatting.moderation_embed(
-            view.policy, view.overrides, default_blocked=view.default_blocked, classifier=classifier
+            locale,
+            view.policy,
+            view.overrides,
+            default_blocked=view.default_blocked,
+            classifier=classifier,
         )
 
     @app_commands.command(name="show", description="What /imagine uses here, and the limits")
     async def show(self, interaction: discord.Interaction[AnimagineBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await self._show(interaction, "")
+        await self._show(interaction, saved=False)
 
     @app_commands.command(name="defaults", description="Defaults for options members leave out")
     @app_commands.describe(
@@ -194,7 +203,7 @@ class AdminCog(
         except RequestError as exc:
             await interaction.followup.send(_not_saved(interaction, exc), ephemeral=True)
             return
-        await self._show(interaction, "Saved.")
+        await self._show(interaction, saved=True)
 
     @app_commands.command(name="limits", description="Limits for members and the whole server")
     @app_commands.describe(
@@ -256,7 +265,7 @@ class AdminCog(
         except TierOverrideError as exc:
             await interaction.followup.send(_not_saved(interaction, exc), ephemeral=True)
             return
-        await self._show(interaction, "Saved.")
+        await self._show(interaction, saved=True)
 
     # ------------------------------------------------------------------ moderation
     moderation = app_commands.Group(
@@ -282,8 +291,7 @@ class AdminCog(
             return
         except DatabaseError as exc:
             log.error("saving moderation settings failed: %s", exc)  # noqa: TRY400
-            apology = localize(locale, formatting.apology_text("the database is not available"))
-            await interaction.followup.send(apology, ephemeral=True)
+            await interaction.followup.send(formatting.database_down_text(locale), ephemeral=True)
             return
         view = result.view if isinstance(result, Unblocked) else result
         if isinstance(result, Unblocked) and result.still:
@@ -291,7 +299,7 @@ class AdminCog(
             note += "\n-# " + tr(
                 locale, "Still refused (they contain other blocked tags): {tags}.", tags=still
             )
-        embed = localize_embed(locale, self._policy_embed(view))
+        embed = self._policy_embed(locale, view)
         await interaction.followup.send(tr(locale, "Saved.") + note, embed=embed, ephemeral=True)
 
     async def _change_tags(
@@ -350,8 +358,7 @@ class AdminCog(
             text = extra_negatives.strip()
             changes["extra_negatives"] = [] if text == "-" else split_tags(text)
         if not changes and log_channel is None:
-            embed = await self._moderation_embed(interaction.guild_id or 0)
-            localize_embed(locale_of(interaction), embed)
+            embed = await self._moderation_embed(locale_of(interaction), interaction.guild_id or 0)
             await interaction.followup.send(
                 tr(locale_of(interaction), "Nothing to change."), embed=embed, ephemeral=True
             )

@@ -34,6 +34,7 @@ from bot.describe import ImageRejected, TagReader, describe_bytes, visibility
 from bot.discord_app import formatting
 from bot.discord_app.context import channel_of
 from bot.discord_app.describe_views import DescribeView, described_text
+from bot.discord_app.i18n import locale_of, tr
 from bot.moderation.classifier import ClassifierUnavailable
 from bot.storage import DatabaseError
 
@@ -85,7 +86,9 @@ class DescribeCog(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         attachment = next((a for a in message.attachments if _looks_like_image(a)), None)
         if attachment is None:
-            await self._send(interaction, "This message has no image to describe.")
+            await self._send(
+                interaction, tr(locale_of(interaction), "This message has no image to describe.")
+            )
             return
         await self._answer(interaction, attachment)
 
@@ -108,19 +111,31 @@ class DescribeCog(commands.Cog):
         self, interaction: discord.Interaction[AnimagineBot], attachment: discord.Attachment
     ) -> None:
         settings = self.bot.settings.describe
+        locale = locale_of(interaction)
         tagger = self._tagger()
         if tagger is None:
-            why = self.bot.service.worker.classifier_error or "it has no image tagger"
+            why = self.bot.service.worker.classifier_error or tr(locale, "it has no image tagger")
             await self._send(
-                interaction, f"Describing images is not available on this bot right now ({why})."
+                interaction,
+                tr(
+                    locale,
+                    "Describing images is not available on this bot right now ({why}).",
+                    why=why,
+                ),
             )
             return
         name = attachment.filename
         if attachment.size > settings.max_bytes:
             await self._send(
                 interaction,
-                f"Cannot describe `{name}`: the file is {attachment.size / 1_048_576:.1f} MiB; "
-                f"at most {settings.max_bytes / 1_048_576:.1f} MiB can be described.",
+                tr(
+                    locale,
+                    "Cannot describe {name}: the file is {size} MiB; at most {most} MiB can be "
+                    "described.",
+                    name=f"`{name}`",
+                    size=f"{attachment.size / 1_048_576:.1f}",
+                    most=f"{settings.max_bytes / 1_048_576:.1f}",
+                ),
             )
             return
         try:
@@ -142,15 +157,19 @@ class DescribeCog(commands.Cog):
                 )
             policy = await self.bot.service.policy(interaction.guild_id)
         except (ImageRejected, AttachmentRefused) as exc:
-            await self._send(interaction, f"Cannot describe `{name}`: {exc}.")
+            await self._send(
+                interaction,
+                tr(locale, "Cannot describe {name}: {reason}.", name=f"`{name}`", reason=exc),
+            )
             return
         except ClassifierUnavailable as exc:
             log.warning("describe: %s", exc)
-            await self._send(interaction, formatting.apology_text("the image tagger failed"))
+            reason = tr(locale, "the image tagger failed")
+            await self._send(interaction, formatting.apology_text(locale, reason))
             return
         except DatabaseError as exc:
             log.error("describe: %s", exc)  # noqa: TRY400
-            await self._send(interaction, formatting.apology_text("the database is not available"))
+            await self._send(interaction, formatting.database_down_text(locale))
             return
         answer = visibility(
             description, channel_of(interaction), policy, sexual_tags=tagger.sexual_tags
@@ -165,9 +184,13 @@ class DescribeCog(commands.Cog):
                     guild_id=interaction.guild_id,
                     user_id=interaction.user.id,
                 )
-            await self._send(interaction, f"Not described here: {answer.reason}.")
+            await self._send(
+                interaction, tr(locale, "Not described here: {reason}.", reason=answer.reason)
+            )
             return
-        view = DescribeView(answer.description.prompt, interaction.user.id, nonce=interaction.id)
+        view = DescribeView(
+            answer.description.prompt, interaction.user.id, nonce=interaction.id, locale=locale
+        )
         view.message = await interaction.followup.send(
-            described_text(name, answer), view=view, ephemeral=True, wait=True
+            described_text(locale, name, answer), view=view, ephemeral=True, wait=True
         )

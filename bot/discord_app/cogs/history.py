@@ -34,6 +34,7 @@ from bot.admin import max_steps
 from bot.discord_app import formatting
 from bot.discord_app.cogs.info import InfoCog
 from bot.discord_app.context import age_restricted, reply
+from bot.discord_app.i18n import locale_of, tr, trn
 from bot.discord_app.submit import submit_request
 from bot.history import HistoryEntry, HistoryPage, history_page
 from bot.request import GenerationRequest, RequestError
@@ -54,12 +55,12 @@ NEGATIVE_CHARS: Final = 120
 REASON_CHARS: Final = 120
 ID_PREFIX: Final = "animagine-history"
 
-STATUS_WORDS: Final[dict[JobStatus, str]] = {
-    JobStatus.QUEUED: "⏳ queued",
-    JobStatus.RUNNING: "🎨 rendering",
-    JobStatus.FINISHED: "✅ finished",
-    JobStatus.FAILED: "⚠️ failed",
-    JobStatus.CANCELLED: "✖️ cancelled",
+STATUS_EMOJI: Final[dict[JobStatus, str]] = {
+    JobStatus.QUEUED: "⏳",
+    JobStatus.RUNNING: "🎨",
+    JobStatus.FINISHED: "✅",
+    JobStatus.FAILED: "⚠️",
+    JobStatus.CANCELLED: "✖️",
 }
 
 Button = discord.ui.Button["HistoryView"]
@@ -76,29 +77,39 @@ def _escaped(text: str, limit: int) -> str:
     return discord.utils.escape_markdown(formatting.clip(" ".join(text.split()), limit))
 
 
-def _seeds_text(seeds: tuple[int, ...]) -> str:
+def _seeds_text(locale: str, seeds: tuple[int, ...]) -> str:
     if not seeds:
-        return "Seed random"
+        return tr(locale, "Seed random")
     if len(seeds) == 1:
-        return f"Seed {seeds[0]}"
-    return "Seeds " + ", ".join(str(seed) for seed in seeds)
+        return tr(locale, "Seed {seed}", seed=seeds[0])
+    return tr(locale, "Seeds {seeds}", seeds=", ".join(str(seed) for seed in seeds))
 
 
-def entry_field(entry: HistoryEntry) -> tuple[str, str]:
+def entry_field(locale: str, entry: HistoryEntry) -> tuple[str, str]:
     """The embed field (name, value) of one job; the value stays under 1024 characters."""
-    name = f"#{entry.job_id} · {STATUS_WORDS.get(entry.status, entry.status.value)}"
+    status = f"{STATUS_EMOJI[entry.status]} {formatting.status_word(locale, entry.status)}"
+    name = f"#{entry.job_id} · {status}"
     lines: list[str] = []
     if entry.prompt is None:
-        lines.append("*Prompt hidden here: asked for in an age-restricted channel.*")
+        lines.append(
+            "*" + tr(locale, "Prompt hidden here: asked for in an age-restricted channel.") + "*"
+        )
     else:
         lines.append(_escaped(entry.prompt, PROMPT_CHARS))
         if entry.negative_prompt and entry.negative_prompt.strip():
-            lines.append(f"Negative: {_escaped(entry.negative_prompt, NEGATIVE_CHARS)}")
+            negative = _escaped(entry.negative_prompt, NEGATIVE_CHARS)
+            lines.append(tr(locale, "Negative: {negative}", negative=negative))
     request = entry.request
+    if request.hires is None:
+        size = entry.size
+    else:
+        size = tr(
+            locale, "{size} (hires ×{scale})", size=entry.size, scale=f"{request.hires.scale:g}"
+        )
     settings = [
-        _seeds_text(entry.seeds),
-        entry.size if request.hires is None else f"{entry.size} (hires ×{request.hires.scale:g})",
-        formatting.plural(request.steps, "step"),
+        _seeds_text(locale, entry.seeds),
+        size,
+        trn(locale, request.steps, "1 step", "{count} steps"),
         formatting.timestamp(entry.queued_at),
     ]
     lines.append(" · ".join(settings))
@@ -106,23 +117,32 @@ def entry_field(entry: HistoryEntry) -> tuple[str, str]:
         lines.append(f"-# {_escaped(entry.failure_reason, REASON_CHARS)}")
     url = entry.jump_url
     if url is not None:
-        what = "result" if entry.status is JobStatus.FINISHED else "message"
-        lines.append(f"[Jump to the {what}]({url})")
+        if entry.status is JobStatus.FINISHED:
+            lines.append(tr(locale, "[Jump to the result]({url})", url=url))
+        else:
+            lines.append(tr(locale, "[Jump to the message]({url})", url=url))
     return name, formatting.clip("\n".join(lines), formatting.EMBED_FIELD_MAX)
 
 
-def history_embed(page: HistoryPage, *, number: int, in_server: bool) -> discord.Embed:
-    where = "in this server" if in_server else "in direct messages"
-    embed = discord.Embed(title=f"Your recent jobs {where}", colour=formatting.COLOR)
+def history_embed(locale: str, page: HistoryPage, *, number: int, in_server: bool) -> discord.Embed:
+    if in_server:
+        title = tr(locale, "Your recent jobs in this server")
+    else:
+        title = tr(locale, "Your recent jobs in direct messages")
+    embed = discord.Embed(title=title, colour=formatting.COLOR)
     for entry in page.entries:
-        name, value = entry_field(entry)
+        name, value = entry_field(locale, entry)
         embed.add_field(name=name, value=value, inline=False)
     if any(entry.prompt_hidden for entry in page.entries):
-        embed.description = (
-            "-# Prompts of jobs from age-restricted channels show only in such channels."
+        embed.description = "-# " + tr(
+            locale, "Prompts of jobs from age-restricted channels show only in such channels."
         )
     embed.set_footer(
-        text=f"Page {number} · Images: get them again · Re-run: same settings and seed"
+        text=tr(
+            locale,
+            "Page {number} · Images: get them again · Re-run: same settings and seed",
+            number=number,
+        )
     )
     return embed
 
@@ -138,9 +158,11 @@ class HistoryView(discord.ui.View):
         guild_id: int | None,
         age_restricted_here: bool,
         nonce: int,
+        locale: str,
     ) -> None:
         super().__init__(timeout=VIEW_TIMEOUT_S)
         self.bot = bot
+        self.locale = locale
         self.owner_id = owner_id
         self.guild_id = guild_id
         self.age_restricted_here = age_restricted_here
@@ -164,7 +186,9 @@ class HistoryView(discord.ui.View):
         return self.page
 
     def embed(self) -> discord.Embed:
-        return history_embed(self.page, number=self.number, in_server=self.guild_id is not None)
+        return history_embed(
+            self.locale, self.page, number=self.number, in_server=self.guild_id is not None
+        )
 
     def _button(
         self,
@@ -194,10 +218,11 @@ class HistoryView(discord.ui.View):
 
     def _lay_out(self) -> None:
         self.clear_items()
+        locale = self.locale
         for entry in self.page.entries:
             self._button(
                 f"images:{entry.job_id}",
-                f"Images #{entry.job_id}",
+                tr(locale, "Images #{job}", job=entry.job_id),
                 0,
                 self._images_of(entry),
                 emoji="🖼️",
@@ -205,33 +230,47 @@ class HistoryView(discord.ui.View):
             )
             self._button(
                 f"rerun:{entry.job_id}",
-                f"Re-run #{entry.job_id}",
+                tr(locale, "Re-run #{job}", job=entry.job_id),
                 1,
                 self._rerun_of(entry),
                 emoji="🔁",
             )
         if self.page.newer is not None or self.page.older is not None:
             self._button(
-                "previous", "Previous", 2, self._previous, emoji="◀️", disabled=not self.page.newer
+                "previous",
+                tr(locale, "Previous"),
+                2,
+                self._previous,
+                emoji="◀️",
+                disabled=not self.page.newer,
             )
-            self._button("next", "Next", 2, self._next, emoji="▶️", disabled=not self.page.older)
+            self._button(
+                "next", tr(locale, "Next"), 2, self._next, emoji="▶️", disabled=not self.page.older
+            )
 
     # ---------------------------------------------------------------- who may press
     async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
         if interaction.user.id == self.owner_id:
             return True
-        await reply(interaction, "This is someone else's history: run `/history` for yours.")
+        await reply(
+            interaction,
+            tr(
+                locale_of(interaction),
+                "This is someone else's history: run `/history` for yours.",
+            ),
+        )
         return False
 
     async def on_error(
         self, interaction: discord.Interaction[Any], error: Exception, item: discord.ui.Item[Any], /
     ) -> None:
+        locale = locale_of(interaction)
         if isinstance(error, DatabaseError):
             log.error("/history failed: %s", error)
-            text = formatting.apology_text("the database is not available")
+            text = formatting.database_down_text(locale)
         else:
             log.error("/history failed", exc_info=error)
-            text = formatting.apology_text(f"an internal error ({type(error).__name__})")
+            text = formatting.internal_error_text(locale, error)
         try:
             await reply(interaction, text)
         except discord.HTTPException as exc:
@@ -273,7 +312,14 @@ class HistoryView(discord.ui.View):
         async def images(interaction: discord.Interaction[Any]) -> None:
             info = self.bot.get_cog(InfoCog.__cog_name__)
             if not isinstance(info, InfoCog):
-                await reply(interaction, f"Use `/images job:{entry.job_id}` to get them again.")
+                await reply(
+                    interaction,
+                    tr(
+                        locale_of(interaction),
+                        "Use `/images job:{job}` to get them again.",
+                        job=entry.job_id,
+                    ),
+                )
                 return
             # The /images command itself: one path for fetching kept images again.
             await _IMAGES_COMMAND(info, interaction, entry.job_id)
@@ -290,8 +336,13 @@ class HistoryView(discord.ui.View):
             limit = max_steps(await self.bot.service.admin.defaults(self.guild_id), settings)
             if request.steps > limit:
                 raise RequestError(
-                    f"this server allows at most {limit} steps (job #{entry.job_id} "
-                    f"used {request.steps})"
+                    tr(
+                        self.locale,
+                        "this server allows at most {most} steps (job #{job} used {steps})",
+                        most=limit,
+                        job=entry.job_id,
+                        steps=request.steps,
+                    )
                 )
             return request
 
@@ -318,13 +369,17 @@ class HistoryCog(commands.Cog):
             guild_id=interaction.guild_id,
             age_restricted_here=age_restricted(interaction),
             nonce=interaction.id,
+            locale=locale_of(interaction),
         )
         page = await view.load()
         if not page.entries:
-            where = "in this server" if interaction.guild_id is not None else "in direct messages"
-            await interaction.followup.send(
-                f"You have no jobs {where} yet: `/imagine` makes one.", ephemeral=True
-            )
+            if interaction.guild_id is not None:
+                text = tr(view.locale, "You have no jobs in this server yet: `/imagine` makes one.")
+            else:
+                text = tr(
+                    view.locale, "You have no jobs in direct messages yet: `/imagine` makes one."
+                )
+            await interaction.followup.send(text, ephemeral=True)
             return
         view.message = await interaction.followup.send(
             embed=view.embed(), view=view, ephemeral=True, wait=True

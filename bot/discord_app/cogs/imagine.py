@@ -18,6 +18,7 @@ from bot.attachments import AttachmentRefused, download, too_large
 from bot.discord_app import choices
 from bot.discord_app.context import destination, reply
 from bot.discord_app.formatting import bad_request_text
+from bot.discord_app.i18n import locale_of, tr
 from bot.discord_app.requests import ImagineOptions, build_request
 from bot.discord_app.submit import retract, submit_request
 from bot.request import MAX_SEED, GenerationRequest, RequestError, find_aspect
@@ -95,25 +96,28 @@ class ImagineCog(commands.Cog):
         try:
             draft = build_request(options, {}, settings)
         except RequestError as exc:
-            await reply(interaction, bad_request_text(str(exc)))
+            await reply(interaction, bad_request_text(locale_of(interaction), str(exc)))
             return
 
         update: dict[str, object] = {}
         if image is None:
             if strength is not None:
-                await reply(interaction, bad_request_text("strength needs an image to start from"))
+                locale = locale_of(interaction)
+                reason = tr(locale, "strength needs an image to start from")
+                await reply(interaction, bad_request_text(locale, reason))
                 return
         else:
             # Refused before anything is downloaded when the declared size is too large.
             limit = settings.engine.input_max_bytes
             if image.size > limit:
-                await reply(interaction, bad_request_text(str(too_large(image.size, limit))))
+                reason = str(too_large(image.size, limit))
+                await reply(interaction, bad_request_text(locale_of(interaction), reason))
                 return
             await interaction.response.defer(thinking=True)
             try:
                 update = await self._image_prompt(interaction, image, options, strength)
             except AttachmentRefused as exc:
-                await retract(interaction, bad_request_text(str(exc)))
+                await retract(interaction, bad_request_text(locale_of(interaction), str(exc)))
                 return
             draft = draft.model_copy(update=update)
 

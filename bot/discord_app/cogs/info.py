@@ -16,7 +16,7 @@ from bot.admin import max_steps
 from bot.discord_app import formatting
 from bot.discord_app.context import requester
 from bot.discord_app.delivery import file_name, fit_images
-from bot.discord_app.i18n import locale_of, localize, localize_embed, tr
+from bot.discord_app.i18n import locale_of, tr
 from bot.discord_app.moderation import job_id_of
 from bot.images import Infotext, read_infotext
 from bot.service import NotAllowed
@@ -54,14 +54,14 @@ class InfoCog(commands.Cog):
     async def queue(self, interaction: discord.Interaction[AnimagineBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         status = await self.bot.service.status(requester(interaction))
-        text = localize(locale_of(interaction), formatting.queue_text(status))
+        text = formatting.queue_text(locale_of(interaction), status)
         await interaction.followup.send(text, ephemeral=True)
 
     @app_commands.command(name="limits", description="How many images you may ask for now")
     async def limits(self, interaction: discord.Interaction[AnimagineBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         allowance = await self.bot.service.allowance(requester(interaction))
-        text = localize(locale_of(interaction), formatting.allowance_text(allowance))
+        text = formatting.allowance_text(locale_of(interaction), allowance)
         await interaction.followup.send(text, ephemeral=True)
 
     @app_commands.command(name="images", description="Get the images of one of your jobs again")
@@ -91,13 +91,9 @@ class InfoCog(commands.Cog):
             )
             return
         files = [(file_name(record, image), image.png) for image in images]
-        fitted = await asyncio.to_thread(fit_images, files, interaction.filesize_limit)
+        fitted = await asyncio.to_thread(fit_images, locale, files, interaction.filesize_limit)
         for number, group in enumerate(fitted.groups):
-            text = (
-                localize(locale, formatting.images_again_text(record, len(images)))
-                if number == 0
-                else ""
-            )
+            text = formatting.images_again_text(locale, record, len(images)) if number == 0 else ""
             if number == 0 and fitted.notes:
                 text += "\n" + "\n".join(f"-# {note}" for note in fitted.notes)
             attachments = [
@@ -112,8 +108,9 @@ class InfoCog(commands.Cog):
     @app_commands.command(name="help", description="How to prompt Animagine XL 3.1")
     async def help_command(self, interaction: discord.Interaction[AnimagineBot]) -> None:
         settings = self.bot.settings
-        embed = formatting.help_embed(max_steps({}, settings), settings.engine.max_count)
-        localize_embed(locale_of(interaction), embed)
+        embed = formatting.help_embed(
+            locale_of(interaction), max_steps({}, settings), settings.engine.max_count
+        )
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     async def generation_info(
@@ -164,6 +161,7 @@ class InfoCog(commands.Cog):
         if job.guild_id != interaction.guild_id:
             return None
         request = job.request
-        embed = discord.Embed(title=f"Job #{job.id}", colour=formatting.COLOR)
-        formatting.job_fields(embed, job, request)
-        return localize_embed(locale_of(interaction), embed)
+        locale = locale_of(interaction)
+        embed = discord.Embed(title=tr(locale, "Job #{job}", job=job.id), colour=formatting.COLOR)
+        formatting.job_fields(locale, embed, job, request)
+        return embed

@@ -19,7 +19,7 @@ from discord.ext import commands
 from bot.admin import ServerAdmin
 from bot.discord_app import formatting
 from bot.discord_app.context import is_moderator
-from bot.discord_app.i18n import locale_of, localize_embed, tr
+from bot.discord_app.i18n import locale_of, tr, trn
 from bot.discord_app.moderation import DurationError, job_id_of, parse_duration
 
 if TYPE_CHECKING:
@@ -29,30 +29,6 @@ log = logging.getLogger(__name__)
 
 MODERATOR_ONLY: Final = "Only moderators (Manage Messages in this channel) can do that."
 Target = discord.Member | discord.User
-
-
-_COUNTS: Final = {
-    "bot message": ("1 bot message", "{count} bot messages"),
-    "message": ("1 message", "{count} messages"),
-}
-
-
-def _count(locale: str, n: int, word: str) -> str:
-    """``formatting.plural`` in the member's language: "1 message", "3 messages"."""
-    one, many = _COUNTS[word]
-    return tr(locale, one) if n == 1 else tr(locale, many, count=n)
-
-
-def _ban_line(locale: str, until: datetime | None) -> str:
-    """``formatting.ban_line`` in the member's language."""
-    if until is None:
-        return tr(locale, "until unbanned")
-    return tr(
-        locale,
-        "until {when} ({relative})",
-        when=formatting.timestamp(until, "f"),
-        relative=formatting.timestamp(until),
-    )
 
 
 class NotModerator(app_commands.CheckFailure):
@@ -110,6 +86,7 @@ class ModCog(
         policy = await self.bot.modlog.policy(job.guild_id)
         guild = None if job.guild_id is None else self.bot.get_guild(job.guild_id)
         embed = formatting.who_made_embed(
+            locale,
             job,
             request,
             made.images,
@@ -117,7 +94,6 @@ class ModCog(
             target_url=formatting.message_url(interaction.guild_id, message.channel.id, message.id),
             thresholds=None if policy is None else policy.thresholds,
         )
-        localize_embed(locale, embed, description=False, values=False)
         await interaction.followup.send(embed=embed, ephemeral=True)
 
     # ------------------------------------------------------------------ /mod ban, unban
@@ -158,19 +134,26 @@ class ModCog(
         cancelled = banned.cancelled
         await self.bot.modlog.post(
             guild_id,
-            formatting.log_ban_text(member.id, interaction.user.id, reason, until, cancelled),
+            formatting.log_ban_text(
+                self.bot.modlog.locale(guild_id),
+                member.id,
+                interaction.user.id,
+                reason,
+                until=until,
+                cancelled=cancelled,
+            ),
         )
         text = tr(
             locale,
             "Banned {member} from the bot {until}: {reason}.",
             member=member.mention,
-            until=_ban_line(locale, until),
+            until=formatting.ban_line(locale, until),
             reason=reason,
         )
-        if cancelled == 1:
-            text += " " + tr(locale, "1 waiting job cancelled.")
-        elif cancelled:
-            text += " " + tr(locale, "{count} waiting jobs cancelled.", count=cancelled)
+        if cancelled:
+            text += " " + trn(
+                locale, cancelled, "1 waiting job cancelled.", "{count} waiting jobs cancelled."
+            )
         await interaction.followup.send(text, ephemeral=True)
 
     @app_commands.command(name="unban", description="Let a banned member use the bot again")
@@ -199,7 +182,10 @@ class ModCog(
             )
             return
         await self.bot.modlog.post(
-            guild_id, formatting.log_unban_text(member.id, interaction.user.id, reason)
+            guild_id,
+            formatting.log_unban_text(
+                self.bot.modlog.locale(guild_id), member.id, interaction.user.id, reason
+            ),
         )
         await interaction.followup.send(
             tr(locale, "Unbanned {member}: they can use the bot again.", member=member.mention),
@@ -268,14 +254,20 @@ class ModCog(
             )
             await self.bot.modlog.post(
                 guild_id,
-                formatting.log_purge_text(member.id, interaction.user.id, channel_id, len(deleted)),
+                formatting.log_purge_text(
+                    self.bot.modlog.locale(guild_id),
+                    member.id,
+                    interaction.user.id,
+                    channel_id,
+                    len(deleted),
+                ),
             )
         text = tr(
             locale,
             "Deleted {deleted} of {member} in {channel} (looked through the last {scanned}).",
-            deleted=_count(locale, len(deleted), "bot message"),
+            deleted=formatting.messages_count(locale, len(deleted), bot=True),
             member=member.mention,
             channel=f"<#{channel_id}>",
-            scanned=_count(locale, scan, "message"),
+            scanned=formatting.messages_count(locale, scan),
         )
         await interaction.followup.send(text + problem, ephemeral=True)
