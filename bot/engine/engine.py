@@ -354,9 +354,9 @@ class Engine:
 
     @classmethod
     def load(cls, settings: Settings, *, previews: bool = False) -> Engine:
-        """Load the model; with ``previews``, TAESD for live previews too (Redis workers;
-        else the embedded renderer loads it before its first job: :meth:`load_previews`;
-        the CLI shows none and never loads it)."""
+        """Load the model; with ``previews``, TAESD for live previews too (else
+        :meth:`load_previews` loads it: the embedded renderer before its first job, a Redis
+        worker beside its first jobs; the CLI shows none and never loads it)."""
         placement = resolve_placement(settings.engine)
         pipeline = load_pipeline(settings.model, placement)
         engine = cls(
