@@ -14,7 +14,8 @@ Streams and keys (``P`` is ``queue.redis_prefix``):
   by another worker (XAUTOCLAIM).
 * ``P:results`` - finished, failed and cancelled jobs; consumer group ``bot``: survives a
   bot restart, so results published meanwhile are delivered when it is back.
-* ``P:progress`` - started and progress notes (at most one a second per job), capped.
+* ``P:progress`` - started and progress notes (at most one a second per job, plus one at
+  each step that brings a live preview), capped.
 * ``P:inflight`` - hash: job id -> dispatch note, the bot's record of what Redis holds for
   it; a job running in SQLite with no entry here (Redis restarted or emptied) is dispatched
   again.
@@ -24,6 +25,15 @@ Streams and keys (``P`` is ``queue.redis_prefix``):
   blocking XREAD and stops the job at its next step.
 * ``P:worker:<name>`` - a worker's heartbeat (JSON, TTL of three heartbeats).
 * ``P:protocol`` - the bot's protocol version; a worker of another version refuses to run.
+
+Live previews: the bot decides whether a job gets previews and how often (its settings, the
+server's ``previews`` default, the queue's length) and says so in the job's optional
+``preview_every`` (seconds, at most :data:`MAX_PREVIEW_INTERVAL_S`; absent or null: none).
+A worker that loaded TAESD passes it to the engine (whose auto-off holds there as in the
+bot) and puts each preview in that step's progress note as ``preview``: a base64 WebP of at
+most :data:`MAX_PREVIEW_BYTES` (one over that is not sent; a note whose preview is over it
+or not a WebP is dropped by the reader). Both fields are optional: a worker or bot without
+them reads and sends everything else as before.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +54,8 @@ PROTOCOL_VERSION = 3
 # 3: a job may be img2img: its ``image`` carries the input image (base64 PNG, at most
 #    MAX_INPUT_PNG_BYTES) with its strength. A version 2 worker would ignore the field and
 #    draw from noise, so the version changed: bot and workers must be upgraded together.
+#    Also optional, in the same (unreleased) version: a job's ``preview_every`` and a progress
+#    note's ``preview`` (live previews); a side without them ignores them.
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_PNG_BYTES = 16 * 1024 * 1024
@@ -53,6 +66,10 @@ MAX_TEXT = 8192
 MAX_NAME = 256
 MAX_PARAMS = 64
 MAX_TIMINGS = 32
+MAX_PREVIEW_BYTES = 64 * 1024  # one live preview (WebP)
+MAX_PREVIEW_SIDE = 1024  # pixels, as previews.max_side allows
+MAX_PREVIEW_INTERVAL_S = 600.0  # as previews.interval_s allows
+MAX_PROGRESS_BYTES = 128 * 1024  # a progress note, its preview's base64 included
 
 
 class ProtocolError(Exception):
@@ -113,6 +130,20 @@ def _float(data: dict[str, Any], key: str) -> float:
     return float(value)
 
 
+def _preview_every(data: dict[str, Any]) -> float | None:
+    """A job's optional preview interval (absent or null: no previews)."""
+    if data.get("preview_every") is None:
+        return None
+    value = _float(data, "preview_every")
+    if not (math.isfinite(value) and 0.0 <= value <= MAX_PREVIEW_INTERVAL_S):
+        raise ProtocolError(f"preview_every: expected 0..{MAX_PREVIEW_INTERVAL_S:g} seconds")
+    return value
+
+
+def is_webp(data: bytes) -> bool:
+    return len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+
+
 def _pairs(value: object, key: str) -> dict[str, str]:
     if not isinstance(value, dict) or len(value) > MAX_PARAMS:
         raise ProtocolError(f"{key}: expected at most {MAX_PARAMS} entries")
@@ -135,7 +166,9 @@ def _image_fields(render: RenderJob, png: bytes | None) -> dict[str, Any] | None
     }
 
 
-def _job_fields(job_id: int, render: RenderJob, png: bytes | None = None) -> dict[str, Any]:
+def _job_fields(
+    job_id: int, render: RenderJob, png: bytes | None = None, preview_every: float | None = None
+) -> dict[str, Any]:
     return {
         "job_id": job_id,
         "prompt": render.prompt,
@@ -151,23 +184,39 @@ def _job_fields(job_id: int, render: RenderJob, png: bytes | None = None) -> dic
         else {"scale": render.hires.scale, "strength": render.hires.strength},
         "extra_params": dict(render.extra_params),
         "image": _image_fields(render, png),
+        # optional: absent means no previews (and a message as before the field)
+        **({} if preview_every is None else {"preview_every": preview_every}),
     }
 
 
 def job_message(
-    jobs: list[tuple[int, RenderJob]], inputs: Mapping[int, bytes] | None = None
+    jobs: list[tuple[int, RenderJob]],
+    inputs: Mapping[int, bytes] | None = None,
+    previews: Mapping[int, float | None] | None = None,
 ) -> str:
     """One stream entry for one worker: a job, or a micro-batch of compatible jobs that the
     worker renders in one pipeline call (the bot chose them, in fair order). ``inputs``:
-    the input image (PNG bytes) of each img2img job, by job id."""
+    the input image (PNG bytes) of each img2img job, by job id; ``previews``: the seconds
+    between two live previews of each job that gets them, by job id."""
     if not 1 <= len(jobs) <= MAX_IMAGES:
         raise ValueError(f"a job message holds 1..{MAX_IMAGES} jobs")
     inputs = inputs or {}
+    previews = previews or {}
     for job_id, _render in jobs:
         png = inputs.get(job_id)
         if png is not None and len(png) > MAX_INPUT_PNG_BYTES:
             raise ValueError(f"job {job_id}: an input image of {len(png)} bytes is over the limit")
-    return encode({"kind": "job", "jobs": [_job_fields(i, r, inputs.get(i)) for i, r in jobs]})
+        every = previews.get(job_id)
+        if every is not None and not (
+            math.isfinite(every) and 0.0 <= every <= MAX_PREVIEW_INTERVAL_S
+        ):
+            raise ValueError(f"job {job_id}: a preview interval of {every} s is out of range")
+    return encode(
+        {
+            "kind": "job",
+            "jobs": [_job_fields(i, r, inputs.get(i), previews.get(i)) for i, r in jobs],
+        }
+    )
 
 
 def _read_image(data: object) -> tuple[ImagePrompt | None, bytes | None]:
@@ -203,7 +252,7 @@ def _read_image(data: object) -> tuple[ImagePrompt | None, bytes | None]:
     return image, png
 
 
-def _read_one(data: object) -> tuple[int, RenderJob, bytes | None]:
+def _read_one(data: object) -> tuple[int, RenderJob, bytes | None, float | None]:
     if not isinstance(data, dict):
         raise ProtocolError("jobs: expected objects")
     seeds = data.get("seeds")
@@ -233,23 +282,42 @@ def _read_one(data: object) -> tuple[int, RenderJob, bytes | None]:
         extra_params=tuple(_pairs(data.get("extra_params", {}), "extra_params").items()),
         image=image,
     )
-    return _int(data, "job_id"), render, png
+    return _int(data, "job_id"), render, png, _preview_every(data)
 
 
-def read_job_message(raw: bytes | str) -> tuple[list[tuple[int, RenderJob]], dict[int, bytes]]:
-    """The jobs of a job message (one, or a micro-batch), each bounded, and the input
-    image (PNG bytes) of each img2img job that carries one, by job id."""
+@dataclass(frozen=True)
+class JobBatch:
+    """A job message read back: its jobs, and by job id the input image (PNG bytes) of each
+    img2img job that carries one and the preview interval of each job that gets previews."""
+
+    jobs: list[tuple[int, RenderJob]]
+    inputs: dict[int, bytes] = field(default_factory=dict)
+    previews: dict[int, float] = field(default_factory=dict)
+
+
+def read_job_batch(raw: bytes | str) -> JobBatch:
+    """A job message (one job, or a micro-batch), every field bounded."""
     data = decode(raw, "job")
     jobs = data.get("jobs")
     if not isinstance(jobs, list) or not 1 <= len(jobs) <= MAX_IMAGES:
         raise ProtocolError(f"jobs: expected 1..{MAX_IMAGES} jobs")
     read = [_read_one(item) for item in jobs]
-    if sum(len(render.seeds) for _, render, _png in read) > MAX_IMAGES:
+    if sum(len(render.seeds) for _, render, _png, _every in read) > MAX_IMAGES:
         raise ProtocolError(f"a job message of more than {MAX_IMAGES} images")
-    if len(read) > 1 and any(render.image is not None for _, render, _png in read):
+    if len(read) > 1 and any(render.image is not None for _, render, _png, _every in read):
         raise ProtocolError("an img2img job is sent alone, never in a micro-batch")
-    inputs = {job_id: png for job_id, _render, png in read if png is not None}
-    return [(job_id, render) for job_id, render, _png in read], inputs
+    return JobBatch(
+        jobs=[(job_id, render) for job_id, render, _png, _every in read],
+        inputs={job_id: png for job_id, _render, png, _every in read if png is not None},
+        previews={job_id: every for job_id, _render, _png, every in read if every is not None},
+    )
+
+
+def read_job_message(raw: bytes | str) -> tuple[list[tuple[int, RenderJob]], dict[int, bytes]]:
+    """The jobs of a job message (one, or a micro-batch), each bounded, and the input
+    image (PNG bytes) of each img2img job that carries one, by job id."""
+    batch = read_job_batch(raw)
+    return batch.jobs, batch.inputs
 
 
 def read_jobs(raw: bytes | str) -> list[tuple[int, RenderJob]]:
@@ -349,7 +417,13 @@ def read_result(raw: bytes | str) -> Result:
 
 
 # ----------------------------------------------------------------------- progress
-def progress_message(job_id: int, worker: str, step: int, total: int, phase: str) -> str:
+def progress_message(
+    job_id: int, worker: str, step: int, total: int, phase: str, *, preview: bytes | None = None
+) -> str:
+    """A progress note; ``preview``: the step's live preview (a WebP of at most
+    :data:`MAX_PREVIEW_BYTES`, else :class:`ValueError`: send the note without it)."""
+    if preview is not None and (len(preview) > MAX_PREVIEW_BYTES or not is_webp(preview)):
+        raise ValueError(f"a preview must be a WebP of at most {MAX_PREVIEW_BYTES} bytes")
     return encode(
         {
             "kind": "progress",
@@ -358,6 +432,7 @@ def progress_message(job_id: int, worker: str, step: int, total: int, phase: str
             "step": step,
             "total": total,
             "phase": phase,
+            **({} if preview is None else {"preview": base64.b64encode(preview).decode("ascii")}),
         }
     )
 
@@ -369,9 +444,27 @@ class ProgressNote:
     step: int  # 0: the render started
     total: int
     phase: str
+    preview: bytes | None = None  # the step's live preview (WebP), not yet checked
+
+
+def _read_preview(data: dict[str, Any]) -> bytes | None:
+    encoded = data.get("preview")
+    if encoded is None:
+        return None
+    if not isinstance(encoded, str) or len(encoded) > MAX_PREVIEW_BYTES * 4 // 3 + 4:
+        raise ProtocolError(f"preview: expected base64 of at most {MAX_PREVIEW_BYTES} bytes")
+    try:
+        preview = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("preview: not base64") from None
+    if len(preview) > MAX_PREVIEW_BYTES or not is_webp(preview):
+        raise ProtocolError(f"preview: expected a WebP of at most {MAX_PREVIEW_BYTES} bytes")
+    return preview
 
 
 def read_progress(raw: bytes | str) -> ProgressNote:
+    if len(raw) > MAX_PROGRESS_BYTES:
+        raise ProtocolError(f"a progress message of {len(raw)} bytes is over the limit")
     data = decode(raw, "progress")
     return ProgressNote(
         _int(data, "job_id"),
@@ -379,6 +472,7 @@ def read_progress(raw: bytes | str) -> ProgressNote:
         _int(data, "step", 0, 100_000),
         _int(data, "total", 0, 100_000),
         _text(data, "phase", 16),
+        _read_preview(data),
     )
 
 

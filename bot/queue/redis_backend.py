@@ -9,6 +9,14 @@ PNG, image rows) and events as the embedded renderer. SQLite stays the record: a
 a job that is no longer running there is dropped by job id, and a running job of which Redis
 knows nothing (restarted, emptied) is dispatched again. Streams, keys and messages are
 described in :mod:`bot.queue.protocol`.
+
+Live previews: the bot decides, as for the embedded renderer
+(:meth:`~bot.queue.render.Renderer.previews_wanted`: its settings, the server's default, the
+queue), whether a job gets previews and how often, and sends the interval with the job;
+a worker with TAESD sends a small preview in the progress note of a step that has one. Each
+is decoded (:func:`bot.queue.previews.decode_preview`) and passes the very same image check
+as in the embedded renderer (:class:`bot.queue.previews.PreviewCheck`) before the adapter
+hears of it; one that comes while the job's previous preview is in the check is dropped.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import asyncio
 import io
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,6 +37,7 @@ from bot.engine.job import RenderJob
 from bot.images import Infotext
 from bot.logs import job_context
 from bot.queue import protocol
+from bot.queue.previews import decode_preview
 from bot.queue.state import RendererState
 from bot.storage.jobs import JobNotFoundError, JobRecord, JobStateError
 from bot.storage.models import JobStatus
@@ -195,6 +204,7 @@ class RedisDispatcher(RendererState):
         self.plans: dict[int, Plan] = {}
         self.records: dict[int, JobRecord] = {}  # job id -> its row when it was handed out
         self.started: dict[int, float] = {}  # job id -> when a worker started it
+        self.preview_every: dict[int, float] = {}  # job id -> seconds between its previews
         self.handled = 0  # results delivered (finished, failed, cancelled by a worker)
         self.refused_warned: set[str] = set()
         self._lock = asyncio.Lock()
@@ -302,6 +312,7 @@ class RedisDispatcher(RendererState):
                 continue
             self.plans[job.id] = plan
             self.records[job.id] = job
+            await self._want_previews(job)
             message = held.get(str(job.id).encode(), held.get(str(job.id)))
             if isinstance(message, bytes):
                 message = message.decode("utf-8", "replace")
@@ -426,16 +437,25 @@ class RedisDispatcher(RendererState):
                 continue
             self.plans[job.id] = plan
             self.records[job.id] = job
+            await self._want_previews(job)
             # An img2img job goes alone, with its input image.
             key = (plan.job.shape.batch_key, None if plan.job.image is None else job.id)
             groups.setdefault(key, []).append((job, plan))
         for group in groups.values():
             await self._send([(job.id, plan.job) for job, plan in group])
 
+    async def _want_previews(self, job: JobRecord) -> None:
+        """Decide now whether ``job`` gets live previews, and how often (sent with it)."""
+        every = await self.renderer.previews_wanted(job)
+        if every is None:
+            self.preview_every.pop(job.id, None)
+        else:
+            self.preview_every[job.id] = every
+
     async def _message(self, jobs: list[tuple[int, RenderJob]]) -> str:
         """The job message for ``jobs``, with the input image of an img2img job read from
         the image vault (a missing one is sent as such: the worker fails the job, saying
-        so)."""
+        so) and each job's preview interval."""
         vault = self.renderer.outbox.vault
         inputs: dict[int, bytes] = {}
         for job_id, render in jobs:
@@ -443,7 +463,8 @@ class RedisDispatcher(RendererState):
                 png = await asyncio.to_thread(vault.read_input, render.image.source)
                 if png is not None:
                     inputs[job_id] = png
-        return protocol.job_message(jobs, inputs)
+        previews = {j: self.preview_every[j] for j, _ in jobs if j in self.preview_every}
+        return protocol.job_message(jobs, inputs, previews)
 
     async def _send(self, jobs: list[tuple[int, RenderJob]]) -> None:
         """Record the jobs as handed out and hand them out in one message, under the lock
@@ -520,6 +541,7 @@ class RedisDispatcher(RendererState):
     def _forget(self, job_id: int) -> None:
         self.plans.pop(job_id, None)
         self.records.pop(job_id, None)
+        self.preview_every.pop(job_id, None)
 
     async def _cancel(self, job_id: int) -> None:
         if self.redis is not None:
@@ -707,9 +729,16 @@ class RedisDispatcher(RendererState):
                 await self.renderer.notify(self.events.on_started(job))
             if note.step == 0:
                 return
-        await self.renderer.notify(
-            self.events.on_progress(job, Progress(note.step, note.total, note.phase))
-        )
+        progress = Progress(note.step, note.total, note.phase)
+        plan = self.plans.get(note.job_id)
+        previews = self.renderer.previews
+        if note.preview is not None and plan is not None and not previews.busy(note.job_id):
+            image = await asyncio.to_thread(decode_preview, note.preview)
+            if image is not None:
+                # Its text now; the preview to the adapter once it passed the image check.
+                previews.offer(job, plan, replace(progress, preview=image))
+                return
+        await self.renderer.notify(self.events.on_progress(job, progress))
 
 
 def _images(result: protocol.Result, render: RenderJob) -> list[Any]:

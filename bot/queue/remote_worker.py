@@ -6,7 +6,17 @@ queue's Redis keys. It takes one job at a time from the ``workers`` consumer gro
 renders (XCLAIM ... JUSTID every third of the claim timeout, so a long render is never
 taken over), checks the job's cancel flag after every step, publishes progress at most once a
 second, then its result (PNG bytes, infotext, timings) and only then acknowledges the job
-(XACK): a worker killed at any point leaves the job to another. A heartbeat says who it is
+(XACK): a worker killed at any point leaves the job to another.
+
+Live previews: the worker loads TAESD as ``[previews]`` says (as the embedded engine does:
+a hub id or a local folder, ``model.offline`` honoured), beside its first jobs rather than
+before them (:func:`load_previews`); one that cannot be loaded means no previews and one
+warning, never a failed or late worker. A job the bot sent with a preview
+interval renders with it; each preview goes, as a small WebP (:func:`bot.queue.previews.
+encode_preview`; one over :data:`~bot.queue.protocol.MAX_PREVIEW_BYTES` is left out), in
+the progress note of its step, and the bot checks it before it is shown. The engine's
+auto-off (a decode costing more than ``previews.max_share`` of the time between two
+previews) holds here as in the bot: this worker then sends none. A heartbeat says who it is
 and what it does. On SIGTERM it drains: it takes no new job, says "draining" (the bot no
 longer counts it), and finishes the job it renders within ``queue.redis_drain_grace_s``
 (``--grace``); past that it stops the render and hands the job back to the stream, where
@@ -45,6 +55,7 @@ from bot.engine import (
 from bot.images import encode_png
 from bot.prompts import PromptError
 from bot.queue import protocol
+from bot.queue.previews import encode_preview
 from bot.queue.redis_backend import (
     WORKERS_GROUP,
     Keys,
@@ -87,6 +98,7 @@ class RemoteWorker:
         self._tokens: list[CancelToken] = []  # of the jobs rendering now
         self._rendering: dict[int, CancelToken] = {}  # job id -> its token, while rendering
         self._inputs: dict[int, bytes] = {}  # the input images (img2img) of the jobs in hand
+        self._previews: dict[int, float] = {}  # job id -> seconds between its live previews
         self._closing = False
         self._grace_timer: asyncio.TimerHandle | None = None
         self._draining_beat: asyncio.Task[None] | None = None
@@ -190,7 +202,8 @@ class RemoteWorker:
         pipe = self.redis.pipeline(transaction=True)
         for result in results or ():
             pipe.xadd(self.keys.results, {"m": protocol.result_message(result)})
-        pipe.xadd(self.keys.jobs, {"m": protocol.job_message(jobs, self._inputs)})
+        message = protocol.job_message(jobs, self._inputs, self._previews)
+        pipe.xadd(self.keys.jobs, {"m": message})
         pipe.xack(self.keys.jobs, WORKERS_GROUP, entry_id)
         pipe.xdel(self.keys.jobs, entry_id)
         await pipe.execute()
@@ -338,7 +351,8 @@ class RemoteWorker:
 
     async def _serve(self, entry_id: Any, raw: bytes | str) -> None:
         try:
-            jobs, self._inputs = protocol.read_job_message(raw)
+            batch = protocol.read_job_batch(raw)
+            jobs, self._inputs, self._previews = batch.jobs, batch.inputs, batch.previews
         except protocol.IncompatibleVersion as exc:
             self.state = "refused"
             await self.beat(str(exc))
@@ -398,8 +412,17 @@ class RemoteWorker:
         for (job_id, _), token in zip(jobs, tokens, strict=True):
             self._rendering[job_id] = token
 
-        async def note(job_id: int, step: int, total: int, phase: str) -> None:
-            message = protocol.progress_message(job_id, self.name, step, total, phase)
+        async def note(
+            job_id: int, step: int, total: int, phase: str, preview: Image.Image | None = None
+        ) -> None:
+            data = None if preview is None else await asyncio.to_thread(encode_preview, preview)
+            if preview is not None and data is None:
+                log.info(
+                    "job %s: a live preview over %d bytes was left out",
+                    job_id,
+                    protocol.MAX_PREVIEW_BYTES,
+                )
+            message = protocol.progress_message(job_id, self.name, step, total, phase, preview=data)
             await self.redis.xadd(
                 self.keys.progress, {"m": message}, maxlen=10_000, approximate=True
             )
@@ -425,9 +448,13 @@ class RemoteWorker:
                     checked[0] = now
                     checking.set()
                     asyncio.run_coroutine_threadsafe(check_cancel(), loop)
-                if now - last.get(job_id, 0.0) >= PROGRESS_INTERVAL_S or p.step == p.total:
+                # A step with a preview always goes (the engine spaced the previews out).
+                due = now - last.get(job_id, 0.0) >= PROGRESS_INTERVAL_S or p.step == p.total
+                if due or p.preview is not None:
                     last[job_id] = now
-                    asyncio.run_coroutine_threadsafe(note(job_id, p.step, p.total, p.phase), loop)
+                    asyncio.run_coroutine_threadsafe(
+                        note(job_id, p.step, p.total, p.phase, p.preview), loop
+                    )
 
             return progress
 
@@ -447,12 +474,17 @@ class RemoteWorker:
         started = time.perf_counter()
         callbacks = [reporter(job_id, i == 0) for i, (job_id, _) in enumerate(jobs)]
         renders = [render for _, render in jobs]
+        every = [self._previews.get(job_id) for job_id, _ in jobs]
         try:
             init_image = self._input_image(jobs)
             outcome = await loop.run_in_executor(
                 self._gpu,
                 lambda: self.engine.render_batch(
-                    renders, on_progress=callbacks, cancels=tokens, init_image=init_image
+                    renders,
+                    on_progress=callbacks,
+                    cancels=tokens,
+                    init_image=init_image,
+                    preview_every=every,
                 ),
             )
         except JobCancelled:
@@ -510,13 +542,34 @@ class RemoteWorker:
         return [protocol.Result(job_id, "failed", self.name, reason=reason) for job_id, _ in jobs]
 
 
+def load_previews(engine: Engine, settings: Settings) -> threading.Thread | None:
+    """Load TAESD for live previews as ``[previews]`` says, beside the renders (a thread of
+    its own: the worker takes jobs at once, and a hub that cannot be reached, retried for
+    a while, never holds it up); jobs get previews once it is loaded. One that cannot be
+    loaded is one warning and no previews, never a failed worker. None when previews are
+    off in the worker's settings."""
+    if not settings.previews.active:
+        log.info("live previews: none from this worker ([previews] is off)")
+        return None
+
+    def load() -> None:
+        try:
+            engine.load_previews(settings)
+        except Exception:  # never the worker's end
+            log.exception("live previews off: TAESD could not be loaded")
+
+    thread = threading.Thread(target=load, name="load-taesd", daemon=True)
+    thread.start()
+    return thread
+
+
 async def serve(settings: Settings, *, name: str | None = None, grace: float | None = None) -> int:
     """Connect, load the model, serve until SIGTERM/SIGINT; returns the exit status."""
     redis = await connect(settings.queue.redis_url)
     try:
         log.info("loading the model from %s", settings.model.source)
-        # No live previews from remote workers yet: TAESD is not loaded there.
-        engine = await asyncio.to_thread(Engine.load, settings, previews=False)
+        engine = await asyncio.to_thread(Engine.load, settings)
+        load_previews(engine, settings)
         worker = RemoteWorker(settings, engine, redis, name=name)
         if grace is not None:
             worker.grace = grace

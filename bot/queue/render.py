@@ -27,11 +27,12 @@ The timeout of a batch is the per-job timeout times its number of jobs.
 Live previews (``[previews]``): each job of a call gets a preview interval, or none when
 previews are off for the bot, for its server (its ``previews`` default), while more than
 ``previews.busy_queue`` jobs wait, or when the engine turned them off (a decode costing too
-much of a step). A preview the engine attaches to a step passes the image check (the
-classifier on its own thread, never the engine's, the channel's policy as for results:
-:func:`bot.moderation.preview_shown`) before the adapter hears of it; the step's text
-progress goes on at once without it. While one preview of a job is being checked, later
-ones of that job are dropped, never queued.
+much of a step). A preview the engine attaches to a step passes the image check
+(:class:`bot.queue.previews.PreviewCheck`, which the Redis dispatcher's previews pass
+too: the classifier on its own thread, never the engine's, the channel's policy as for
+results) before the adapter hears of it; the step's text progress goes on at once without
+it. While one preview of a job is being checked, later ones of that job are dropped, never
+queued.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from PIL import Image
@@ -62,7 +63,6 @@ from bot.engine import (
 )
 from bot.engine.front import PromptFront
 from bot.logs import job_context
-from bot.moderation import image_verdict, preview_shown
 from bot.observability.telemetry import Telemetry
 from bot.outbox import Outbox
 from bot.planning import Plan, current_policy, decide, plan_job
@@ -71,6 +71,7 @@ from bot.queue.base import JobQueue, QueueEntry
 from bot.queue.eta import DurationModel
 from bot.queue.events import JobEvents
 from bot.queue.output import ImageOutput
+from bot.queue.previews import PreviewCheck
 from bot.shape import BatchKey
 from bot.storage.database import Database, DatabaseError
 from bot.storage.jobs import JobNotFoundError, JobRecord, JobStore
@@ -155,9 +156,13 @@ class Renderer:
         # Where the time of recent jobs went (render, encoders, decode, deliver), newest last.
         self.last_job_seconds: OrderedDict[int, dict[str, float]] = OrderedDict()
         self._failures: list[str] = []  # unexpected errors of the latest engine calls in a row
-        self._checking: set[int] = set()  # jobs with a preview in the image check now
         self._previews_loaded = False  # TAESD asked for (once, before the first job)
-        self.preview_check_seconds: list[float] = []  # recent preview checks, newest last
+        self.previews = PreviewCheck(output, events, self.spawn)
+
+    @property
+    def preview_check_seconds(self) -> list[float]:
+        """How long the recent preview checks took, newest last."""
+        return self.previews.seconds
 
     @property
     def failing(self) -> str | None:
@@ -378,10 +383,9 @@ class Renderer:
 
     # ----------------------------------------------------------------- previews
     async def preview_interval(self, job: JobRecord) -> float | None:
-        """Seconds between two live previews of ``job``, or None for none (see the module
-        docstring: the bot's settings, the server's default, the queue, the engine)."""
-        settings = self.settings.previews
-        if not settings.active:
+        """Seconds between two live previews of ``job`` on this process's engine, or None
+        for none (see the module docstring: :meth:`previews_wanted`, and the engine)."""
+        if not self.settings.previews.active:
             return None
         engine = self.engine
         if isinstance(engine, Engine) and not self._previews_loaded:
@@ -390,6 +394,16 @@ class Renderer:
                 await self.on_thread(lambda: engine.load_previews(self.settings))
         previewer = getattr(engine, "previewer", None)
         if previewer is None or not previewer.on:
+            return None
+        return await self.previews_wanted(job)
+
+    async def previews_wanted(self, job: JobRecord) -> float | None:
+        """Seconds between two live previews of ``job`` as the bot sees it, whichever
+        engine renders it, or None for none: off for the bot, for its server (its
+        ``previews`` default), or while more than ``previews.busy_queue`` jobs wait. (The
+        engine may still show none: no TAESD, or its auto-off.)"""
+        settings = self.settings.previews
+        if not settings.active:
             return None
         if len(self.queue) > settings.busy_queue:
             return None
@@ -401,35 +415,7 @@ class Renderer:
 
     def _progress(self, job: JobRecord, plan: Plan, progress: Progress) -> None:
         """On the loop: a step's progress to the adapter; its preview once checked."""
-        preview = progress.preview
-        if preview is None:
-            self.spawn(self.events.on_progress(job, progress))
-            return
-        self.spawn(self.events.on_progress(job, replace(progress, preview=None)))
-        if job.id in self._checking:
-            return  # the previous preview is still in the check: this one is dropped
-        self._checking.add(job.id)
-        self.spawn(self._checked_preview(job, plan, progress, preview))
-
-    async def _checked_preview(
-        self, job: JobRecord, plan: Plan, progress: Progress, preview: Image.Image
-    ) -> None:
-        try:
-            started = time.perf_counter()
-            scores, error = await self.output.rate(preview)
-            self.preview_check_seconds = [
-                *self.preview_check_seconds[-63:],
-                time.perf_counter() - started,
-            ]
-            verdict = image_verdict(
-                scores, plan.channel, plan.policy, error=error, minors=plan.decision.minors
-            )
-            if not preview_shown(verdict):
-                log.info("job %s: a live preview was not shown (%s)", job.id, verdict.reason)
-                return
-            await self.events.on_progress(job, progress)
-        finally:
-            self._checking.discard(job.id)
+        self.previews.offer(job, plan, progress)
 
     def input_image(self, name: str) -> Image.Image | None:
         """A stored input image's pixels (img2img), or None when it is gone or unreadable."""
