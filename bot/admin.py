@@ -81,19 +81,19 @@ def check_defaults(values: Mapping[str, Any], settings: Settings) -> dict[str, A
     engine = settings.engine
     unknown = sorted(set(values) - set(DEFAULT_KEYS))
     if unknown:
-        raise RequestError(f"unknown server defaults: {', '.join(unknown)}")
+        raise RequestError("unknown server defaults: {names}", names=", ".join(unknown))
     clean = dict(values)
     if "quality" in clean and clean["quality"] not in QUALITY_PRESETS:
-        raise RequestError(f"unknown quality preset {clean['quality']!r}")
+        raise RequestError("unknown quality preset {name}", name=repr(clean["quality"]))
     if "style" in clean and clean["style"] not in STYLE_PRESETS:
-        raise RequestError(f"unknown style preset {clean['style']!r}")
+        raise RequestError("unknown style preset {name}", name=repr(clean["style"]))
     if "sampler" in clean:
         clean["sampler"] = find_sampler(str(clean["sampler"]))
     if "max_steps" in clean and not 1 <= int(clean["max_steps"]) <= engine.max_steps:
-        raise RequestError(f"max_steps must be between 1 and {engine.max_steps}")
+        raise RequestError("max_steps must be between 1 and {most}", most=engine.max_steps)
     limit = int(clean.get("max_steps", engine.max_steps))
     if "steps" in clean and not 1 <= int(clean["steps"]) <= limit:
-        raise RequestError(f"the default steps must be between 1 and {limit}")
+        raise RequestError("the default steps must be between 1 and {most}", most=limit)
     if "cfg" in clean:
         clean["cfg"] = float(clean["cfg"])
         if not 1.0 <= clean["cfg"] <= 30.0:
@@ -105,8 +105,10 @@ def check_defaults(values: Mapping[str, Any], settings: Settings) -> dict[str, A
             value = int(clean[side])
             if value % 8 or not engine.min_side <= value <= engine.max_side:
                 raise RequestError(
-                    f"{side} must be a multiple of 8 between {engine.min_side} and "
-                    f"{engine.max_side}"
+                    "{name} must be a multiple of 8 between {low} and {high}",
+                    name=side,
+                    low=engine.min_side,
+                    high=engine.max_side,
                 )
     return clean
 

@@ -51,15 +51,21 @@ def sniff(data: bytes) -> str:
         return "JPEG"
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
-    what = "a GIF" if data[:4] == b"GIF8" else "not an image the bot reads"
+    if data[:4] == b"GIF8":
+        raise AttachmentRefused(
+            "the attached file is a GIF: attach a PNG, JPEG or WebP image (recognised by its "
+            "content, not its name)"
+        )
     raise AttachmentRefused(
-        f"the attached file is {what}: attach a PNG, JPEG or WebP image "
+        "the attached file is not an image the bot reads: attach a PNG, JPEG or WebP image "
         "(recognised by its content, not its name)"
     )
 
 
 def too_large(size: int, limit: int) -> AttachmentRefused:
-    return AttachmentRefused(f"the attached image is too large ({mib(size)}): at most {mib(limit)}")
+    return AttachmentRefused(
+        "the attached image is too large ({size}): at most {most}", size=mib(size), most=mib(limit)
+    )
 
 
 def check_bytes(size: int, limit: int) -> None:
@@ -80,8 +86,9 @@ def _open(data: bytes, fmt: str) -> Image.Image:
             ) from None
         except (OSError, ValueError, SyntaxError):
             raise AttachmentRefused(
-                f"the attached file starts like a {fmt} image but cannot be read: "
-                "it is damaged or not really an image"
+                "the attached file starts like a {format} image but cannot be read: it is "
+                "damaged or not really an image",
+                format=fmt,
             ) from None
 
 
@@ -93,8 +100,9 @@ def header_size(data: bytes, fmt: str, max_pixels: int) -> tuple[int, int]:
         raise AttachmentRefused("the attached image has no pixels")
     if width * height > max_pixels:
         raise AttachmentRefused(
-            f"the attached image is {width}x{height} pixels: at most "
-            f"{max_pixels / 1e6:.1f} megapixels"
+            "the attached image is {size} pixels: at most {most} megapixels",
+            size=f"{width}x{height}",
+            most=f"{max_pixels / 1e6:.1f}",
         )
     return width, height
 
@@ -180,7 +188,8 @@ async def read_capped(chunks: object, limit: int) -> bytes:
         buffer += chunk
         if len(buffer) > limit:
             raise AttachmentRefused(
-                f"the attached image is larger than {mib(limit)}: the download was stopped"
+                "the attached image is larger than {most}: the download was stopped",
+                most=mib(limit),
             )
     return bytes(buffer)
 
@@ -198,7 +207,8 @@ async def download(url: str, *, declared: int | None, max_bytes: int, limit_s: f
             async with aiohttp.ClientSession() as session, session.get(url) as response:
                 if response.status != 200:
                     raise AttachmentRefused(
-                        f"the attached image could not be downloaded (HTTP {response.status})"
+                        "the attached image could not be downloaded (HTTP {status})",
+                        status=response.status,
                     )
                 length = response.content_length
                 if length is not None:
@@ -206,9 +216,10 @@ async def download(url: str, *, declared: int | None, max_bytes: int, limit_s: f
                 return await read_capped(response.content.iter_chunked(_CHUNK), max_bytes)
     except TimeoutError:
         raise AttachmentRefused(
-            f"the attached image took longer than {limit_s:g} s to download"
+            "the attached image took longer than {seconds} s to download",
+            seconds=f"{limit_s:g}",
         ) from None
     except aiohttp.ClientError as exc:
         raise AttachmentRefused(
-            f"the attached image could not be downloaded ({type(exc).__name__})"
+            "the attached image could not be downloaded ({error})", error=type(exc).__name__
         ) from None

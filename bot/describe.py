@@ -54,6 +54,7 @@ from typing import Final, Protocol, runtime_checkable
 from PIL import Image
 
 from bot.attachments import AttachmentRefused, check_bytes, decode, header_size, sniff
+from bot.errors import ReadableError
 from bot.moderation.channels import ChannelContext
 from bot.moderation.classifier import TagScores
 from bot.moderation.guild_policy import GuildPolicy
@@ -90,7 +91,7 @@ _ESCAPE: Final = re.compile(r"([\\()\[\]])")
 _FORMATS: Final = ("PNG", "JPEG", "WEBP")
 
 
-class ImageRejected(ValueError):
+class ImageRejected(ReadableError, ValueError):
     """An attachment that is not described; the message is for the member."""
 
 
@@ -287,7 +288,7 @@ def load_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
         header_size(data, kind, max_pixels)
         return decode(data, kind)
     except AttachmentRefused as exc:
-        raise ImageRejected(str(exc)) from None
+        raise ImageRejected(exc.text) from None
 
 
 def describe_image(

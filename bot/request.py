@@ -74,7 +74,9 @@ def find_aspect(text: str) -> Aspect:
         if key in names:
             return aspect
     valid = ", ".join(a.size for a in ASPECTS)
-    raise RequestError(f"unknown aspect {text!r}: choose one of {valid}")
+    raise RequestError(
+        "unknown aspect {name}: choose one of {choices}", name=repr(text), choices=valid
+    )
 
 
 class HiresOptions(BaseModel):
@@ -156,6 +158,16 @@ def is_blank(text: str) -> bool:
     return all(c.isspace() or unicodedata.category(c)[0] in "CZ" for c in text)
 
 
+def _out_of_range(name: str, low: object, high: object, value: object) -> RequestError:
+    return RequestError(
+        "{name} must be between {low} and {high} (got {value})",
+        name=name,
+        low=low,
+        high=high,
+        value=value,
+    )
+
+
 def validate_request(request: GenerationRequest, bounds: EngineSettings) -> GenerationRequest:
     """Check ``request`` against ``bounds``; return it with its sampler name made canonical.
 
@@ -168,45 +180,49 @@ def validate_request(request: GenerationRequest, bounds: EngineSettings) -> Gene
         check_weights(request.prompt, "prompt")
         check_weights(request.negative_prompt, "negative prompt")
     except WeightOutOfRange as exc:
-        raise RequestError(str(exc)) from None
+        raise RequestError(exc.text) from None
     for name, side in (("width", request.width), ("height", request.height)):
         if side % 8:
-            raise RequestError(f"{name} must be a multiple of 8 (got {side})")
-        if not bounds.min_side <= side <= bounds.max_side:
             raise RequestError(
-                f"{name} must be between {bounds.min_side} and {bounds.max_side} (got {side})"
+                "{name} must be a multiple of 8 (got {value})", name=name, value=side
             )
+        if not bounds.min_side <= side <= bounds.max_side:
+            raise _out_of_range(name, bounds.min_side, bounds.max_side, side)
     if request.width * request.height > bounds.max_pixels:
         raise RequestError(
-            f"{request.width}x{request.height} is too large: at most {bounds.max_pixels} pixels"
+            "{size} is too large: at most {most} pixels",
+            size=f"{request.width}x{request.height}",
+            most=bounds.max_pixels,
         )
     if not 1 <= request.steps <= bounds.max_steps:
-        raise RequestError(f"steps must be between 1 and {bounds.max_steps} (got {request.steps})")
+        raise _out_of_range("steps", 1, bounds.max_steps, request.steps)
     if not 1.0 <= request.cfg <= 30.0:
-        raise RequestError(f"CFG scale must be between 1 and 30 (got {request.cfg:g})")
+        raise _out_of_range("CFG scale", 1, 30, f"{request.cfg:g}")
     if not 1 <= request.count <= bounds.max_count:
-        raise RequestError(f"count must be between 1 and {bounds.max_count} (got {request.count})")
+        raise _out_of_range("count", 1, bounds.max_count, request.count)
     if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
-        raise RequestError(f"seed must be between 0 and {MAX_SEED} (got {request.seed})")
+        raise _out_of_range("seed", 0, MAX_SEED, request.seed)
     if request.hires is not None:
         if not 1.0 <= request.hires.scale <= 1.5:
-            raise RequestError(
-                f"hires scale must be between 1.0 and 1.5 (got {request.hires.scale:g})"
-            )
+            raise _out_of_range("hires scale", "1.0", "1.5", f"{request.hires.scale:g}")
         if not 0.0 < request.hires.strength <= 1.0:
             raise RequestError(
-                f"hires strength must be above 0 and at most 1 (got {request.hires.strength:g})"
+                "hires strength must be above 0 and at most 1 (got {value})",
+                value=f"{request.hires.strength:g}",
             )
         out_w, out_h = hires_size(request.width, request.height, request.hires.scale)
         if out_w * out_h > bounds.max_pixels:
             raise RequestError(
-                f"the hires pass would make {out_w}x{out_h}, more than {bounds.max_pixels} "
-                "pixels: choose a smaller size or a smaller hires scale"
+                "the hires pass would make {size}, more than {most} pixels: choose a smaller "
+                "size or a smaller hires scale",
+                size=f"{out_w}x{out_h}",
+                most=bounds.max_pixels,
             )
     if request.image is not None:
         if not 0.0 < request.image.strength <= 1.0:
             raise RequestError(
-                f"image strength must be above 0 and at most 1 (got {request.image.strength:g})"
+                "image strength must be above 0 and at most 1 (got {value})",
+                value=f"{request.image.strength:g}",
             )
         if not INPUT_NAME.fullmatch(request.image.source):
             raise RequestError("the input image is not one the bot stored")

@@ -26,4 +26,8 @@ def find_sampler(name: str) -> str:
     for sampler in SAMPLERS:
         if sampler.lower().replace(" ", "") == key:
             return sampler
-    raise RequestError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
+    raise RequestError(
+        "unknown sampler {name}: choose one of {choices}",
+        name=repr(name),
+        choices=", ".join(SAMPLERS),
+    )

@@ -21,6 +21,7 @@ from bot.attachments import AttachmentRefused, prepare
 from bot.config import Settings
 from bot.engine import Engine
 from bot.engine.front import PromptFront
+from bot.errors import ReadableError, Text
 from bot.jobspec import JobSpec
 from bot.limits import Accepted, Allowance, RateLimiter, Refusal, Requester
 from bot.moderation import ChannelContext, GuildPolicy, PromptDecision
@@ -46,8 +47,8 @@ from bot.storage.models import JobStatus
 log = logging.getLogger(__name__)
 
 
-class SubmitRefused(Exception):
-    """The request was not queued; ``message`` is for the member.
+class SubmitRefused(ReadableError):
+    """The request was not queued; ``message`` (and :attr:`text`) is for the member.
 
     ``refusal`` is set when a rate limit refused it, ``decision`` when the channel's policy
     did (``decision.decision`` is ``refuse`` or ``hard-block``; the event is already logged).
@@ -55,19 +56,19 @@ class SubmitRefused(Exception):
 
     def __init__(
         self,
-        message: str,
+        message: str | Text,
         *,
         refusal: Refusal | None = None,
         decision: PromptDecision | None = None,
     ) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = str(self.text)
         self.refusal = refusal
         self.decision = decision
 
 
-class NotAllowed(Exception):
-    """The member may not do that to this job."""
+class NotAllowed(ReadableError):
+    """The member may not do that to this job (the message says why, for them)."""
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,9 @@ class ImagineService:
                 await self.record_hard_blocked_input(
                     "image prompt", refused.reason, channel, guild_id=guild_id, user_id=user_id
                 )
-            raise AttachmentRefused(f"the attached image cannot be used here: {refused.reason}")
+            raise AttachmentRefused(
+                "the attached image cannot be used here: {reason}", reason=refused.reason
+            )
         png = await asyncio.to_thread(prepared.png)
         try:
             name = await asyncio.to_thread(self.outbox.vault.keep_input, png)
@@ -382,7 +385,7 @@ class ImagineService:
         self.renderer.check_length(plan.job)
         if len(self.queue) >= self.queue.max_length:
             self._refused("queue_full", who, where)
-            raise SubmitRefused(str(QueueFull(self.queue.max_length)))
+            raise SubmitRefused(QueueFull(self.queue.max_length).text)
         new = NewJob.of(
             spec,
             channel_id=where.channel_id,
@@ -401,7 +404,7 @@ class ImagineService:
         except QueueFull as exc:
             await self.db.run(self.jobs.mark_cancelled, decision.job.id, "queue full")
             self._refused("queue_full", who, where)
-            raise SubmitRefused(str(exc)) from None
+            raise SubmitRefused(exc.text) from None
         position, eta = self._position(decision.job.id)
         self.telemetry.accepted(decision.job, position)
         return Submitted(decision.job, position, eta, decision.cost, decision.daily_remaining)
@@ -448,13 +451,13 @@ class ImagineService:
             return record
         if job.status is JobStatus.RUNNING and self.worker.cancel(job_id):
             return job
-        raise NotAllowed(f"job {job_id} is already {job.status.value}")
+        raise NotAllowed("job {job} is already {status}", job=job_id, status=job.status.value)
 
     async def job(self, job_id: int) -> JobRecord:
         try:
             return await self.db.run(self.jobs.get, job_id)
         except JobNotFoundError:
-            raise NotAllowed(f"there is no job {job_id}") from None
+            raise NotAllowed("there is no job {job}", job=job_id) from None
 
     async def kept_images(
         self, who: Requester, job_id: int | None = None, *, age_restricted_here: bool = False
@@ -475,13 +478,19 @@ class ImagineService:
             raise NotAllowed("you have no finished job whose images are still kept")
         job = await self.job(job_id)
         if job.user_id != who.user_id or job.guild_id != who.guild_id:
-            raise NotAllowed(f"job #{job_id} is not one of yours here")
+            raise NotAllowed("job #{job} is not one of yours here", job=job_id)
         if job.status is not JobStatus.FINISHED:
-            raise NotAllowed(f"job #{job_id} has no images ({job.status.value})")
+            raise NotAllowed(
+                "job #{job} has no images ({status})", job=job_id, status=job.status.value
+            )
         images = await self.outbox.load(job)
         if images is None:
             days = self.settings.delivery.keep_days
-            raise NotAllowed(f"the images of job #{job_id} are no longer kept ({days:g} days)")
+            raise NotAllowed(
+                "the images of job #{job} are no longer kept ({days} days)",
+                job=job_id,
+                days=f"{days:g}",
+            )
         return job, _visible(job, images, age_restricted_here=age_restricted_here)
 
     async def allowance(self, who: Requester) -> Allowance:

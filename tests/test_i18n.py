@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import importlib
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,13 +19,23 @@ from bot.discord_app import formatting
 from bot.discord_app.client import COGS, BotTree, intents
 from bot.discord_app.cogs.admin import ADMIN_ONLY
 from bot.discord_app.cogs.mod import MODERATOR_ONLY
-from bot.discord_app.i18n import LOCALES, CatalogueTranslator, catalogue, placeholders, tr, trn
+from bot.discord_app.components import CancelButton, DeleteButton, EditButton, RerollButton
+from bot.discord_app.i18n import (
+    LOCALES,
+    CatalogueTranslator,
+    catalogue,
+    placeholders,
+    say,
+    tr,
+    trn,
+)
+from bot.errors import ReadableError, RequestError, counted, words
 
 Location = app_commands.TranslationContextLocation
 NAME = regex.compile(r"^[-_\p{L}\p{N}\p{sc=Deva}\p{sc=Thai}]{1,32}$")
 CODES = [str(locale) for locale in LOCALES]
 ROOT = Path(__file__).resolve().parents[1]
-ADAPTER = ROOT / "bot" / "discord_app"
+PACKAGE = ROOT / "bot"
 EXTERNAL: frozenset[str] = frozenset(
     {
         # discord.py's own check failures, translated by the tree's error handler
@@ -125,8 +136,28 @@ def test_translations_keep_the_placeholders_of_their_english_template(code: str)
     assert not wrong
 
 
-_TEMPLATE_ARGS = {"tr": (1,), "trn": (2, 3)}
-"""Which positional arguments of ``tr`` and ``trn`` are English templates."""
+def _readable_errors() -> set[str]:
+    """The names of every error class whose message is a translatable text."""
+    for module in ("bot.service", "bot.describe", "bot.discord_app.moderation"):
+        importlib.import_module(module)
+    found: set[str] = set()
+    todo: list[type[ReadableError]] = [ReadableError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return found
+
+
+_TEMPLATE_ARGS: dict[str, tuple[int, ...]] = {
+    "tr": (1,),
+    "trn": (2, 3),
+    "words": (0,),
+    "counted": (1, 2),
+    **dict.fromkeys(_readable_errors(), (0,)),
+}
+"""Which positional arguments are English templates: of ``tr``/``trn`` (the adapter), of
+``words``/``counted`` and of the errors made of texts (the core)."""
 
 
 def _tr_literals(path: Path) -> set[str]:
@@ -140,7 +171,7 @@ def _tr_literals(path: Path) -> set[str]:
         for index in _TEMPLATE_ARGS.get(str(name), ()):
             text = node.args[index] if len(node.args) > index else None
             if isinstance(text, ast.JoinedStr | ast.BinOp):
-                raise AssertionError(f"{path}:{node.lineno}: {name}() needs a literal template")
+                pytest.fail(f"{path}:{node.lineno}: {name}() needs a literal template")
             if text is not None:
                 found |= {
                     each.value
@@ -151,10 +182,12 @@ def _tr_literals(path: Path) -> set[str]:
 
 
 def _used_texts() -> set[str]:
-    """Every reply template of the adapter (and the tables whose values it translates)."""
-    used = {text for module in ADAPTER.rglob("*.py") for text in _tr_literals(module)}
+    """Every template of the adapter's replies and of the core's texts (and the tables
+    whose values the adapter translates)."""
+    used = {text for module in PACKAGE.rglob("*.py") for text in _tr_literals(module)}
     used |= {MODERATOR_ONLY, ADMIN_ONLY, "Limit reached"}
     used |= set(formatting.LIMIT_TITLES.values()) | set(formatting.JOB_STATUS_WORDS.values())
+    used |= {button.label for button in (RerollButton, EditButton, DeleteButton, CancelButton)}
     return used
 
 
@@ -216,6 +249,26 @@ def test_counts_pick_the_form_of_their_number() -> None:
     assert trn("en-US", 3, "1 image", "{count} images") == "3 images"
     assert trn("ja", 3, "1 image", "{count} images") == tr("ja", "{count} images", count=3)
     assert "3" in trn("ko", 3, "1 image", "{count} images")
+
+
+def test_texts_of_the_core_are_written_in_the_readers_language() -> None:
+    error = RequestError("{name} must be a multiple of 8 (got {value})", name="width", value=9)
+    assert str(error) == "width must be a multiple of 8 (got 9)"
+    assert say("en-US", error) == "width must be a multiple of 8 (got 9)"
+    japanese = say("ja", error)
+    assert japanese != str(error)
+    assert "width" in japanese
+    assert "9" in japanese
+    nested = words(
+        "Slow down: your limit is {rate}; this request costs {cost}.",
+        rate="x",
+        cost=counted(3, "1 image", "{count} images"),
+    )
+    assert str(nested) == "Slow down: your limit is x; this request costs 3 images."
+    assert tr("ja", "{count} images", count=3) in say("ja", nested)
+    # a reason quoted from elsewhere stays as it is, braces and all
+    assert say("ja", RequestError("odd {text}")) == "odd {text}"
+    assert say("ko", "plain words") == "plain words"
 
 
 def test_job_messages_are_written_in_the_locale_given() -> None:

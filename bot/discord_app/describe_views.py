@@ -72,7 +72,7 @@ async def _submit(
     try:
         draft = build_request(options, {}, settings)
     except RequestError as exc:
-        await reply(interaction, formatting.bad_request_text(locale_of(interaction), str(exc)))
+        await reply(interaction, formatting.bad_request_text(locale_of(interaction), exc))
         return
 
     async def make() -> GenerationRequest:

@@ -18,7 +18,7 @@ from typing import Any, Final
 import discord
 
 from bot.config import LimitsSettings
-from bot.discord_app.i18n import tr, trn
+from bot.discord_app.i18n import say, tr, trn
 from bot.engine import Progress
 from bot.images import Infotext
 from bot.limits import Allowance, BucketAllowance, LimitKind, Refusal
@@ -348,7 +348,7 @@ def verdict_notes(locale: str, images: Sequence[OutputImage]) -> list[str]:
 def refusal_text(locale: str, refusal: Refusal) -> str:
     """Which limit, why, when to retry (``<t:UNIX:R>``) and the daily quota left."""
     title = tr(locale, LIMIT_TITLES.get(refusal.limit, "Limit reached"))
-    lines = [f"**{title}**: {refusal.message}"]
+    lines = [f"**{title}**: {say(locale, refusal.message)}"]
     when = refusal.retry_at_unix
     if when is not None:
         moment = f"<t:{when}:R>"
@@ -362,8 +362,9 @@ def refusal_text(locale: str, refusal: Refusal) -> str:
     return "\n".join(lines)
 
 
-def bad_request_text(locale: str, reason: str) -> str:
-    return tr(locale, "That request cannot be rendered: {reason}", reason=reason)
+def bad_request_text(locale: str, reason: object) -> str:
+    """``reason``: an error of the core (written in ``locale``) or a text."""
+    return tr(locale, "That request cannot be rendered: {reason}", reason=say(locale, reason))
 
 
 def apology_text(locale: str, reason: str) -> str:
@@ -384,7 +385,7 @@ def internal_error_text(locale: str, exc: BaseException) -> str:
 
 
 def not_allowed_text(locale: str, reason: object) -> str:
-    return tr(locale, "You cannot do that: {reason}.", reason=reason)
+    return tr(locale, "You cannot do that: {reason}.", reason=say(locale, reason))
 
 
 # ---------------------------------------------------------------------------- /queue, /limits
@@ -640,19 +641,19 @@ def help_embed(locale: str, max_steps: int, max_count: int) -> discord.Embed:
 
 def tier_text(locale: str, tier: LimitsSettings.Tier) -> str:
     values = {
-        "burst": tier.burst,
+        "images": images_count(locale, tier.burst),
         "every": duration(locale, tier.refill_seconds),
-        "jobs": tier.max_concurrent_jobs,
+        "jobs": jobs_count(locale, tier.max_concurrent_jobs),
     }
     if tier.daily_quota == 0:
         return tr(
             locale,
-            "{burst} images at once, then one every {every}; no daily quota; {jobs} jobs at a time",
+            "{images} at once, then one every {every}; no daily quota; {jobs} at a time",
             **values,
         )
     return tr(
         locale,
-        "{burst} images at once, then one every {every}; {quota} a day; {jobs} jobs at a time",
+        "{images} at once, then one every {every}; {quota} a day; {jobs} at a time",
         quota=tier.daily_quota,
         **values,
     )
@@ -848,8 +849,11 @@ def _log_prompt(prompt: str, *, hide: bool) -> str:
     return f"||`{text}`||" if hide else f"`{text}`"
 
 
-def _where(channel_id: int | None) -> str:
-    return "" if channel_id is None else f" <#{channel_id}>"
+def _who_where(locale: str, user_id: int, channel_id: int | None) -> str:
+    """``<@member> in <#channel>`` (the member alone when there is no channel)."""
+    if channel_id is None:
+        return f"<@{user_id}>"
+    return tr(locale, "{member} in {channel}", member=f"<@{user_id}>", channel=f"<#{channel_id}>")
 
 
 def log_refusal_text(
@@ -863,7 +867,7 @@ def log_refusal_text(
     """A refused prompt, for the moderation log (hard-blocked prompts behind a spoiler)."""
     hard = decision.decision is Decision.HARD_BLOCK
     title = tr(locale, "🛑 **Hard block**" if hard else "⛔ **Prompt refused**")
-    lines = [f"{title} · <@{user_id}>{_where(channel_id)}"]
+    lines = [f"{title} · {_who_where(locale, user_id, channel_id)}"]
     lines.append(tr(locale, "Reason: {reason}", reason=decision.reason))
     if prompt is not None:
         lines.append(tr(locale, "Prompt: {prompt}", prompt=_log_prompt(prompt, hide=hard)))
@@ -883,7 +887,7 @@ def log_withheld_text(
     hard = any(i.verdict.hard_block for i in withheld)
     title = tr(locale, "🛑 **Hard block (image)**" if hard else "🙈 **Image withheld**")
     job_words = tr(locale, "job #{job}", job=job.id)
-    lines = [f"{title} · {job_words} · <@{job.user_id}>{_where(job.channel_id)}"]
+    lines = [f"{title} · {job_words} · {_who_where(locale, job.user_id, job.channel_id)}"]
     lines += [
         tr(
             locale,

@@ -32,6 +32,8 @@ from typing import Any, Final
 import discord
 from discord import app_commands
 
+from bot.errors import ReadableError, Text
+
 SOURCE_LOCALE: Final = "en-US"
 LOCALES: Final = (discord.Locale.japanese, discord.Locale.chinese, discord.Locale.korean)
 """The locales with a catalogue (``ja``, ``zh-CN``, ``ko``); every other one reads English."""
@@ -123,3 +125,15 @@ def trn(locale: str | discord.Locale, count: int, one: str, many: str, /, **valu
     """``one`` (an English template for a count of 1) or ``many`` (with ``{count}``) for
     ``locale``: the catalogues hold both forms, as their languages need."""
     return tr(locale, one if count == 1 else many, count=count, **values)
+
+
+def say(locale: str | discord.Locale, value: object) -> str:
+    """Words of the core in ``locale``: a :class:`~bot.errors.Text` (or the text of a
+    :class:`~bot.errors.ReadableError`) through the catalogue, its values first; anything
+    else as ``str()`` (a reason the core quotes from elsewhere stays as it is)."""
+    if isinstance(value, ReadableError):
+        value = value.text
+    if isinstance(value, Text):
+        values = {name: say(locale, each) for name, each in value.values.items()}
+        return tr(locale, value.template, **values)
+    return str(value)

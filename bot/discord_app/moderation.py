@@ -32,6 +32,7 @@ from bot.discord_app import formatting
 from bot.discord_app.components import PREFIX
 from bot.discord_app.context import DEFAULT_FILESIZE_LIMIT
 from bot.discord_app.i18n import SOURCE_LOCALE, trn
+from bot.errors import ReadableError
 from bot.moderation import GuildPolicy, PolicySettingsError, PromptDecision
 from bot.queue.events import OutputImage
 from bot.request import GenerationRequest
@@ -72,7 +73,7 @@ def job_id_of(message: discord.Message) -> int | None:
     return int(match.group(1)) if match else None
 
 
-class DurationError(ValueError):
+class DurationError(ReadableError, ValueError):
     """A ban duration that cannot be read; the message is for the moderator."""
 
 
@@ -91,8 +92,9 @@ def parse_duration(text: str) -> timedelta:
         position = match.end()
     if not cleaned or position != len(cleaned):
         raise DurationError(
-            f"{text!r} is not a duration: write a number and a unit (s, m, h, d or w), "
-            "e.g. 30m, 12h, 7d or 1d 12h"
+            "{text} is not a duration: write a number and a unit (s, m, h, d or w), e.g. 30m, "
+            "12h, 7d or 1d 12h",
+            text=repr(text),
         )
     if total <= 0:
         raise DurationError(

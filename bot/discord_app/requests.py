@@ -87,7 +87,11 @@ def build_request(
     if steps is None:
         steps = min(_int(defaults, "steps", engine.default_steps), limit)
     elif steps > limit:
-        raise RequestError(f"this server allows at most {limit} steps (you asked for {steps})")
+        raise RequestError(
+            "this server allows at most {most} steps (you asked for {steps})",
+            most=limit,
+            steps=steps,
+        )
     hires = options.hires
     if hires is None:
         hires = _bool(defaults, "hires", False)

@@ -24,7 +24,7 @@ import discord
 
 from bot.discord_app import formatting
 from bot.discord_app.context import bot_of, destination, reply, requester
-from bot.discord_app.i18n import locale_of
+from bot.discord_app.i18n import locale_of, say
 from bot.jobspec import JobSpec
 from bot.planning import plan_job
 from bot.prompts import PromptError
@@ -57,7 +57,7 @@ def precheck(interaction: discord.Interaction[Any], request: GenerationRequest) 
         check_weights(spec.plan.render.prompt, "prompt")
         check_weights(spec.plan.render.negative_prompt, "negative prompt")
     except (RequestError, PromptError) as exc:
-        return formatting.bad_request_text(locale_of(interaction), str(exc))
+        return formatting.bad_request_text(locale_of(interaction), exc)
     return spec
 
 
@@ -111,7 +111,7 @@ async def submit_request(
         elif exc.decision is not None:
             text = formatting.policy_refusal_text(locale, exc.decision)
         else:
-            text = exc.message
+            text = say(locale, exc)
         await retract(interaction, text)
         if exc.decision is not None:  # the core logged the event; tell the moderators
             await bot.modlog.refusal(
@@ -123,7 +123,7 @@ async def submit_request(
             )
         return
     except (RequestError, PromptError) as exc:
-        await retract(interaction, formatting.bad_request_text(locale, str(exc)))
+        await retract(interaction, formatting.bad_request_text(locale, exc))
         return
     except NotAllowed as exc:
         await retract(interaction, formatting.not_allowed_text(locale, exc))

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
+from bot.errors import Text, counted, words
 from bot.limits.tiers import Tier
 from bot.storage.clock import as_utc
 from bot.storage.models import RateLimitState
@@ -46,7 +47,7 @@ class Refusal:
     """
 
     limit: LimitKind
-    message: str
+    message: Text
     retry_at: datetime | None
     daily_remaining: int | None  # the member's images left today; None: no daily quota
     cost: int
@@ -81,7 +82,7 @@ class Failure:
     """One limit a request does not pass."""
 
     limit: LimitKind
-    message: str
+    message: Text
     retry_at: datetime | None
 
 
@@ -116,14 +117,19 @@ def used_today(row: RateLimitState | None, period: datetime) -> int:
     return 0 if row is None or row.daily_period != period else row.daily_used
 
 
-def _plural(n: int, word: str = "image") -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def _images(n: int) -> Text:
+    return counted(n, "1 image", "{count} images")
 
 
-def _rate_words(tier: Tier) -> str:
+def _rate_words(tier: Tier) -> Text:
     seconds = tier.refill_seconds
-    every = f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:g} min"
-    return f"{_plural(tier.burst)} at once, then one every {every}"
+    if seconds < 120:
+        every = words("{n} s", n=f"{seconds:g}")
+    else:
+        every = words("{n} min", n=f"{seconds / 60:g}")
+    return words(
+        "{images} at once, then one every {every}", images=_images(tier.burst), every=every
+    )
 
 
 def _at(ts: float) -> datetime:
@@ -142,56 +148,79 @@ def check_bucket(
 ) -> list[Failure]:
     """Every limit of one bucket that a request costing ``cost`` does not pass."""
     failures: list[Failure] = []
-    whose, you = ("This server", "this server's") if server else ("You", "your")
     next_reset = period + timedelta(days=1)
     if tier.daily_quota:
         used = used_today(row, period)
         left = max(0, tier.daily_quota - used)
         kind = LimitKind.SERVER_DAILY if server else LimitKind.DAILY
+        quota = {"cost": _images(cost), "quota": _images(tier.daily_quota)}
         if cost > tier.daily_quota:
-            failures.append(
-                Failure(
-                    kind,
-                    f"This request costs {_plural(cost)}, more than {you} daily quota of "
-                    f"{_plural(tier.daily_quota)}: ask for fewer or smaller images.",
-                    None,
+            if server:
+                message = words(
+                    "This request costs {cost}, more than this server's daily quota of "
+                    "{quota}: ask for fewer or smaller images.",
+                    **quota,
                 )
-            )
+            else:
+                message = words(
+                    "This request costs {cost}, more than your daily quota of {quota}: ask "
+                    "for fewer or smaller images.",
+                    **quota,
+                )
+            failures.append(Failure(kind, message, None))
         elif cost > left:
-            has = "has" if server else "have"
-            failures.append(
-                Failure(
-                    kind,
-                    f"{whose} {has} {_plural(left)} left of {you} daily quota of "
-                    f"{tier.daily_quota}, and this request costs {cost}.",
-                    next_reset,
+            if server:
+                message = words(
+                    "This server has {left} left of its daily quota of {quota}, and this "
+                    "request costs {cost}.",
+                    left=_images(left),
+                    quota=tier.daily_quota,
+                    cost=cost,
                 )
-            )
+            else:
+                message = words(
+                    "You have {left} left of your daily quota of {quota}, and this request "
+                    "costs {cost}.",
+                    left=_images(left),
+                    quota=tier.daily_quota,
+                    cost=cost,
+                )
+            failures.append(Failure(kind, message, next_reset))
     if active >= tier.max_concurrent_jobs:
         kind = LimitKind.SERVER_CONCURRENT if server else LimitKind.CONCURRENT
-        failures.append(
-            Failure(
-                kind,
-                f"{whose} already {'has' if server else 'have'} {_plural(active, 'job')} "
-                f"waiting or running (at most {tier.max_concurrent_jobs}): try again when "
-                f"{'one' if active == 1 else 'one of them'} is done.",
-                None,
+        if server:
+            message = counted(
+                active,
+                "This server already has 1 job waiting or running (at most {most}): try "
+                "again when it is done.",
+                "This server already has {count} jobs waiting or running (at most {most}): "
+                "try again when one of them is done.",
+                most=tier.max_concurrent_jobs,
             )
-        )
+        else:
+            message = counted(
+                active,
+                "You already have 1 job waiting or running (at most {most}): try again when "
+                "it is done.",
+                "You already have {count} jobs waiting or running (at most {most}): try "
+                "again when one of them is done.",
+                most=tier.max_concurrent_jobs,
+            )
+        failures.append(Failure(kind, message, None))
     now_ts = now.timestamp()
     level = tokens_now(row, tier, now_ts)
     need = min(cost, tier.burst)  # a bigger request needs a full bucket
     if level + EPSILON < need:
         retry = _at(now_ts + (need - level) * tier.refill_seconds)
         kind = LimitKind.SERVER_RATE if server else LimitKind.RATE
-        failures.append(
-            Failure(
-                kind,
-                f"Slow down: {you} limit is {_rate_words(tier)}; this request costs "
-                f"{_plural(cost)}.",
-                retry,
+        values = {"rate": _rate_words(tier), "cost": _images(cost)}
+        if server:
+            message = words(
+                "Slow down: this server's limit is {rate}; this request costs {cost}.", **values
             )
-        )
+        else:
+            message = words("Slow down: your limit is {rate}; this request costs {cost}.", **values)
+        failures.append(Failure(kind, message, retry))
     return failures
 
 

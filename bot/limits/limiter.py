@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from bot.config import LimitsSettings
+from bot.errors import words
 from bot.limits.buckets import (
     BucketAllowance,
     LimitKind,
@@ -124,11 +125,15 @@ class RateLimiter:
         policy = resolve_policy(session, self.settings, who, now)
         if policy.ban is not None:
             ban = policy.ban
-            reason = f": {ban.ban_reason}" if ban.ban_reason else "."
-            message = f"You are banned from generating images{reason}"
+            if ban.ban_reason:
+                message = words(
+                    "You are banned from generating images: {reason}", reason=ban.ban_reason
+                )
+            else:
+                message = words("You are banned from generating images.")
             return Refusal(LimitKind.BANNED, message, ban.banned_until, None, cost)
         if not policy.enabled:
-            message = "Image generation is switched off in this server."
+            message = words("Image generation is switched off in this server.")
             return Refusal(LimitKind.DISABLED, message, None, None, cost)
         if policy.exempt or not self.settings.enabled:
             return queue(0, None)

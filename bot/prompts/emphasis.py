@@ -146,12 +146,21 @@ def check_weights(text: str, what: str = "prompt") -> None:
             continue
         if not math.isfinite(weight):
             raise WeightOutOfRange(
-                f"the {what} weights {_shown(fragment)!r} by a number too large to use "
-                f"(not finite); weights must be between {MIN_WEIGHT:g} and {MAX_WEIGHT:g}"
+                "the {what} weights {text} by a number too large to use (not finite); "
+                "weights must be between {low} and {high}",
+                what=what,
+                text=repr(_shown(fragment)),
+                low=f"{MIN_WEIGHT:g}",
+                high=f"{MAX_WEIGHT:g}",
             )
         if not MIN_WEIGHT <= weight <= MAX_WEIGHT:
             raise WeightOutOfRange(
-                f"the {what} weights {_shown(fragment)!r} by {weight:.4g} (after nesting); "
-                f"weights must be between {MIN_WEIGHT:g} and {MAX_WEIGHT:g}, e.g. "
-                f"({_shown(fragment)}:1.2)"
+                "the {what} weights {text} by {weight} (after nesting); weights must be "
+                "between {low} and {high}, e.g. ({example}:1.2)",
+                what=what,
+                text=repr(_shown(fragment)),
+                weight=f"{weight:.4g}",
+                low=f"{MIN_WEIGHT:g}",
+                high=f"{MAX_WEIGHT:g}",
+                example=_shown(fragment),
             )

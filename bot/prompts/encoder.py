@@ -79,8 +79,13 @@ def count_chunks(tokenizer: Any, text: str) -> int:
 def check_chunks(chunks: int, max_chunks: int, what: str = "prompt") -> None:
     if chunks > max_chunks:
         raise PromptTooLong(
-            f"the {what} takes {chunks} chunks of {CHUNK_TOKENS} tokens; "
-            f"the limit is {max_chunks} ({max_chunks * CHUNK_TOKENS} tokens)"
+            "the {what} takes {chunks} chunks of {size} tokens; the limit is {most} "
+            "({tokens} tokens)",
+            what=what,
+            chunks=chunks,
+            size=CHUNK_TOKENS,
+            most=max_chunks,
+            tokens=max_chunks * CHUNK_TOKENS,
         )
 
 

@@ -163,7 +163,12 @@ def _lookup(kind: str, presets: Mapping[str, Preset], name: str) -> Preset:
         if preset.name.casefold() == key:
             return preset
     valid = ", ".join(f'"{known}"' for known in presets)
-    raise UnknownPresetError(f"unknown {kind} preset {name!r}; choose one of: {valid}")
+    raise UnknownPresetError(
+        "unknown {kind} preset {name}; choose one of: {choices}",
+        kind=kind,
+        name=repr(name),
+        choices=valid,
+    )
 
 
 def get_quality_preset(name: str) -> Preset:

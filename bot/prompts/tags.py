@@ -27,6 +27,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Final
 
+from bot.errors import ReadableError
+
 __all__ = [
     "RATINGS",
     "RATING_ALIASES",
@@ -46,7 +48,7 @@ __all__ = [
 ]
 
 
-class PromptError(ValueError):
+class PromptError(ReadableError, ValueError):
     """A prompt or prompt option the bot cannot use; the message is meant for the user."""
 
 
@@ -89,7 +91,12 @@ def _resolve(kind: str, name: str, options: Iterable[str], aliases: Mapping[str,
     valid = list(options)
     if key not in valid:
         choices = ", ".join([*valid, *aliases])
-        raise UnknownTagOptionError(f"unknown {kind} {name!r}; choose one of: {choices}")
+        raise UnknownTagOptionError(
+            "unknown {kind} {name}; choose one of: {choices}",
+            kind=kind,
+            name=repr(name),
+            choices=choices,
+        )
     return key
 
 

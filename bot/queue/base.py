@@ -11,12 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot.errors import ReadableError
 
-class QueueFull(Exception):
+
+class QueueFull(ReadableError):
     """The queue holds as many jobs as it may."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"the queue is full ({limit} jobs waiting); try again in a few minutes")
+        super().__init__(
+            "the queue is full ({limit} jobs waiting); try again in a few minutes", limit=limit
+        )
         self.limit = limit
 
 

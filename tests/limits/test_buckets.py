@@ -63,21 +63,23 @@ def test_a_request_within_every_limit_passes() -> None:
 def test_each_limit_refuses_in_its_own_words() -> None:
     [daily] = check(state(4.0, used=5), cost=2)
     assert daily.limit is LimitKind.DAILY
-    assert daily.message == (
+    assert str(daily.message) == (
         "You have 1 image left of your daily quota of 6, and this request costs 2."
     )
     assert daily.retry_at == PERIOD + timedelta(days=1)
     [never] = check(None, cost=7, server=True)
     assert never.limit is LimitKind.SERVER_DAILY
     assert never.retry_at is None
-    assert "more than this server's daily quota of 6 images" in never.message
+    assert "more than this server's daily quota of 6 images" in str(never.message)
     [jobs] = check(None, cost=1, active=2)
     assert jobs.limit is LimitKind.CONCURRENT
     assert jobs.retry_at is None
     [rate] = check(state(0.5), cost=1)
     assert rate.limit is LimitKind.RATE
     assert rate.retry_at == START + timedelta(seconds=5)
-    assert rate.message.startswith("Slow down: your limit is 4 images at once, then one every 10 s")
+    assert str(rate.message).startswith(
+        "Slow down: your limit is 4 images at once, then one every 10 s"
+    )
 
 
 def test_a_request_above_the_burst_needs_a_full_bucket() -> None:

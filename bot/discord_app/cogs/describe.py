@@ -34,7 +34,7 @@ from bot.describe import ImageRejected, TagReader, describe_bytes, visibility
 from bot.discord_app import formatting
 from bot.discord_app.context import channel_of
 from bot.discord_app.describe_views import DescribeView, described_text
-from bot.discord_app.i18n import locale_of, tr
+from bot.discord_app.i18n import locale_of, say, tr
 from bot.moderation.classifier import ClassifierUnavailable
 from bot.storage import DatabaseError
 
@@ -159,7 +159,12 @@ class DescribeCog(commands.Cog):
         except (ImageRejected, AttachmentRefused) as exc:
             await self._send(
                 interaction,
-                tr(locale, "Cannot describe {name}: {reason}.", name=f"`{name}`", reason=exc),
+                tr(
+                    locale,
+                    "Cannot describe {name}: {reason}.",
+                    name=f"`{name}`",
+                    reason=say(locale, exc),
+                ),
             )
             return
         except ClassifierUnavailable as exc:

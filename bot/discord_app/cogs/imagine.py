@@ -96,7 +96,7 @@ class ImagineCog(commands.Cog):
         try:
             draft = build_request(options, {}, settings)
         except RequestError as exc:
-            await reply(interaction, bad_request_text(locale_of(interaction), str(exc)))
+            await reply(interaction, bad_request_text(locale_of(interaction), exc))
             return
 
         update: dict[str, object] = {}
@@ -117,7 +117,7 @@ class ImagineCog(commands.Cog):
             try:
                 update = await self._image_prompt(interaction, image, options, strength)
             except AttachmentRefused as exc:
-                await retract(interaction, bad_request_text(locale_of(interaction), str(exc)))
+                await retract(interaction, bad_request_text(locale_of(interaction), exc))
                 return
             draft = draft.model_copy(update=update)
 

@@ -16,7 +16,7 @@ from bot.admin import max_steps
 from bot.discord_app import formatting
 from bot.discord_app.context import requester
 from bot.discord_app.delivery import file_name, fit_images
-from bot.discord_app.i18n import locale_of, tr
+from bot.discord_app.i18n import locale_of, say, tr
 from bot.discord_app.moderation import job_id_of
 from bot.images import Infotext, read_infotext
 from bot.service import NotAllowed
@@ -81,7 +81,7 @@ class InfoCog(commands.Cog):
             )
         except NotAllowed as exc:
             await interaction.followup.send(
-                tr(locale, "Sorry: {reason}.", reason=exc), ephemeral=True
+                tr(locale, "Sorry: {reason}.", reason=say(locale, exc)), ephemeral=True
             )
             return
         if not images:

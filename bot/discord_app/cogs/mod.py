@@ -19,7 +19,7 @@ from discord.ext import commands
 from bot.admin import ServerAdmin
 from bot.discord_app import formatting
 from bot.discord_app.context import is_moderator
-from bot.discord_app.i18n import locale_of, tr, trn
+from bot.discord_app.i18n import locale_of, say, tr, trn
 from bot.discord_app.moderation import DurationError, job_id_of, parse_duration
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class ModCog(
                 until = discord.utils.utcnow() + parse_duration(duration)
             except DurationError as exc:
                 await interaction.followup.send(
-                    tr(locale, "Not banned: {reason}.", reason=exc), ephemeral=True
+                    tr(locale, "Not banned: {reason}.", reason=say(locale, exc)), ephemeral=True
                 )
                 return
         banned = await self.admin.ban(
