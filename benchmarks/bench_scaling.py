@@ -111,7 +111,13 @@ class SleepingEngine:
         return None  # no GPU: the heartbeat says so, as a CPU engine's does
 
     def render_batch(
-        self, renders: Any, *, on_progress: Any, cancels: Any, init_image: Any = None
+        self,
+        renders: Any,
+        *,
+        on_progress: Any,
+        cancels: Any,
+        init_image: Any = None,
+        preview_every: Any = None,
     ) -> Any:
         from bot.engine import JobCancelled, Progress, RenderedImage, RenderResult
         from bot.images import Infotext

@@ -54,7 +54,7 @@ from typing import Final, Protocol, runtime_checkable
 from PIL import Image
 
 from bot.attachments import AttachmentRefused, check_bytes, decode, header_size, sniff
-from bot.errors import ReadableError
+from bot.errors import ReadableError, Text, words
 from bot.moderation.channels import ChannelContext
 from bot.moderation.classifier import TagScores
 from bot.moderation.guild_policy import GuildPolicy
@@ -218,7 +218,7 @@ class Visibility:
     """What the member is shown: the description (possibly less some tags), or why not."""
 
     description: Description | None
-    reason: str
+    reason: Text  # for the member (str(): the English)
     code: str  # "shown", "hard_block", "sexual_unchecked", "direct_message", "rated", "sexual"
     left_out: tuple[str, ...] = ()
 
@@ -239,40 +239,51 @@ def visibility(
     if scores.hard_block:
         return Visibility(
             None,
-            "the image check sees sexual content and a minor in this image: it is not "
-            "described, in any channel",
+            words(
+                "the image check sees sexual content and a minor in this image: it is not "
+                "described, in any channel"
+            ),
             "hard_block",
         )
     if scores.sexual and not scores.minors_checked:
         return Visibility(
             None,
-            "the image looks sexual and the image check cannot tell whether it shows a minor: "
-            "it is not described, in any channel",
+            words(
+                "the image looks sexual and the image check cannot tell whether it shows a "
+                "minor: it is not described, in any channel"
+            ),
             "sexual_unchecked",
         )
     if channel.is_dm and not policy.dm_allowed:
-        return Visibility(None, "the bot does not describe images in direct messages", "dm")
+        return Visibility(None, words("the bot does not describe images in direct messages"), "dm")
     if not channel.age_restricted:
         over = scores.over(policy.thresholds)
         if over or description.rating in ("questionable", "explicit"):
             worst = over[0] if over else description.rating
             return Visibility(
                 None,
-                f"the image is rated {worst} ({getattr(scores, worst):.2f}); its tags are only "
-                "shown in age-restricted channels",
+                words(
+                    "the image is rated {rating} ({score}); its tags are only shown in "
+                    "age-restricted channels",
+                    rating=worst,
+                    score=f"{getattr(scores, worst):.2f}",
+                ),
                 "rated",
             )
         if scores.sexual:
             return Visibility(
                 None,
-                "the image check sees sexual content in this image; its tags are only shown "
-                "in age-restricted channels",
+                words(
+                    "the image check sees sexual content in this image; its tags are only "
+                    "shown in age-restricted channels"
+                ),
                 "sexual",
             )
         plain = description.without(sexual_tags)
         left_out = tuple(t for t in description.tags if t not in plain.tags)
-        return Visibility(plain, "not age-restricted: sexual tags left out", "shown", left_out)
-    return Visibility(description, "age-restricted channel", "shown")
+        reason = words("not age-restricted: sexual tags left out")
+        return Visibility(plain, reason, "shown", left_out)
+    return Visibility(description, words("age-restricted channel"), "shown")
 
 
 # ------------------------------------------------------------------------------ images

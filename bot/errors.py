@@ -26,6 +26,25 @@ class Text:
             return self.template
         return self.template.format(**{k: str(v) for k, v in self.values.items()})
 
+    def as_data(self) -> dict[str, Any]:
+        """As JSON (kept with what it explains, e.g. an image's verdict)."""
+        values = {
+            k: v.as_data() if isinstance(v, Text) else v if isinstance(v, int | float) else str(v)
+            for k, v in self.values.items()
+        }
+        return {"template": self.template, "values": values}
+
+    @classmethod
+    def from_data(cls, data: object, fallback: str = "") -> Text:
+        """What :meth:`as_data` wrote; ``fallback`` (as a plain text) when it is not that."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("template"), str):
+            return cls(fallback)
+        raw = data.get("values")
+        values: dict[str, object] = {}
+        for key, value in raw.items() if isinstance(raw, Mapping) else ():
+            values[str(key)] = cls.from_data(value) if isinstance(value, Mapping) else value
+        return cls(data["template"], values)
+
 
 def words(template: str, /, **values: object) -> Text:
     """A text for people: ``words("at most {most} steps", most=40)``."""

@@ -287,7 +287,7 @@ class ImagineService:
             if refused.hard_block:
                 # Moderators see who tried (the image itself is kept nowhere).
                 await self.record_hard_blocked_input(
-                    "image prompt", refused.reason, channel, guild_id=guild_id, user_id=user_id
+                    "image prompt", str(refused.reason), channel, guild_id=guild_id, user_id=user_id
                 )
             raise AttachmentRefused(
                 "the attached image cannot be used here: {reason}", reason=refused.reason
@@ -427,7 +427,7 @@ class ImagineService:
             kind,
             guild_id=who.guild_id,
             user_id=who.user_id,
-            reason=decision.reason,
+            reason=str(decision.reason),
             details={
                 "prompt": request.prompt,
                 "negative_prompt": request.negative_prompt,

@@ -147,7 +147,7 @@ async def test_flagged_image_is_withheld_in_a_plain_channel_and_spoilered_in_an_
         withheld = events.images[plain.job.id][0]
         assert withheld.withheld
         assert withheld.verdict.action is Action.WITHHOLD
-        assert "explicit" in withheld.verdict.reason
+        assert "explicit" in str(withheld.verdict.reason)
         spoiled = events.images[adult.job.id][0]
         assert spoiled.verdict.action is Action.SPOILER
         stored = JobStore(db).images(plain.job.id)[0]
@@ -169,7 +169,7 @@ async def test_missing_classifier_withholds_outside_age_restricted_channels(
         await service.run_burst()
         verdict = events.images[plain.job.id][0].verdict
         assert verdict.action is Action.WITHHOLD
-        assert "no classifier in this test" in verdict.reason
+        assert "no classifier in this test" in str(verdict.reason)
         assert events.images[adult.job.id][0].verdict.posted
     finally:
         db.close()

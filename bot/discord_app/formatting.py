@@ -319,7 +319,7 @@ def verdict_notes(locale: str, images: Sequence[OutputImage]) -> list[str]:
     notes = []
     for image in images:
         number = image.index + 1
-        reason = image.verdict.reason
+        reason = say(locale, image.verdict.reason)
         if not image.verdict.posted:
             notes.append(
                 tr(
@@ -750,8 +750,8 @@ LOG_PROMPT_MAX: Final = 600
 def policy_refusal_text(locale: str, decision: PromptDecision) -> str:
     """Why the channel's policy refused a prompt (shown only to the member)."""
     if decision.decision is Decision.HARD_BLOCK:
-        return tr(locale, "**Refused**: {reason}.", reason=decision.reason)
-    return tr(locale, "**Not allowed here**: {reason}.", reason=decision.reason)
+        return tr(locale, "**Refused**: {reason}.", reason=say(locale, decision.reason))
+    return tr(locale, "**Not allowed here**: {reason}.", reason=say(locale, decision.reason))
 
 
 def message_url(guild_id: int | None, channel_id: int, message_id: int) -> str:
@@ -868,7 +868,7 @@ def log_refusal_text(
     hard = decision.decision is Decision.HARD_BLOCK
     title = tr(locale, "🛑 **Hard block**" if hard else "⛔ **Prompt refused**")
     lines = [f"{title} · {_who_where(locale, user_id, channel_id)}"]
-    lines.append(tr(locale, "Reason: {reason}", reason=decision.reason))
+    lines.append(tr(locale, "Reason: {reason}", reason=say(locale, decision.reason)))
     if prompt is not None:
         lines.append(tr(locale, "Prompt: {prompt}", prompt=_log_prompt(prompt, hide=hard)))
     return "\n".join(lines)
@@ -894,7 +894,7 @@ def log_withheld_text(
             "Image {number} (seed {seed}): {reason}",
             number=i.index + 1,
             seed=i.seed,
-            reason=i.verdict.reason,
+            reason=say(locale, i.verdict.reason),
         )
         for i in withheld
     ]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from bot.errors import Text, words
 from bot.moderation.channels import ChannelContext
 from bot.moderation.guild_policy import (
     GuildPolicy,
@@ -121,7 +122,7 @@ class Verdict:
     """What to do with one output image, and why (the reason is shown to the member)."""
 
     action: Action
-    reason: str
+    reason: Text  # for the member (str(): the English)
     flagged: bool = False  # rated over a threshold
     hard_block: bool = False  # sexual content and a minor, to the image classifier
     quarantined: bool = False  # never leaves the bot: not even to the moderation log
@@ -146,7 +147,8 @@ class Verdict:
         """For ``Image.verdict``: what was decided, to deliver the same again later."""
         return {
             "action": self.action.value,
-            "reason": self.reason,
+            "reason": str(self.reason),
+            "reason_text": self.reason.as_data(),
             "flagged": self.flagged,
             "hard_block": self.hard_block,
             "quarantined": self.quarantined,
@@ -156,7 +158,7 @@ class Verdict:
     def from_row(cls, row: Mapping[str, Any]) -> Verdict:
         return cls(
             Action(str(row["action"])),
-            str(row.get("reason", "")),
+            Text.from_data(row.get("reason_text"), str(row.get("reason", ""))),
             flagged=bool(row.get("flagged", False)),
             hard_block=bool(row.get("hard_block", False)),
             quarantined=bool(row.get("quarantined", False)),
@@ -199,9 +201,13 @@ def image_verdict(
     if scores is not None and scores.hard_block:
         return Verdict(
             Action.WITHHOLD,
-            f"hard block: the image check sees sexual content ({_signals(scores.sexual)}) "
-            f"and a minor ({_signals(scores.minors)}); sexual images of minors are never "
-            "posted, in any channel, and this is logged for moderators",
+            words(
+                "hard block: the image check sees sexual content ({sexual}) and a minor "
+                "({minor}); sexual images of minors are never posted, in any channel, and "
+                "this is logged for moderators",
+                sexual=_signals(scores.sexual),
+                minor=_signals(scores.minors),
+            ),
             flagged=True,
             hard_block=True,
             quarantined=True,
@@ -210,9 +216,11 @@ def image_verdict(
     if scores is not None and not scores.minors_checked and scores.sexual:
         return Verdict(
             Action.WITHHOLD,
-            f"withheld: the image looks sexual ({_signals(scores.sexual)}) and the image "
-            "classifier cannot check it for minors (its tag list lacks the tags the hard "
-            "block needs)",
+            words(
+                "withheld: the image looks sexual ({sexual}) and the image classifier cannot "
+                "check it for minors (its tag list lacks the tags the hard block needs)",
+                sexual=_signals(scores.sexual),
+            ),
             flagged=True,
             quarantined=True,
             code="sexual_unchecked",
@@ -220,37 +228,44 @@ def image_verdict(
     if channel.is_dm and not policy.dm_allowed:
         return Verdict(
             Action.WITHHOLD,
-            "the bot does not post images in direct messages",
+            words("the bot does not post images in direct messages"),
             code="direct_message",
         )
     strict = not channel.age_restricted or bool(minors)
-    where = "in this channel" if not channel.age_restricted else "for a prompt about minors"
     over = () if scores is None else scores.over(policy.thresholds)
     if scores is None:
-        why = f"the image check could not run ({error})" if error else "the image check did not run"
+        if error:
+            why = words("the image check could not run ({error})", error=error)
+        else:
+            why = words("the image check did not run")
         if strict and policy.fail_closed:
-            return Verdict(Action.WITHHOLD, f"withheld: {why}", code="check_failed")
+            return Verdict(Action.WITHHOLD, words("withheld: {why}", why=why), code="check_failed")
         if channel.age_restricted:
             action = Action.POST if policy.spoiler == "never" else Action.SPOILER
             return Verdict(action, why)
-        return Verdict(Action.POST, f"posted unchecked: {why}")
+        return Verdict(Action.POST, words("posted unchecked: {why}", why=why))
     if over:
         worst = over[0]
-        score = getattr(scores, worst)
-        limit = getattr(policy.thresholds, worst)
-        why = f"rated {worst} ({score:.2f}, above {limit:.2f})"
+        rated = words(
+            "rated {rating} ({score}, above {limit})",
+            rating=worst,
+            score=f"{getattr(scores, worst):.2f}",
+            limit=f"{getattr(policy.thresholds, worst):.2f}",
+        )
         if strict:
-            return Verdict(
-                Action.WITHHOLD,
-                f"withheld: {why}; not allowed {where}",
-                flagged=True,
-                code=f"rated_{worst}",
-            )
+            if channel.age_restricted:
+                reason = words("withheld: {why}; not allowed for a prompt about minors", why=rated)
+            else:
+                reason = words("withheld: {why}; not allowed in this channel", why=rated)
+            return Verdict(Action.WITHHOLD, reason, flagged=True, code=f"rated_{worst}")
         action = Action.POST if policy.spoiler == "never" else Action.SPOILER
-        return Verdict(action, why, flagged=True)
+        return Verdict(action, rated, flagged=True)
     if channel.age_restricted and policy.spoiler == "always":
-        return Verdict(Action.SPOILER, f"rated {scores.rating}; spoilers always on here")
-    return Verdict(Action.POST, f"rated {scores.rating}")
+        return Verdict(
+            Action.SPOILER,
+            words("rated {rating}; spoilers always on here", rating=scores.rating),
+        )
+    return Verdict(Action.POST, words("rated {rating}", rating=scores.rating))
 
 
 def preview_shown(verdict: Verdict) -> bool:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+from bot.errors import Text, words
 from bot.moderation.channels import ChannelContext, ChannelKind
 from bot.moderation.guild_policy import (
     GuildPolicy,
@@ -85,7 +86,7 @@ class PromptDecision:
     """What the policy says about a prompt, and the negative prompt the engine must use."""
 
     decision: Decision
-    reason: str
+    reason: Text  # for the member (str(): the English)
     matched: tuple[str, ...]
     negative_prompt: str
     minors: tuple[str, ...] = ()  # terms about minors found, also in allowed prompts
@@ -106,7 +107,7 @@ class PromptDecision:
     def as_dict(self) -> dict[str, Any]:
         return {
             "decision": self.decision.value,
-            "reason": self.reason,
+            "reason": str(self.reason),
             "matched": list(self.matched),
             "negative_prompt": self.negative_prompt,
         }
@@ -220,13 +221,20 @@ def check_prompt(
     if child_sexual or (hard_minors and sexual):
         matched = _unique(child_sexual, sexual if hard_minors else (), hard_minors)
         if child_sexual:
-            why = f"terms that sexualise minors: {', '.join(child_sexual)}"
+            why = words("terms that sexualise minors: {terms}", terms=", ".join(child_sexual))
         else:
-            why = f"sexual: {', '.join(sexual)}; minor: {', '.join(hard_minors)}"
+            why = words(
+                "sexual: {sexual}; minor: {minor}",
+                sexual=", ".join(sexual),
+                minor=", ".join(hard_minors),
+            )
         return PromptDecision(
             Decision.HARD_BLOCK,
-            "sexual content involving minors is never allowed, in any channel; the attempt "
-            f"is logged for moderators ({why})",
+            words(
+                "sexual content involving minors is never allowed, in any channel; the "
+                "attempt is logged for moderators ({why})",
+                why=why,
+            ),
             matched,
             final_negative,
             minors,
@@ -235,7 +243,7 @@ def check_prompt(
     if channel.is_dm and not policy.dm_allowed:
         return PromptDecision(
             Decision.REFUSE,
-            "the bot does not make images in direct messages",
+            words("the bot does not make images in direct messages"),
             (),
             final_negative,
             minors,
@@ -248,18 +256,26 @@ def check_prompt(
             blocked.find(scanned, tokenizer=tokenizer),
         )
         if nsfw_rating:
-            reason = f"the {rating_name} rating is only allowed in age-restricted channels"
+            reason = words(
+                "the {rating} rating is only allowed in age-restricted channels", rating=rating_name
+            )
             return PromptDecision(
                 Decision.REFUSE, reason, matched, final_negative, minors, code="rating"
             )
         if matched:
-            reason = f"not allowed outside age-restricted channels: {', '.join(matched)}"
+            reason = words(
+                "not allowed outside age-restricted channels: {tags}", tags=", ".join(matched)
+            )
             return PromptDecision(
                 Decision.REFUSE, reason, matched, final_negative, minors, code="blocked_tags"
             )
-        return PromptDecision(Decision.ALLOW, "no blocked tags", (), final_negative, minors)
+        return PromptDecision(Decision.ALLOW, words("no blocked tags"), (), final_negative, minors)
     return PromptDecision(
-        Decision.ALLOW, "age-restricted channel: rating tags allowed", (), final_negative, minors
+        Decision.ALLOW,
+        words("age-restricted channel: rating tags allowed"),
+        (),
+        final_negative,
+        minors,
     )
 
 
@@ -323,7 +339,7 @@ def policy_check_lines(
             decision = check_prompt(prompt, negative, None, where, policy)
             if decision.decision is not Decision.HARD_BLOCK:
                 decision = PromptDecision(
-                    Decision.REFUSE, str(exc), (), decision.negative_prompt, code="invalid"
+                    Decision.REFUSE, exc.text, (), decision.negative_prompt, code="invalid"
                 )
         yield {"prompt": prompt, **decision.as_dict()}
 

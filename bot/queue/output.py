@@ -110,7 +110,7 @@ class ImageOutput:
                     verdict.event_kind,
                     guild_id=job.guild_id,
                     user_id=job.user_id,
-                    reason=verdict.reason,
+                    reason=str(verdict.reason),
                     job_id=job.id,
                     image_id=row.id,
                     details={

@@ -146,7 +146,7 @@ def test_ratings_are_found_by_category_not_position(tmp_path: Path) -> None:
 def test_verdicts_from_the_classifier(tagger: Tagger) -> None:
     withheld = image_verdict(tagger.rate(flagged_image()), PLAIN, POLICY)
     assert withheld.action is Action.WITHHOLD
-    assert withheld.reason.startswith("withheld: rated explicit")
+    assert str(withheld.reason).startswith("withheld: rated explicit")
     assert image_verdict(tagger.rate(safe_image()), PLAIN, POLICY).action is Action.POST
 
 
@@ -156,7 +156,7 @@ def test_missing_classifier_withholds_outside_age_restricted_channels(tmp_path: 
         Tagger.load(source)
     verdict = image_verdict(None, PLAIN, POLICY, error=str(info.value))
     assert verdict.action is Action.WITHHOLD
-    assert source in verdict.reason
+    assert source in str(verdict.reason)
     assert image_verdict(None, channel_context(True), POLICY).posted
 
 
@@ -406,9 +406,9 @@ def test_sexual_image_of_a_minor_is_a_hard_block_everywhere(
     assert verdict.quarantined
     assert not verdict.forwardable
     assert verdict.event_kind == "image_hard_blocked"
-    assert verdict.reason.startswith("hard block: the image check sees sexual content")
-    assert "rating:explicit 0.90" in verdict.reason
-    assert "shota 0.80" in verdict.reason
+    assert str(verdict.reason).startswith("hard block: the image check sees sexual content")
+    assert "rating:explicit 0.90" in str(verdict.reason)
+    assert "shota 0.80" in str(verdict.reason)
 
 
 def test_ordinary_withheld_images_stay_forwardable(tagger: Tagger) -> None:
@@ -432,7 +432,9 @@ def test_a_tagger_without_minor_tags_fails_closed_for_sexual_images(tmp_path: Pa
         assert verdict.quarantined
         assert not verdict.hard_block
         assert verdict.event_kind == "image_withheld"
-    assert "cannot check it for minors" in image_verdict(flagged, AGE_RESTRICTED, POLICY).reason
+    assert "cannot check it for minors" in str(
+        image_verdict(flagged, AGE_RESTRICTED, POLICY).reason
+    )
     # Images without a sexual signal are still posted as usual.
     safe = tagger.rate(safe_image())
     assert image_verdict(safe, AGE_RESTRICTED, POLICY).posted

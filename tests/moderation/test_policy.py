@@ -105,7 +105,7 @@ def test_ratings_per_channel(
     nsfw_rating = rating is not None and rating.casefold() in ("nsfw", "explicit")
     if nsfw_rating and not nsfw_ok:
         assert decision.decision is Decision.REFUSE
-        assert "only allowed in age-restricted channels" in decision.reason
+        assert "only allowed in age-restricted channels" in str(decision.reason)
         assert "nsfw" in decision.matched
         assert decision.event_kind == "prompt_blocked"
     else:
@@ -135,7 +135,7 @@ def test_evasion_forms_per_channel(
     else:
         assert decision.decision is Decision.REFUSE
         assert decision.matched
-        assert "not allowed outside age-restricted channels" in decision.reason
+        assert "not allowed outside age-restricted channels" in str(decision.reason)
 
 
 @pytest.mark.parametrize(("name", "channel", "policy", "nsfw_ok"), CHANNELS, ids=CHANNEL_IDS)
@@ -165,7 +165,7 @@ def test_hard_block_everywhere(
     decision = decide(prompt, rating, channel, policy)
     assert decision.decision is Decision.HARD_BLOCK
     assert decision.event_kind == "prompt_hard_blocked"
-    assert "never allowed" in decision.reason
+    assert "never allowed" in str(decision.reason)
     assert len(decision.matched) >= 2
 
 
@@ -208,7 +208,7 @@ def test_not_hard_blocked_in_age_restricted_channels(prompt: str) -> None:
 def test_direct_messages_are_off_by_default() -> None:
     decision = decide(CLEAN, None, DM)
     assert decision.decision is Decision.REFUSE
-    assert "direct messages" in decision.reason
+    assert "direct messages" in str(decision.reason)
     assert decide(CLEAN, None, DM, DM_POLICY).decision is Decision.ALLOW
 
 
@@ -383,11 +383,12 @@ def test_withheld_image_says_why() -> None:
     verdict = image_verdict(EXPLICIT, PLAIN, POLICY)
     assert verdict.flagged
     assert (
-        verdict.reason == "withheld: rated explicit (0.95, above 0.30); not allowed in this channel"
+        str(verdict.reason)
+        == "withheld: rated explicit (0.95, above 0.30); not allowed in this channel"
     )
     missing = image_verdict(None, PLAIN, POLICY, error="image classifier 'x': no such folder")
     assert not missing.flagged
-    assert "could not run (image classifier 'x': no such folder)" in missing.reason
+    assert "could not run (image classifier 'x': no such folder)" in str(missing.reason)
 
 
 @pytest.mark.parametrize(
@@ -407,14 +408,14 @@ def test_prompts_about_minors_get_plain_rules_in_age_restricted_channels(
     verdict = image_verdict(scores, AGE_RESTRICTED, POLICY, minors=decision.minors)
     assert verdict.action is action
     if scores is EXPLICIT:
-        assert verdict.reason.endswith("not allowed for a prompt about minors")
+        assert str(verdict.reason).endswith("not allowed for a prompt about minors")
 
 
 def test_fail_open_when_the_server_says_so() -> None:
     policy = GuildPolicy.from_settings(ModerationSettings(), {"fail_closed": False})
     verdict = image_verdict(None, PLAIN, policy, error="boom")
     assert verdict.action is Action.POST
-    assert "unchecked" in verdict.reason
+    assert "unchecked" in str(verdict.reason)
     assert image_verdict(EXPLICIT, PLAIN, policy).action is Action.WITHHOLD
 
 
@@ -447,7 +448,9 @@ def test_thresholds_are_strictly_above() -> None:
     at_limit = RatingScores(general=0.5, sensitive=0.0, questionable=0.5, explicit=0.3)
     assert image_verdict(at_limit, PLAIN, POLICY).action is Action.POST
     strict = GuildPolicy.from_settings(ModerationSettings(), {"questionable_threshold": 0.4})
-    assert image_verdict(at_limit, PLAIN, strict).reason.startswith("withheld: rated questionable")
+    assert str(image_verdict(at_limit, PLAIN, strict).reason).startswith(
+        "withheld: rated questionable"
+    )
 
 
 def test_scores_round_trip_for_storage() -> None:

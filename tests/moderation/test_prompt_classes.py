@@ -116,8 +116,8 @@ def test_a_term_is_judged_inside_its_tag() -> None:
 def test_age_statements_and_minors_in_other_languages(minor: str) -> None:
     decision = check_prompt(f"1girl, {minor}, nude", "", None, ADULT, POLICY)
     assert decision.decision is Decision.HARD_BLOCK
-    assert "sexual: nude" in decision.reason
-    assert "minor: " in decision.reason
+    assert "sexual: nude" in str(decision.reason)
+    assert "minor: " in str(decision.reason)
     # the same words about a child with nothing sexual are allowed
     assert decide(f"1girl, {minor}, smile, park", ADULT) is Decision.ALLOW
 
@@ -125,10 +125,10 @@ def test_age_statements_and_minors_in_other_languages(minor: str) -> None:
 def test_hard_block_reason_names_both_signals() -> None:
     decision = check_prompt("loli, undressed", "", None, PLAIN, POLICY)
     assert decision.decision is Decision.HARD_BLOCK
-    assert "sexual: undressed" in decision.reason
-    assert "minor: loli" in decision.reason
+    assert "sexual: undressed" in str(decision.reason)
+    assert "minor: loli" in str(decision.reason)
     explicit = check_prompt("1girl, lolicon", "", None, ADULT, POLICY)
-    assert "terms that sexualise minors: lolicon" in explicit.reason
+    assert "terms that sexualise minors: lolicon" in str(explicit.reason)
 
 
 def test_no_hard_block_without_a_sexual_signal() -> None:
@@ -166,8 +166,8 @@ def test_owner_extends_the_vocabulary_with_config_keys() -> None:
     assert check_prompt("1girlzorblax", "", None, PLAIN, policy).decision is Decision.REFUSE
     both = check_prompt("tykeling, zorblax", "", None, ADULT, policy)
     assert both.decision is Decision.HARD_BLOCK
-    assert "sexual: zorblax" in both.reason
-    assert "minor: tykeling" in both.reason
+    assert "sexual: zorblax" in str(both.reason)
+    assert "minor: tykeling" in str(both.reason)
     assert check_prompt("tykeling, nude", "", None, ADULT, POLICY).decision is Decision.ALLOW
 
 

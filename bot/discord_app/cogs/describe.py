@@ -184,13 +184,14 @@ class DescribeCog(commands.Cog):
             if answer.code == "hard_block":
                 await self.bot.service.record_hard_blocked_input(
                     "describe",
-                    answer.reason,
+                    str(answer.reason),
                     channel_of(interaction),
                     guild_id=interaction.guild_id,
                     user_id=interaction.user.id,
                 )
             await self._send(
-                interaction, tr(locale, "Not described here: {reason}.", reason=answer.reason)
+                interaction,
+                tr(locale, "Not described here: {reason}.", reason=say(locale, answer.reason)),
             )
             return
         view = DescribeView(
