@@ -352,7 +352,7 @@ class Delivery:
         outage often lets text through), in the channel, else in a DM."""
         hours = self.bot.settings.delivery.retry_hours
         text = formatting.undelivered_text(_locale(job), job, reason, hours)
-        sent, _problem = await self._via_channel(job, _Post(text), mention=True)
+        sent, _problem = await self._via_channel(job, _Post(text), mention=True, dms=set())
         if sent is None:
             log.error("job %s: the member could not be told that the result is waiting", job.id)
 
@@ -483,6 +483,7 @@ class Delivery:
         no connection), refused for good when every place refused it."""
         first_id: int | None = None
         in_channel = False
+        dms: set[int] = set()  # messages that went to the member's DMs
         done = job.delivery_posted
         for number, post in enumerate(posts):
             if number < done:
@@ -506,16 +507,20 @@ class Delivery:
             if sent is None:
                 mention = not in_channel
                 in_channel = True
-                sent, problem = await self._via_channel(job, post, mention=mention)
+                sent, problem = await self._via_channel(job, post, mention=mention, dms=dms)
                 if problem is not None:
                     problems.append(problem)
             if sent is None:
                 return _attempt_of(problems, posted=number)
             if number == 0:
                 first_id = sent
+        in_dm = first_id in dms
         if in_channel and track.message_id is not None and first_id not in (None, track.message_id):
-            await self._retire(job, track.message_id)
-        if first_id is not None and first_id != job.message_id:
+            await self._retire(job, track.message_id, in_dm=in_dm)
+        # A result in the member's DMs is not the job's message: links (/history, "Who
+        # made this?") keep pointing at the job's message in its channel, which says where
+        # the answer went.
+        if first_id is not None and first_id != job.message_id and not in_dm:
             try:
                 await self.bot.service.admin.set_message(job.id, first_id)
             except DatabaseError:
@@ -542,10 +547,11 @@ class Delivery:
         return sent.id
 
     async def _via_channel(
-        self, job: JobRecord, post: _Post, *, mention: bool
+        self, job: JobRecord, post: _Post, *, mention: bool, dms: set[int]
     ) -> tuple[int | None, _Problem | None]:
-        """Post with the bot's token (in the channel, else in a DM): the message id, or
-        None and what went wrong (the most hopeful problem: one that may pass)."""
+        """Post with the bot's token (in the channel, else in a DM, whose message id is
+        added to ``dms``): the message id, or None and what went wrong (the most hopeful
+        problem: one that may pass)."""
         content = post.content
         if mention:
             content = f"{formatting.late_mention(_locale(job), job.user_id, job.id)}\n{content}"
@@ -591,18 +597,21 @@ class Delivery:
                 problems.append(problem)
                 log.warning("job %s: could not post in the %s (%s)", job.id, target, problem.text)
                 continue
+            if target == "dm":
+                dms.add(message.id)
             return message.id, None
         log.warning("job %s: its answer could not be delivered anywhere this time", job.id)
         return None, _most_hopeful(problems)
 
-    async def _retire(self, job: JobRecord, message_id: int) -> None:
-        """Best effort: point the old queue message at the answer posted below it."""
+    async def _retire(self, job: JobRecord, message_id: int, *, in_dm: bool) -> None:
+        """Best effort: point the old queue message at the answer (posted below it, or
+        sent to the member in a DM)."""
         if job.channel_id is None:
             return
         channel = self.bot.get_partial_messageable(job.channel_id)
         try:
             await channel.get_partial_message(message_id).edit(
-                content=formatting.answered_below_text(_locale(job), job), view=None
+                content=formatting.answered_text(_locale(job), job, in_dm=in_dm), view=None
             )
         except discord.HTTPException as exc:
             log.debug("job %s: could not update its old message (%s)", job.id, exc.status)

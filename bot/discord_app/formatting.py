@@ -235,7 +235,10 @@ def part_text(locale: str, job: JobRecord, number: int, count: int) -> str:
     )
 
 
-def answered_below_text(locale: str, job: JobRecord) -> str:
+def answered_text(locale: str, job: JobRecord, *, in_dm: bool) -> str:
+    """What the job's first message says once the answer went elsewhere."""
+    if in_dm:
+        return tr(locale, "Job #{job}: the answer was sent to you in a direct message.", job=job.id)
     return tr(locale, "Job #{job}: the answer was posted below.", job=job.id)
 
 

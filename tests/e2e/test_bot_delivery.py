@@ -137,6 +137,30 @@ async def test_a_result_after_the_token_expired_goes_to_the_channel(
     assert (await burst_env.job(job_id)).message_id == posted.id
 
 
+async def test_a_result_that_went_to_the_members_dms_leaves_the_job_message_pointing_there(
+    burst_env: BotEnv,
+) -> None:
+    """Token expired, the channel refuses the bot (403): the answer goes to a DM. The job's
+    message stays the one in the channel (links from /history and "Who made this?" lead
+    there), and it says where the answer went."""
+    fake, bot = burst_env.fake, burst_env.bot
+    handle = await burst_env.imagine("1girl", seed=5)
+    queued = await queued_message(handle)
+    job_id = job_id_in(queued)
+    fake.expire_token(handle.token)
+    fake.fail_next("POST", rf"/channels/{GENERAL_CHANNEL_ID}/messages", status=403, times=5)
+    assert await bot.service.run_burst() == 1
+
+    [dm] = fake.messages(fake.dm_channel(ALICE_ID).id)
+    assert infotext_of(dm).params["Seed"] == "5"
+    assert fake.message(queued.id).content == (
+        f"Job #{job_id}: the answer was sent to you in a direct message."
+    )
+    job = await burst_env.job(job_id)
+    assert job.message_id == queued.id
+    assert job.channel_id == GENERAL_CHANNEL_ID
+
+
 async def test_a_token_about_to_expire_is_not_used(burst_env: BotEnv) -> None:
     fake, bot = burst_env.fake, burst_env.bot
     almost = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=14, seconds=45)

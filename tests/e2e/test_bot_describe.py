@@ -186,3 +186,22 @@ async def test_a_hard_blocked_image_is_described_nowhere_and_recorded_for_modera
         events = await bot.db.run(MemberStore(bot.db).events, guild_id=DEFAULT_GUILD_ID)
         assert [(e.kind, e.user_id) for e in events] == [("image_hard_blocked", ALICE_ID)]
         assert events[0].details == {"source": "describe", "channel": "age-restricted"}
+
+
+async def test_the_buttons_are_disabled_when_the_answer_times_out(
+    env: BotEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the view's timeout (14 minutes; shortened here) the buttons show as disabled:
+    the answer's token would expire soon after, and a press would go nowhere."""
+    monkeypatch.setattr("bot.discord_app.describe_views.VIEW_TIMEOUT", 0.3)
+    answer = await ephemeral_answer(await describe(env, png(safe_image())))
+    buttons = [c for c in answer.iter_components() if c.get("type") == 2]
+    assert buttons
+    assert not any(c.get("disabled") for c in buttons)
+
+    def disabled() -> bool:
+        now = [c for c in env.fake.message(answer.id).iter_components() if c.get("type") == 2]
+        return len(now) == len(buttons) and all(c.get("disabled") for c in now)
+
+    await env.fake.wait_for(disabled, 5.0, "the describe buttons disabled")
+    assert f"```\n{BLUE_TAGS}\n```" in env.fake.message(answer.id).content  # the tags stay

@@ -178,3 +178,20 @@ async def test_a_result_i_deleted_myself_is_no_longer_listed(env: BotEnv) -> Non
         while (await env.job(gone_id)).deleted_at is None:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
     assert listed(await history(env)) == [kept_id]
+
+
+async def test_the_buttons_go_when_the_page_times_out(
+    env: BotEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After ``VIEW_TIMEOUT_S`` (10 minutes; shortened here) without a press, the page keeps
+    its embed and loses its buttons."""
+    monkeypatch.setattr("bot.discord_app.cogs.history.VIEW_TIMEOUT_S", 0.3)
+    await result_of(await env.imagine("1girl, red hair", seed=11))
+    page = await history(env)
+    assert page.custom_ids
+
+    def bare() -> bool:
+        return not env.fake.message(page.id).custom_ids
+
+    await env.fake.wait_for(bare, 5.0, "the /history buttons removed")
+    assert fields(env.fake.message(page.id))  # the jobs are still listed
