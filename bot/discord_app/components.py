@@ -417,36 +417,41 @@ def result_view(
 # ------------------------------------------------------------------------------ the modal
 
 
-class EditModal(discord.ui.Modal):
-    """Prompt, negative and seed of a job, prefilled; submitting queues the edited request."""
+class PromptModal(discord.ui.Modal):
+    """Prompt, negative prompt and seed, prefilled and editable; a seed that is not one is
+    answered at once, the rest goes to :meth:`submit`."""
 
-    def __init__(self, job_id: int, request: GenerationRequest, *, nonce: int, locale: str) -> None:
-        super().__init__(
-            title=tr(locale, "Edit job #{job}", job=job_id),
-            custom_id=f"{PREFIX}:edit-modal:{job_id}:{nonce}",
-            timeout=900,
-        )
-        self.request = request
-        self.prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+    def __init__(
+        self,
+        *,
+        title: str,
+        custom_id: str,
+        locale: str,
+        prompt: str,
+        negative: str = "",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(title=title, custom_id=custom_id, timeout=900)
+        self.prompt: discord.ui.TextInput[PromptModal] = discord.ui.TextInput(
             label=tr(locale, "Prompt"),
             style=discord.TextStyle.paragraph,
             custom_id="prompt",
-            default=request.prompt[:TEXT_INPUT_MAX],
+            default=prompt[:TEXT_INPUT_MAX],
             max_length=TEXT_INPUT_MAX,
         )
-        self.negative: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+        self.negative: discord.ui.TextInput[PromptModal] = discord.ui.TextInput(
             label=tr(locale, "Negative prompt (after the preset's)"),
             style=discord.TextStyle.paragraph,
             custom_id="negative",
-            default=request.negative_prompt[:TEXT_INPUT_MAX],
+            default=negative[:TEXT_INPUT_MAX],
             required=False,
             max_length=TEXT_INPUT_MAX,
         )
-        self.seed: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+        self.seed: discord.ui.TextInput[PromptModal] = discord.ui.TextInput(
             label=tr(locale, "Seed (empty for a random one)"),
             custom_id="seed",
             required=False,
-            default="" if request.seed is None else str(request.seed),
+            default="" if seed is None else str(seed),
             max_length=10,
         )
         for item in (self.prompt, self.negative, self.seed):
@@ -464,12 +469,34 @@ class EditModal(discord.ui.Modal):
                 ),
             )
             return
+        seed = int(text) if text else None
+        await self.submit(interaction, self.prompt.value, self.negative.value, seed)
+
+    async def submit(
+        self, interaction: discord.Interaction[Any], prompt: str, negative: str, seed: int | None
+    ) -> None:
+        raise NotImplementedError
+
+
+class EditModal(PromptModal):
+    """Prompt, negative and seed of a job, prefilled; submitting queues the edited request."""
+
+    def __init__(self, job_id: int, request: GenerationRequest, *, nonce: int, locale: str) -> None:
+        super().__init__(
+            title=tr(locale, "Edit job #{job}", job=job_id),
+            custom_id=f"{PREFIX}:edit-modal:{job_id}:{nonce}",
+            locale=locale,
+            prompt=request.prompt,
+            negative=request.negative_prompt,
+            seed=request.seed,
+        )
+        self.request = request
+
+    async def submit(
+        self, interaction: discord.Interaction[Any], prompt: str, negative: str, seed: int | None
+    ) -> None:
         edited = self.request.model_copy(
-            update={
-                "prompt": self.prompt.value,
-                "negative_prompt": self.negative.value,
-                "seed": int(text) if text else None,
-            }
+            update={"prompt": prompt, "negative_prompt": negative, "seed": seed}
         )
 
         async def make() -> GenerationRequest:

@@ -23,12 +23,12 @@ import discord
 
 from bot.describe import Visibility
 from bot.discord_app import formatting
-from bot.discord_app.components import guarded
+from bot.discord_app.components import PromptModal, guarded
 from bot.discord_app.context import bot_of, reply
 from bot.discord_app.i18n import locale_of, tr, trn
 from bot.discord_app.requests import ImagineOptions, build_request
 from bot.discord_app.submit import submit_request
-from bot.request import MAX_SEED, GenerationRequest, RequestError
+from bot.request import GenerationRequest, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -82,55 +82,21 @@ async def _submit(
     await guarded(interaction, what, submit_request(interaction, make, draft=draft))
 
 
-class DescribeModal(discord.ui.Modal):
+class DescribeModal(PromptModal):
     """The described tags, prefilled and editable, with a negative prompt and a seed."""
 
     def __init__(self, prompt: str, *, nonce: int, locale: str) -> None:
         super().__init__(
             title=tr(locale, "Imagine from these tags"),
             custom_id=f"{PREFIX}:modal:{nonce}",
-            timeout=900,
+            locale=locale,
+            prompt=prompt,
         )
-        self.prompt: discord.ui.TextInput[DescribeModal] = discord.ui.TextInput(
-            label=tr(locale, "Prompt"),
-            style=discord.TextStyle.paragraph,
-            custom_id="prompt",
-            default=prompt[:TEXT_INPUT_MAX],
-            max_length=TEXT_INPUT_MAX,
-        )
-        self.negative: discord.ui.TextInput[DescribeModal] = discord.ui.TextInput(
-            label=tr(locale, "Negative prompt (after the preset's)"),
-            style=discord.TextStyle.paragraph,
-            custom_id="negative",
-            required=False,
-            max_length=TEXT_INPUT_MAX,
-        )
-        self.seed: discord.ui.TextInput[DescribeModal] = discord.ui.TextInput(
-            label=tr(locale, "Seed (empty for a random one)"),
-            custom_id="seed",
-            required=False,
-            max_length=10,
-        )
-        for item in (self.prompt, self.negative, self.seed):
-            self.add_item(item)
 
-    async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
-        text = self.seed.value.strip()
-        if text and not (text.isdigit() and int(text) <= MAX_SEED):
-            await reply(
-                interaction,
-                tr(
-                    locale_of(interaction),
-                    "The seed must be a whole number from 0 to {most}.",
-                    most=MAX_SEED,
-                ),
-            )
-            return
-        options = ImagineOptions(
-            prompt=self.prompt.value,
-            negative=self.negative.value or None,
-            seed=int(text) if text else None,
-        )
+    async def submit(
+        self, interaction: discord.Interaction[Any], prompt: str, negative: str, seed: int | None
+    ) -> None:
+        options = ImagineOptions(prompt=prompt, negative=negative or None, seed=seed)
         await _submit(interaction, options, "edit & imagine")
 
 
