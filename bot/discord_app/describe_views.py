@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 PREFIX: Final = "animagine-describe"
 VIEW_TIMEOUT: Final = 14 * 60.0
 """Seconds the buttons work: under the 15 minutes the answer's webhook token lasts."""
-TEXT_INPUT_MAX: Final = 4000
 MESSAGE_MAX: Final = 2000
 
 
