@@ -10,8 +10,9 @@ median of ``--runs`` renders after one warm-up:
   thread as the renderer does it (a preview arriving while one is in the check is
   dropped), so the check's effect on the render shows.
 
-It also times one TAESD decode alone (``decode``) and one tagger rating of a preview
-(``check``), and gives the share of a render previews take at the configured interval
+It also times one TAESD decode alone (``decode``), one tagger rating of a preview
+(``check``), a preview's trip through Redis (the worker's WebP encoding and its size, the
+bot's decoding), and gives the share of a render previews take at the configured interval
 (one decode every ``--interval`` seconds: ``decode / max(interval, step)``).
 
 By default it runs on the CPU with the tiny test pipeline and a tiny random TAESD (the
@@ -143,7 +144,11 @@ def main() -> None:
             finally:
                 checking.clear()
 
+        shown: list[Any] = []
+
         def with_check(progress: Progress) -> None:
+            if progress.preview is not None:
+                shown[:] = [progress.preview]
             if progress.preview is not None and not checking.is_set():
                 checking.set()
                 checker.submit(rate, progress.preview)
@@ -171,6 +176,7 @@ def main() -> None:
         decode = statistics.median(engine.previewer.decode_seconds)
         check = statistics.median(check_times) if check_times else float("nan")
         checker.shutdown(wait=True)
+        wire = wire_figures(shown[0]) if shown else None
 
     off = results["off"]
     step = off / args.steps
@@ -201,6 +207,32 @@ def main() -> None:
     )
     print(f"| one preview check (tagger) | {check * 1000:.2f} ms |")
     print(f"| share of the render at one preview per {args.interval:g} s | {interval_share:.2%} |")
+    if wire is not None:
+        encode_s, size, decode_s, side = wire
+        print(
+            f"| Redis workers: the preview as WebP ({side} px, worker side, off the engine "
+            f"thread) | {encode_s * 1000:.2f} ms, {size / 1024:.1f} KiB |"
+        )
+        print(f"| Redis workers: the WebP decoded on the bot | {decode_s * 1000:.2f} ms |")
+
+
+def wire_figures(image: Any, repeat: int = 20) -> tuple[float, int, float, str]:
+    """A preview's trip through Redis: the worker's WebP encoding (median seconds, bytes)
+    and the bot's bounded decoding (median seconds)."""
+    from bot.queue.previews import decode_preview, encode_preview
+
+    encoded: list[float] = []
+    decoded: list[float] = []
+    data = b""
+    for _ in range(repeat):
+        started = time.perf_counter()
+        data = encode_preview(image) or b""
+        encoded.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        decode_preview(data)
+        decoded.append(time.perf_counter() - started)
+    side = f"{image.width}x{image.height}"
+    return statistics.median(encoded), len(data), statistics.median(decoded), side
 
 
 if __name__ == "__main__":
