@@ -238,15 +238,9 @@ def _read_image(data: object) -> tuple[ImagePrompt | None, bytes | None]:
         value = data.get(key)
         refs[key] = None if value is None else _int(data, key)
     image = ImagePrompt(source=source, strength=strength, origin=origin, **refs)
-    encoded = data.get("png")
-    if encoded is None:
+    png = _base64(data, "png", MAX_INPUT_PNG_BYTES, "image.png")
+    if png is None:
         return image, None
-    if not isinstance(encoded, str) or len(encoded) > MAX_INPUT_PNG_BYTES * 4 // 3 + 4:
-        raise ProtocolError(f"image.png: expected base64 of at most {MAX_INPUT_PNG_BYTES} bytes")
-    try:
-        png = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise ProtocolError("image.png: not base64") from None
     if not png.startswith(PNG_MAGIC):
         raise ProtocolError("image.png: not a PNG")
     return image, png
@@ -447,16 +441,23 @@ class ProgressNote:
     preview: bytes | None = None  # the step's live preview (WebP), not yet checked
 
 
-def _read_preview(data: dict[str, Any]) -> bytes | None:
-    encoded = data.get("preview")
+def _base64(data: Mapping[str, Any], key: str, limit: int, name: str) -> bytes | None:
+    """The bytes of an optional base64 field of at most ``limit`` bytes (None: absent)."""
+    encoded = data.get(key)
     if encoded is None:
         return None
-    if not isinstance(encoded, str) or len(encoded) > MAX_PREVIEW_BYTES * 4 // 3 + 4:
-        raise ProtocolError(f"preview: expected base64 of at most {MAX_PREVIEW_BYTES} bytes")
+    if not isinstance(encoded, str) or len(encoded) > limit * 4 // 3 + 4:
+        raise ProtocolError(f"{name}: expected base64 of at most {limit} bytes")
     try:
-        preview = base64.b64decode(encoded, validate=True)
+        return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        raise ProtocolError("preview: not base64") from None
+        raise ProtocolError(f"{name}: not base64") from None
+
+
+def _read_preview(data: dict[str, Any]) -> bytes | None:
+    preview = _base64(data, "preview", MAX_PREVIEW_BYTES, "preview")
+    if preview is None:
+        return None
     if len(preview) > MAX_PREVIEW_BYTES or not is_webp(preview):
         raise ProtocolError(f"preview: expected a WebP of at most {MAX_PREVIEW_BYTES} bytes")
     return preview
