@@ -36,7 +36,7 @@ import math
 import re
 from typing import Final
 
-from bot.prompts.tags import PromptError
+from bot.prompts.tags import PromptError, prompt_word
 
 __all__ = [
     "BREAK_MARKER",
@@ -148,7 +148,7 @@ def check_weights(text: str, what: str = "prompt") -> None:
             raise WeightOutOfRange(
                 "the {what} weights {text} by a number too large to use (not finite); "
                 "weights must be between {low} and {high}",
-                what=what,
+                what=prompt_word(what),
                 text=repr(_shown(fragment)),
                 low=f"{MIN_WEIGHT:g}",
                 high=f"{MAX_WEIGHT:g}",
@@ -157,7 +157,7 @@ def check_weights(text: str, what: str = "prompt") -> None:
             raise WeightOutOfRange(
                 "the {what} weights {text} by {weight} (after nesting); weights must be "
                 "between {low} and {high}, e.g. ({example}:1.2)",
-                what=what,
+                what=prompt_word(what),
                 text=repr(_shown(fragment)),
                 weight=f"{weight:.4g}",
                 low=f"{MIN_WEIGHT:g}",

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from bot.prompts.emphasis import parse_emphasis
-from bot.prompts.tags import PromptError
+from bot.prompts.tags import PromptError, prompt_word
 
 CHUNK_TOKENS = 75
 
@@ -81,7 +81,7 @@ def check_chunks(chunks: int, max_chunks: int, what: str = "prompt") -> None:
         raise PromptTooLong(
             "the {what} takes {chunks} chunks of {size} tokens; the limit is {most} "
             "({tokens} tokens)",
-            what=what,
+            what=prompt_word(what),
             chunks=chunks,
             size=CHUNK_TOKENS,
             most=max_chunks,

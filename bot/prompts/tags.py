@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Final
 
-from bot.errors import ReadableError
+from bot.errors import ReadableError, Text, words
 
 __all__ = [
     "RATINGS",
@@ -50,6 +50,16 @@ __all__ = [
 
 class PromptError(ReadableError, ValueError):
     """A prompt or prompt option the bot cannot use; the message is meant for the user."""
+
+
+_PROMPT_WORDS: Final[Mapping[str, Text]] = MappingProxyType(
+    {"prompt": words("prompt"), "negative prompt": words("negative prompt")}
+)
+
+
+def prompt_word(what: str) -> Text | str:
+    """``"prompt"`` or ``"negative prompt"`` as a text for an error (translatable)."""
+    return _PROMPT_WORDS.get(what, what)
 
 
 class UnknownTagOptionError(PromptError):
