@@ -91,3 +91,13 @@ def read_infotext(source: bytes | str | Path) -> Infotext | None:
     with Image.open(io.BytesIO(data)) as image:
         text = image.info.get(INFOTEXT_KEY)
     return parse_infotext(text) if isinstance(text, str) else None
+
+
+def stored_rgb(png: bytes) -> Image.Image:
+    """The pixels of a PNG the bot stored itself (an img2img input: already checked when it
+    was attached). Raises :class:`ValueError` when it cannot be read (blocking: a thread)."""
+    try:
+        with Image.open(io.BytesIO(png)) as opened:
+            return opened.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None

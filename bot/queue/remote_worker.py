@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import os
 import signal
@@ -52,7 +51,7 @@ from bot.engine import (
     RenderJob,
     RenderResult,
 )
-from bot.images import encode_png
+from bot.images import encode_png, stored_rgb
 from bot.prompts import PromptError
 from bot.queue import protocol
 from bot.queue.previews import encode_preview
@@ -185,9 +184,8 @@ class RemoteWorker:
         if png is None:
             raise EngineError("its input image did not come with the job (no longer stored)")
         try:
-            with Image.open(io.BytesIO(png)) as opened:
-                return opened.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            return stored_rgb(png)
+        except ValueError as exc:
             raise EngineError(f"its input image could not be read: {exc}") from None
 
     async def _hand_back(

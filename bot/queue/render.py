@@ -38,7 +38,6 @@ queued.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 from collections import OrderedDict
@@ -62,6 +61,7 @@ from bot.engine import (
     RenderResult,
 )
 from bot.engine.front import PromptFront
+from bot.images import stored_rgb
 from bot.logs import job_context
 from bot.observability.telemetry import Telemetry
 from bot.outbox import Outbox
@@ -423,10 +423,9 @@ class Renderer:
         if png is None:
             return None
         try:
-            with Image.open(io.BytesIO(png)) as opened:
-                return opened.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError):
-            log.warning("the stored input image %s is unreadable", name)
+            return stored_rgb(png)
+        except ValueError as exc:
+            log.warning("the stored input image %s is unreadable (%s)", name, exc)
             return None
 
     async def _cancelled(self, job: JobRecord, running: Running) -> None:
